@@ -1,0 +1,191 @@
+"""Image sources: random-access sequences of uint8 RGB arrays [H,W,3] that grain reads.
+
+`embedded` ships with scikit-image (no download), `folder:PATH` reads a directory tree of image files,
+`tfds:NAME` reads a prepared TensorFlow Datasets dataset through `tfds.data_source` (no TensorFlow).
+"""
+
+import dataclasses
+import pathlib
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from enhance_jax.errors import UserError
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
+# scikit-image photographs that load offline; the last two are held out for evaluation.
+EMBEDDED_TRAIN = ('chelsea', 'rocket', 'hubble_deep_field', 'retina', 'immunohistochemistry',
+                  'stereo_motorcycle', 'camera', 'brick', 'grass', 'gravel', 'moon')
+EMBEDDED_EVAL = ('astronaut', 'coffee')
+
+
+def to_rgb(array):
+  """uint8 HxW, HxWx1, HxWx3 or HxWx4 -> uint8 HxWx3."""
+  array = np.asarray(array)
+  if array.ndim == 2:
+    array = array[..., None]
+  if array.shape[-1] == 1:
+    array = np.repeat(array, 3, axis=-1)
+  return np.ascontiguousarray(array[..., :3].astype(np.uint8))
+
+
+def read_image(path):
+  """Decodes PATH to uint8 RGB, or raises UserError naming the file."""
+  try:
+    with Image.open(path) as im:
+      return to_rgb(np.asarray(im.convert('RGB')))
+  except (OSError, ValueError, SyntaxError) as e:
+    raise UserError(f'cannot read image {path} ({e}); remove or replace it.') from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySource:
+  """Images already in memory."""
+  images: Sequence[np.ndarray]
+  names: Sequence[str]
+
+  def __len__(self):
+    return len(self.images)
+
+  def __getitem__(self, i):
+    return self.images[i]
+
+  def sizes(self):
+    return [im.shape[:2] for im in self.images]
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSource:
+  """Image files, decoded when read (in the grain worker)."""
+  paths: Sequence[str]
+
+  def __len__(self):
+    return len(self.paths)
+
+  def __getitem__(self, i):
+    return read_image(self.paths[i])
+
+  @property
+  def names(self):
+    return [pathlib.Path(p).stem for p in self.paths]
+
+  def sizes(self):
+    """(H, W) of every file from its header only; unreadable files raise UserError."""
+    out = []
+    for p in self.paths:
+      try:
+        with Image.open(p) as im:
+          w, h = im.size
+          im.verify()
+      except (OSError, ValueError, SyntaxError) as e:
+        raise UserError(f'cannot read image {p} ({e}); remove or replace it.') from None
+      out.append((h, w))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+  """A tfds data_source; records' `image` feature converted to uint8 RGB."""
+  source: object
+  key: str = 'image'
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    return to_rgb(self.source[i][self.key])
+
+  @property
+  def names(self):
+    return [f'{i:06d}' for i in range(len(self))]
+
+  def sizes(self):
+    return None  # decoding every record to learn its size would cost a full pass
+
+
+def embedded(names):
+  """scikit-image's bundled photographs (grey textures turned to RGB)."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  images = []
+  for name in names:
+    image = getattr(skimage.data, name)()
+    images.append(to_rgb(image[0] if name == 'stereo_motorcycle' else image))
+  return ArraySource(images, list(names))
+
+
+def folder(path):
+  """Every image file under PATH (recursive, sorted), or UserError when there is none."""
+  root = pathlib.Path(path).expanduser()
+  if not root.is_dir():
+    raise UserError(f'data folder {root} does not exist; pass an existing directory as folder:PATH.')
+  paths = sorted(str(p) for p in root.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+  if not paths:
+    raise UserError(f'data folder {root} holds no {"/".join(s[1:] for s in IMAGE_SUFFIXES)} images; '
+                    'point folder:PATH at a directory of photos.')
+  return FolderSource(paths)
+
+
+def tfds_source(name, split, data_dir=None):
+  """A prepared tfds dataset split read without TensorFlow."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError(f'data.source=tfds:{name} needs tensorflow-datasets: '
+                    "pip install 'enhance_jax[tfds]'.") from None
+  try:
+    return TfdsSource(tfds.data_source(name, split=split, data_dir=data_dir or None))
+  except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+    raise UserError(f'cannot open tfds dataset {name!r} split {split!r} ({type(e).__name__}: {e}); '
+                    'prepare it first (tfds build, or data/prepare.py) and set data.data_dir.') from None
+
+
+def _split(source, fraction):
+  """Deterministic hold-out: every k-th file goes to validation, so both splits span the folder."""
+  n = len(source)
+  n_val = max(1, int(round(n * fraction))) if n > 1 else 0
+  if n_val == 0:
+    raise UserError(f'{n} image(s) are too few to hold some out for validation; add images or set '
+                    'data.val_source.')
+  val_idx = set(np.linspace(0, n - 1, n_val).round().astype(int).tolist())
+  train = [p for i, p in enumerate(source.paths) if i not in val_idx]
+  val = [p for i, p in enumerate(source.paths) if i in val_idx]
+  return FolderSource(train), FolderSource(val)
+
+
+def open_source(spec, data_dir='', split='train'):
+  """One source from a spec string: 'embedded', 'folder:PATH' or 'tfds:NAME[:SPLIT]'."""
+  kind, _, arg = spec.partition(':')
+  if kind == 'embedded':
+    return embedded(EMBEDDED_EVAL if split != 'train' else EMBEDDED_TRAIN)
+  if kind == 'folder' and arg:
+    return folder(arg)
+  if kind == 'tfds' and arg:
+    name, _, tfds_split = arg.partition(':')
+    return tfds_source(name, tfds_split or split, data_dir)
+  raise UserError(f'data source {spec!r} is not one of: embedded, folder:PATH, tfds:NAME.')
+
+
+def train_val_sources(data):
+  """(train, val) sources for the config's data section."""
+  if data.val_source:
+    return open_source(data.source, data.data_dir, 'train'), open_source(
+        data.val_source, data.data_dir, 'validation')
+  kind = data.source.partition(':')[0]
+  if kind == 'embedded':
+    return embedded(EMBEDDED_TRAIN), embedded(EMBEDDED_EVAL)
+  if kind == 'tfds':
+    return open_source(data.source, data.data_dir, 'train'), open_source(
+        data.source, data.data_dir, 'validation')
+  return _split(open_source(data.source), data.val_fraction)
+
+
+def check_sizes(source, min_side, what):
+  """Raises UserError naming the first image smaller than MIN_SIDE on either side."""
+  sizes = source.sizes()
+  if sizes is None:
+    return
+  for name, (h, w) in zip(getattr(source, 'paths', source.names), sizes):
+    if min(h, w) < min_side:
+      raise UserError(f'image {name} is {w}x{h}, smaller than {what}={min_side}; remove it or lower '
+                      f'{what}.')

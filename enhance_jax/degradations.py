@@ -1,0 +1,202 @@
+"""Degradations and augmentations: pure functions written once for numpy (grain workers) and jnp (device).
+
+Resizing and blurring are small [out, in] matrices applied separably along H and W, so one `tensordot`
+per axis serves numpy and jax.numpy alike; boundary handling is folded into the matrices.
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from enhance_jax.errors import UserError
+
+
+def _xp(x):
+  """The array namespace of `x`: jnp for jax arrays and tracers, numpy otherwise."""
+  return jnp if isinstance(x, jax.Array) else np
+
+
+def _cubic(x, a=-0.5):
+  """Keys' cubic convolution kernel; a = -0.5 is MATLAB imresize's bicubic."""
+  x = np.abs(x)
+  near = ((a + 2) * x - (a + 3)) * x * x + 1
+  far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+  return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+
+
+def _triangle(x):
+  """The bilinear (tent) kernel."""
+  return np.maximum(1.0 - np.abs(x), 0.0)
+
+
+_KERNELS = {'bicubic': (_cubic, 4.0), 'bilinear': (_triangle, 2.0)}  # kernel, support width
+
+
+def _fold_symmetric(idx, size):
+  """Maps any integer index into [0, size) by mirroring with the edge repeated (MATLAB 'symmetric')."""
+  idx = np.mod(idx, 2 * size)
+  return np.where(idx < size, idx, 2 * size - 1 - idx)
+
+
+def _to_matrix(rows, cols, weights, in_size, out_size):
+  """Scatters (row, col, weight) taps into a dense [out, in] float32 read-only matrix."""
+  m = np.zeros((out_size, in_size), np.float64)
+  np.add.at(m, (rows, _fold_symmetric(cols, in_size)), weights)
+  m = m.astype(np.float32)
+  m.setflags(write=False)
+  return m
+
+
+def _nearest_matrix(in_size, out_size):
+  """One-hot rows picking source pixel floor((i + 0.5) * in / out)."""
+  src = np.minimum(np.floor((np.arange(out_size) + 0.5) * in_size / out_size), in_size - 1)
+  return _to_matrix(np.arange(out_size), src.astype(np.int64), 1.0, in_size, out_size)
+
+
+@functools.lru_cache(maxsize=256)
+def resize_matrix(in_size: int, out_size: int, method: str = 'bicubic',
+                  antialias: bool = True) -> np.ndarray:
+  """The [out_size, in_size] matrix of a 1-D resize with MATLAB imresize semantics; rows sum to 1.
+
+  Pixel centres map as x_in = (x_out + 0.5) * in / out - 0.5; on downscaling with `antialias` the kernel
+  is stretched by in / out. Out-of-range taps are mirrored (symmetric padding) into the matrix.
+  """
+  if in_size < 1 or out_size < 1:
+    raise ValueError(f'resize sizes must be positive, got {in_size} -> {out_size}.')
+  if method == 'nearest':
+    return _nearest_matrix(in_size, out_size)
+  if method not in _KERNELS:
+    raise ValueError(f"Unknown resize method {method!r}; use one of {['nearest', *_KERNELS]}.")
+  kernel, support = _KERNELS[method]
+  scale = out_size / in_size
+  stretch = 1.0 / scale if (antialias and scale < 1) else 1.0
+  centre = (np.arange(out_size) + 0.5) / scale - 0.5
+  taps = int(math.ceil(support * stretch)) + 2
+  cols = np.floor(centre - support * stretch / 2)[:, None].astype(np.int64) + np.arange(taps)
+  weights = kernel((centre[:, None] - cols) / stretch)
+  weights /= weights.sum(axis=1, keepdims=True)
+  rows = np.broadcast_to(np.arange(out_size)[:, None], cols.shape)
+  return _to_matrix(rows, cols, weights, in_size, out_size)
+
+
+@functools.lru_cache(maxsize=256)
+def gaussian_matrix(size: int, sigma: float) -> np.ndarray:
+  """The [size, size] matrix of a 1-D Gaussian blur (radius ceil(3 sigma), reflect boundary)."""
+  if sigma < 0:
+    raise ValueError(f'Gaussian sigma must be >= 0, got {sigma}.')
+  radius = int(math.ceil(3 * sigma))
+  offsets = np.arange(-radius, radius + 1)
+  taps = np.exp(-0.5 * (offsets / sigma) ** 2) if sigma > 0 else np.ones(1)
+  taps /= taps.sum()
+  rows = np.broadcast_to(np.arange(size)[:, None], (size, offsets.size))
+  return _to_matrix(rows, rows + offsets, np.broadcast_to(taps, rows.shape), size, size)
+
+
+def _apply_along(m, x, axis):
+  """Contracts matrix `m` [out, in] with axis `axis` of `x`, keeping the axis in place."""
+  xp = _xp(x)
+  extra = {'precision': jax.lax.Precision.HIGHEST} if xp is jnp else {}  # no TF32/bf16 on GPU/TPU
+  y = xp.tensordot(m, x, axes=([1], [axis]), **extra)
+  return xp.moveaxis(y, 0, axis)
+
+
+def _hw(img):
+  """Height and width of an HWC or NHWC image; other ranks are a ValueError."""
+  if img.ndim not in (3, 4):
+    raise ValueError(f'Expected an HWC or NHWC image, got shape {img.shape}.')
+  return img.shape[-3:-1]
+
+
+def _separable(img, mh, mw):
+  """Applies mh along H and mw along W of an HWC or NHWC image, as float32."""
+  x = _xp(img).asarray(img, dtype=np.float32)
+  return _apply_along(mw, _apply_along(mh, x, -3), -2)
+
+
+def resize(img, out_hw, method: str = 'bicubic', antialias: bool = True):
+  """Resizes an HWC or NHWC image (numpy or jax) to `out_hw`; float32, not clipped."""
+  h, w = _hw(img)
+  oh, ow = (int(s) for s in out_hw)
+  return _separable(img, resize_matrix(h, oh, method, antialias), resize_matrix(w, ow, method, antialias))
+
+
+def imresize_scale(img, scale: float, method: str = 'bicubic', antialias: bool = True):
+  """Resizes by a factor to round(h * scale) x round(w * scale) (halves round up), like MATLAB imresize."""
+  h, w = _hw(img)
+  return resize(img, (math.floor(h * scale + 0.5), math.floor(w * scale + 0.5)), method, antialias)
+
+
+def gaussian_blur(img, sigma: float):
+  """Separable Gaussian blur of an HWC or NHWC image, reflect boundary, truncated at 3 sigma."""
+  h, w = _hw(img)
+  return _separable(img, gaussian_matrix(h, float(sigma)), gaussian_matrix(w, float(sigma)))
+
+
+def _check_divisible(hr, scale):
+  """Raises ValueError unless the HR height and width are multiples of `scale` (see `mod_crop`)."""
+  h, w = _hw(hr)
+  if h % scale or w % scale:
+    raise ValueError(f'HR size {h}x{w} is not divisible by scale {scale}; mod_crop the image first.')
+
+
+def bicubic_down(hr, scale: int = 4, antialias: bool = True):
+  """Plain bicubic downscale by an integer `scale` (the classic SR degradation), clipped to [0, 1]."""
+  _check_divisible(hr, scale)
+  h, w = _hw(hr)
+  lr = resize(hr, (h // scale, w // scale), 'bicubic', antialias)
+  return _xp(lr).clip(lr, 0.0, 1.0)
+
+
+def bicubic_down_blur(hr, scale: int = 4, blur_sigma: float = 1.5):
+  """Report 004's LQ: antialiased bicubic downscale, then a Gaussian blur (sigma = PIL radius) on the LR."""
+  _check_divisible(hr, scale)
+  h, w = _hw(hr)
+  lr = gaussian_blur(resize(hr, (h // scale, w // scale), 'bicubic', True), blur_sigma)
+  return _xp(lr).clip(lr, 0.0, 1.0)
+
+
+DEGRADATIONS = {'bicubic': bicubic_down, 'bicubic_blur': bicubic_down_blur}
+
+
+def get_degradation(name: str):
+  """Looks up DEGRADATIONS[name]; an unknown name is a UserError listing the valid ones."""
+  if name not in DEGRADATIONS:
+    raise UserError(f'Unknown degradation {name!r}; set it to one of {sorted(DEGRADATIONS)}.')
+  return DEGRADATIONS[name]
+
+
+def flip_rot90(img, hflip: bool, vflip: bool, rot90: bool):
+  """BasicSR's augment: optional horizontal flip, vertical flip, then H<->W transpose (HWC or NHWC view)."""
+  if hflip:
+    img = img[..., ::-1, :]
+  if vflip:
+    img = img[..., ::-1, :, :]
+  if rot90:
+    img = img.swapaxes(-3, -2)
+  return img
+
+
+def random_flip_rot90(img, rng: np.random.Generator):
+  """`flip_rot90` with the three bits drawn from `rng`, each with probability 1/2."""
+  hflip, vflip, rot90 = (bool(b) for b in rng.random(3) < 0.5)
+  return flip_rot90(img, hflip, vflip, rot90)
+
+
+def random_crop(img, size: int, rng: np.random.Generator):
+  """A random size x size patch of an HWC numpy image."""
+  h, w = img.shape[:2]
+  if h < size or w < size:
+    raise UserError(f'An image of {h}x{w} pixels is smaller than the {size}x{size} training patch; '
+                    'lower data.patch_size or remove the image.')
+  top = int(rng.integers(0, h - size + 1))
+  left = int(rng.integers(0, w - size + 1))
+  return img[top:top + size, left:left + size]
+
+
+def mod_crop(img, scale: int):
+  """Crops H and W (HWC or NHWC) down to multiples of `scale`, keeping the top-left corner."""
+  h, w = _hw(img)
+  return img[..., :h - h % scale, :w - w % scale, :]

@@ -1,0 +1,214 @@
+"""Train state and the pure steps `(state, batch) -> (state, metrics)`: L1 pre-training, the GAN step
+(D and G updated in one XLA program), and the evaluation step."""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from enhance_jax import losses
+from enhance_jax import metrics as metrics_lib
+from enhance_jax import models
+from enhance_jax.models.vgg import VGG19Features
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training, as one pytree (checkpointed whole)."""
+  step: jax.Array
+  g_params: Any
+  g_opt: Any
+  d_params: Any
+  d_opt: Any
+  d_stats: Any          # discriminator BatchNorm statistics ({} without BatchNorm)
+  ema_params: Any       # exponential moving average of g_params; None when train.ema_decay == 0
+  rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """The static parts of training, built once from the config: modules, optimisers, loss weights."""
+  generator: nn.Module
+  discriminator: nn.Module
+  vgg: nn.Module
+  g_tx_pretrain: optax.GradientTransformation
+  g_tx_gan: optax.GradientTransformation
+  d_tx: optax.GradientTransformation
+  pretrain_weights: tuple
+  gan_weights: tuple
+  pixel_criterion: str
+  gan_type: str
+  ema_decay: float
+  scale: int
+
+
+def _adam(lr, milestones, config):
+  schedule = optax.piecewise_constant_schedule(lr, {int(m): config.train.lr_decay for m in milestones})
+  return optax.adam(schedule, b1=config.train.b1, b2=config.train.b2)
+
+
+def make_task(config):
+  """Modules, optimisers and loss weights for CONFIG (the one place config turns into objects)."""
+  t, l = config.train, config.loss
+  vgg = VGG19Features(layers=(l.content_layer,), before_activation=l.content_before_activation,
+                      dtype=models.compute_dtype(config))
+  return Task(
+      generator=models.build_generator(config),
+      discriminator=models.build_discriminator(config),
+      vgg=vgg,
+      g_tx_pretrain=_adam(t.pretrain_lr, t.pretrain_milestones, config),
+      g_tx_gan=_adam(t.g_lr, t.gan_milestones, config),
+      d_tx=_adam(t.d_lr, t.gan_milestones, config),
+      pretrain_weights=tuple((k, float(w)) for k, w in l.pretrain.items() if w),
+      gan_weights=tuple((k, float(w)) for k, w in l.gan.items() if w),
+      pixel_criterion=l.pixel_criterion,
+      gan_type=l.gan_type,
+      ema_decay=float(t.ema_decay),
+      scale=config.model.scale)
+
+
+def uses_vgg(task):
+  return any(k == 'content' for k, _ in task.pretrain_weights + task.gan_weights)
+
+
+def init_state(task, rng, lr_shape, hr_shape):
+  """Fresh parameters and optimiser states (G's optimiser starts in its pre-training form)."""
+  g_rng, d_rng, rng = jax.random.split(rng, 3)
+  g_params = task.generator.init(g_rng, jnp.zeros(lr_shape, jnp.float32))['params']
+  d_vars = task.discriminator.init(d_rng, jnp.zeros(hr_shape, jnp.float32))
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), g_params=g_params, g_opt=task.g_tx_pretrain.init(g_params),
+      d_params=d_vars['params'], d_opt=task.d_tx.init(d_vars['params']),
+      d_stats=d_vars.get('batch_stats', {}),
+      ema_params=g_params if task.ema_decay > 0 else None, rng=rng)
+
+
+def start_gan_stage(task, state):
+  """A fresh Adam state for G with the GAN-stage learning rate (BasicSR starts ESRGAN from ESRNet so)."""
+  return state.replace(g_opt=task.g_tx_gan.init(state.g_params))
+
+
+def _ema(task, ema_params, g_params):
+  if ema_params is None:
+    return None
+  d = task.ema_decay
+  return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, g_params)
+
+
+def _image_metrics(sr, hr):
+  sr = jnp.clip(sr, 0.0, 1.0)
+  return {'psnr': jnp.mean(metrics_lib.psnr(sr, hr)), 'ssim': jnp.mean(metrics_lib.ssim(sr, hr))}
+
+
+def pretrain_step(task, state, batch, vgg_params=None):
+  """One supervised step of G on the pre-training loss terms (L1 pixel for ESRGAN)."""
+  lr, hr = batch['lr'], batch['hr']
+
+  def loss_fn(g_params):
+    sr = task.generator.apply({'params': g_params}, lr)
+    terms = {'pixel': losses.PIXEL_CRITERIA[task.pixel_criterion](sr, hr)}
+    if vgg_params is not None and 'content' in dict(task.pretrain_weights):
+      terms['content'] = losses.content(task.vgg.apply({'params': vgg_params}, sr),
+                                        task.vgg.apply({'params': vgg_params}, hr))
+    return sum(w * terms[k] for k, w in task.pretrain_weights), (sr, terms)
+
+  (g_loss, (sr, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+  updates, g_opt = task.g_tx_pretrain.update(grads, state.g_opt, state.g_params)
+  g_params = optax.apply_updates(state.g_params, updates)
+  state = state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
+                        ema_params=_ema(task, state.ema_params, g_params))
+  out = {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()}, **_image_metrics(sr, hr),
+         'g_grad_norm': optax.global_norm(grads), 'g_param_norm': optax.global_norm(g_params)}
+  return state, out
+
+
+def gan_step(task, state, batch, vgg_params=None):
+  """One GAN step: G's and D's updates in one program, sharing D's forward passes.
+
+  As in BasicSR, G is updated against the current D, and D against the same (detached) SR batch.
+  D runs forward once on HR and once on SR; its pullback gives G the gradient through D(SR) and D
+  the gradient of its own loss, so no forward pass is repeated.
+  """
+  lr, hr = batch['lr'], batch['hr']
+  weights = dict(task.gan_weights)
+  sr, g_pullback = jax.vjp(lambda p: task.generator.apply({'params': p}, lr), state.g_params)
+
+  def discriminate(d_params, fake):
+    real_logits, upd = task.discriminator.apply(
+        {'params': d_params, 'batch_stats': state.d_stats}, hr, train=True, mutable=['batch_stats'])
+    fake_logits, upd = task.discriminator.apply(
+        {'params': d_params, **upd}, fake, train=True, mutable=['batch_stats'])
+    return (real_logits, fake_logits), upd.get('batch_stats', {})
+
+  (real, fake), d_pullback, d_stats = jax.vjp(discriminate, state.d_params, sr, has_aux=True)
+  hr_features = (jax.lax.stop_gradient(task.vgg.apply({'params': vgg_params}, hr))
+                 if 'content' in weights else None)
+
+  def g_objective(sr, fake):
+    terms = {'adversarial': losses.generator_adversarial(jax.lax.stop_gradient(real), fake,
+                                                         task.gan_type)}
+    if 'pixel' in weights:
+      terms['pixel'] = losses.PIXEL_CRITERIA[task.pixel_criterion](sr, hr)
+    if 'content' in weights:
+      terms['content'] = losses.content(task.vgg.apply({'params': vgg_params}, sr), hr_features)
+    return sum(w * terms[k] for k, w in weights.items()), terms
+
+  (g_loss, terms), (dsr, dfake) = jax.value_and_grad(g_objective, (0, 1), has_aux=True)(sr, fake)
+  _, dsr_through_d = d_pullback((jnp.zeros_like(real), dfake))
+  (g_grads,) = g_pullback(dsr + dsr_through_d)
+  d_loss, d_logit_grads = jax.value_and_grad(
+      lambda r, f: losses.discriminator_adversarial(r, f, task.gan_type), (0, 1))(real, fake)
+  d_grads, _ = d_pullback(d_logit_grads)
+
+  g_updates, g_opt = task.g_tx_gan.update(g_grads, state.g_opt, state.g_params)
+  d_updates, d_opt = task.d_tx.update(d_grads, state.d_opt, state.d_params)
+  g_params = optax.apply_updates(state.g_params, g_updates)
+  state = state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
+                        d_params=optax.apply_updates(state.d_params, d_updates), d_opt=d_opt,
+                        d_stats=d_stats, ema_params=_ema(task, state.ema_params, g_params))
+  out = {'g_loss': g_loss, 'd_loss': d_loss, **{f'loss_{k}': v for k, v in terms.items()},
+         **_image_metrics(sr, hr), 'd_real': jnp.mean(jax.nn.sigmoid(real)),
+         'd_fake': jnp.mean(jax.nn.sigmoid(fake)), 'g_grad_norm': optax.global_norm(g_grads),
+         'd_grad_norm': optax.global_norm(d_grads), 'g_param_norm': optax.global_norm(g_params)}
+  return state, out
+
+
+def eval_params(state):
+  """The generator weights to evaluate: the EMA copy when there is one."""
+  return state.ema_params if state.ema_params is not None else state.g_params
+
+
+def predict(task, g_params, lr):
+  return jnp.clip(task.generator.apply({'params': g_params}, lr), 0.0, 1.0)
+
+
+def eval_step(task, g_params, batch):
+  """Per-image SR-protocol metrics (RGB and Y with a border crop of `scale`) for a validation batch."""
+  sr = predict(task, g_params, batch['lr'])
+  return metrics_lib.sr_metrics(sr, batch['hr'], task.scale)
+
+
+def jit_steps(task, mesh):
+  """The jitted steps with explicit shardings: state replicated and donated, batch split on 'data'."""
+  from enhance_jax import parallel  # pylint: disable=g-import-not-at-top
+  rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  step_kw = dict(in_shardings=(rep, split, rep), out_shardings=(rep, rep), donate_argnums=0)
+  return {
+      'pretrain': jax.jit(functools.partial(pretrain_step, task), **step_kw),
+      'gan': jax.jit(functools.partial(gan_step, task), **step_kw),
+      'eval': jax.jit(functools.partial(eval_step, task), in_shardings=(rep, split),
+                      out_shardings=split),
+      'predict': jax.jit(functools.partial(predict, task), in_shardings=(rep, split),
+                         out_shardings=split),
+  }
+
+
+@jax.jit
+def accumulate(total, metrics):
+  """Adds a step's metrics to the running sums on device (fetched only when logged)."""
+  return jax.tree.map(jnp.add, total, metrics)

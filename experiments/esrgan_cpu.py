@@ -1,0 +1,26 @@
+"""ESRGAN sized for a 2-core CPU: the README quickstart; minutes on the embedded photos."""
+
+from enhance_jax.config import load_experiment
+
+
+def get_config():
+  c = load_experiment('esrgan')
+  c.name = 'esrgan_cpu'
+  c.model.num_blocks = 2
+  c.model.num_features = 32
+  c.model.growth_channels = 16
+  c.discriminator.num_features = 32
+  c.discriminator.dense_features = 256
+  c.data.patch_size = 64
+  c.data.val_patch_size = 192
+  c.train.batch_size = 8
+  c.train.pretrain_steps = 600
+  c.train.num_steps = 800
+  c.train.pretrain_lr = 5e-4
+  c.train.pretrain_milestones = (400,)
+  c.train.gan_milestones = (150,)
+  c.train.ema_decay = 0.0
+  c.train.steps_per_epoch = 100
+  c.train.log_every_steps = 25
+  c.train.early_stopping_patience = 0
+  return c

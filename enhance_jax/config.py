@@ -102,6 +102,9 @@ def validate(config):
                     f'train.num_steps={config.train.num_steps}; raise num_steps or lower pretrain_steps.')
   if config.train.batch_size < 1:
     raise UserError('train.batch_size must be at least 1.')
+  if not 0 <= config.data.val_fraction < 1:
+    raise UserError(f'data.val_fraction={config.data.val_fraction} must be in [0, 1): it is the share '
+                    'of a folder held out for validation.')
 
 
 def get_config(name, overrides=()):

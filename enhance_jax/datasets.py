@@ -34,6 +34,11 @@ def read_image(path):
   """Decodes PATH to uint8 RGB, or raises UserError naming the file."""
   try:
     with Image.open(path) as im:
+      if im.mode.startswith('I'):  # 16-bit greyscale PNG: convert('RGB') would clip it to white
+        wide = np.asarray(im).astype(np.float64)
+        if im.mode.startswith('I;16') or wide.max() > 255:
+          wide = wide / 257.0
+        return to_rgb(np.clip(np.round(wide), 0, 255))
       return to_rgb(np.asarray(im.convert('RGB')))
   except (OSError, ValueError, SyntaxError) as e:
     raise UserError(f'cannot read image {path} ({e}); remove or replace it.') from None
@@ -144,9 +149,9 @@ def _split(source, fraction):
   """Deterministic hold-out: every k-th file goes to validation, so both splits span the folder."""
   n = len(source)
   n_val = max(1, int(round(n * fraction))) if n > 1 else 0
-  if n_val == 0:
-    raise UserError(f'{n} image(s) are too few to hold some out for validation; add images or set '
-                    'data.val_source.')
+  if n_val == 0 or n_val >= n:
+    raise UserError(f'{n} image(s) are too few to hold {fraction:.0%} out for validation and train on '
+                    'the rest; add images, lower data.val_fraction or set data.val_source.')
   val_idx = set(np.linspace(0, n - 1, n_val).round().astype(int).tolist())
   train = [p for i, p in enumerate(source.paths) if i not in val_idx]
   val = [p for i, p in enumerate(source.paths) if i in val_idx]

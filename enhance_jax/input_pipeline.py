@@ -11,7 +11,6 @@ import grain
 import jax
 import numpy as np
 
-from enhance_jax import datasets
 from enhance_jax import degradations
 
 

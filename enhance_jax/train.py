@@ -68,6 +68,7 @@ class _Loop:
     self.task = trainer.make_task(config)
     self.vgg_params = (weights.load_vgg19(config.loss.vgg_weights or None, (config.loss.content_layer,))
                        if trainer.uses_vgg(self.task) else None)
+    self.vgg_params = jax.device_put(self.vgg_params, parallel.replicated(self.mesh))
     self.jitted = trainer.jit_steps(self.task, self.mesh)
     self.data_sharding = parallel.batch_sharding(self.mesh)
     n = self.mesh.devices.size
@@ -101,7 +102,7 @@ class _Loop:
   def save(self, data_state, best=False):
     self.ckpts.save(self.state, data_state, self.meta, best=best)
 
-  def end_epoch(self, step, epoch_sums, epoch_steps):
+  def end_epoch(self, step, epoch_means):
     """Validation, samples, curves, checkpoints and early stopping at the end of an epoch."""
     c, meta = self.config, self.meta
     meta['epoch'] += 1
@@ -113,7 +114,7 @@ class _Loop:
     else:
       meta['bad_epochs'] += 1
     tag = {'epoch': meta['epoch'], 'stage': meta['stage']}
-    self.report.write(step, 'epoch', {k: v / epoch_steps for k, v in epoch_sums.items()}, **tag)
+    self.report.write(step, 'epoch', epoch_means, **tag)
     self.report.write(step, 'val', val, **tag)
     if meta['epoch'] % c.train.sample_every_epochs == 0:
       k = min(4, len(self.val['lr']))
@@ -153,58 +154,89 @@ def _check_finite(sums, step, n):
                              'resume from the last checkpoint.')
 
 
+class _Meter:
+  """Step metrics summed on device; fetched once per log window and folded into epoch means."""
+
+  def __init__(self, batch_size):
+    self.batch_size = batch_size
+    self.sums, self.n, self.start = None, 0, time.perf_counter()
+    self.epoch_sums, self.epoch_n, self.epoch_time = {}, 0, 0.0
+
+  def add(self, metrics):
+    self.sums = metrics if self.sums is None else trainer.accumulate(self.sums, metrics)
+    self.n += 1
+
+  def _rates(self, steps, seconds):
+    return {'step_time': seconds / steps, 'images_per_sec': steps * self.batch_size / seconds}
+
+  def window(self, step):
+    """Means over the steps since the last call (one host transfer); NaN/Inf raises."""
+    host = {k: float(v) for k, v in jax.device_get(self.sums).items()}
+    _check_finite(host, step, self.n)
+    elapsed = time.perf_counter() - self.start
+    for k, v in host.items():
+      self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+    self.epoch_n, self.epoch_time = self.epoch_n + self.n, self.epoch_time + elapsed
+    means = {**{k: v / self.n for k, v in host.items()}, **self._rates(self.n, elapsed)}
+    self.sums, self.n = None, 0
+    self.restart_clock()
+    return means
+
+  def epoch(self):
+    means = {**{k: v / self.epoch_n for k, v in self.epoch_sums.items()},
+             **self._rates(self.epoch_n, self.epoch_time)}
+    self.epoch_sums, self.epoch_n, self.epoch_time = {}, 0, 0.0
+    return means
+
+  def restart_clock(self):
+    self.start = time.perf_counter()
+
+
+def _progress_bar(config, meta, step):
+  if not config.train.progress or jax.process_index() != 0:
+    return None
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=_stage_end(config, {**meta, 'stage': 'gan'}), initial=step, unit='step',
+              dynamic_ncols=True, file=sys.stdout)
+
+
 def train_and_evaluate(config, workdir):
   """Trains CONFIG in WORKDIR (resuming there if it holds a checkpoint); returns the final state."""
   parallel.initialize()
   loop = _Loop(config, workdir)
-  t, meta = config.train, loop.meta
+  meta = loop.meta
   step = int(jax.device_get(loop.state.step))
   if meta['finished']:
     print(f'{workdir}: training already stopped early at step {step}; nothing to do.', flush=True)
     return loop.state
-  loop.maybe_start_gan(step)
   batches = input_pipeline.prefetch_to_device(loop.iterator, loop.data_sharding, config.data.prefetch)
   data_state = loop.iterator.get_state()
-  sums, n, epoch_sums, epoch_steps = None, 0, {}, 0
-  last_log = time.perf_counter()
-  bar = None
-  if t.progress and jax.process_index() == 0:
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=_stage_end(config, {**meta, 'stage': 'gan'}), initial=step, unit='step',
-               dynamic_ncols=True, file=sys.stdout)
+  meter, bar = _Meter(config.train.batch_size), _progress_bar(config, meta, step)
   try:
     while not meta['finished']:
       loop.maybe_start_gan(step)
       if meta['stage'] == 'gan' and step >= _stage_end(config, meta):
         break
-      batch, next_state = next(batches)
-      with jax.transfer_guard('disallow'):
+      batch, next_data_state = next(batches)
+      with jax.transfer_guard('disallow'):  # the step loop moves nothing between host and device
         loop.state, metrics = loop.jitted[meta['stage']](loop.state, batch, loop.vgg_params)
-        sums = metrics if sums is None else trainer.accumulate(sums, metrics)
-      data_state, step, n = next_state, step + 1, n + 1
+        meter.add(metrics)
+      data_state, step = next_data_state, step + 1
       if bar is not None:
         bar.update(1)
       epoch_done = step % loop.steps_per_epoch == 0 or step == _stage_end(config, meta)
-      if step % t.log_every_steps == 0 or epoch_done:
-        host = {k: float(v) for k, v in jax.device_get(sums).items()}
-        _check_finite(host, step, n)
-        elapsed = time.perf_counter() - last_log
-        for k, v in host.items():
-          epoch_sums[k] = epoch_sums.get(k, 0.0) + v
-        epoch_steps += n
-        means = {k: v / n for k, v in host.items()}
-        means.update(step_time=elapsed / n, images_per_sec=n * t.batch_size / elapsed)
+      if step % config.train.log_every_steps == 0 or epoch_done:
+        means = meter.window(step)
         loop.report.write(step, 'train', means, epoch=meta['epoch'], stage=meta['stage'])
         if bar is not None:
           bar.set_postfix({k: f'{means[k]:.4g}' for k in ('g_loss', 'psnr', 'd_loss') if k in means})
-        sums, n, last_log = None, 0, time.perf_counter()
       if epoch_done:
-        val, improved = loop.end_epoch(step, epoch_sums, epoch_steps)
+        val, improved = loop.end_epoch(step, meter.epoch())
         loop.save(data_state, best=improved)
-        if bar is not None:
-          bar.write(f'epoch {meta["epoch"]} step {step} [{meta["stage"]}] val psnr {val["psnr"]:.3f} '
-                    f'ssim {val["ssim"]:.4f}' + (' (best)' if improved else ''))
-        epoch_sums, epoch_steps, last_log = {}, 0, time.perf_counter()
+        (bar.write if bar is not None else print)(
+            f'epoch {meta["epoch"]} step {step} [{meta["stage"]}] val psnr {val["psnr"]:.3f} '
+            f'ssim {val["ssim"]:.4f}' + (' (best)' if improved else ''))
+        meter.restart_clock()  # validation and checkpointing are not step time
   except KeyboardInterrupt:
     loop.ckpts.wait()
     loop.save(data_state)
@@ -215,7 +247,7 @@ def train_and_evaluate(config, workdir):
       bar.close()
     loop.ckpts.wait()
     loop.report.close()
-  if int(jax.device_get(loop.state.step)) not in loop.ckpts.latest.all_steps():
+  if step not in loop.ckpts.latest.all_steps():
     loop.save(data_state)
     loop.ckpts.wait()
   loop.ckpts.close()

@@ -1,0 +1,60 @@
+"""An interrupted or failed run keeps its earlier checkpoints readable, and the next run resumes."""
+
+import pytest
+
+from conftest import tiny_config
+from enhance_jax import checkpoints as ckpt_lib
+from enhance_jax import evaluate
+from enhance_jax import input_pipeline
+from enhance_jax import train
+
+
+def _stop_after(monkeypatch, n_batches, exc):
+  """Makes the data stream raise EXC once N_BATCHES batches have been handed to the step loop."""
+  real = input_pipeline.prefetch_to_device
+
+  def fake(*args, **kwargs):
+    for i, item in enumerate(real(*args, **kwargs)):
+      if i == n_batches:
+        raise exc
+      yield item
+
+  monkeypatch.setattr(input_pipeline, 'prefetch_to_device', fake)
+
+
+def test_ctrl_c_saves_then_resume_finishes(tmp_path, monkeypatch):
+  config = tiny_config()
+  _stop_after(monkeypatch, 3, KeyboardInterrupt())
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, tmp_path)
+  ckpts = ckpt_lib.Checkpoints(tmp_path, read_only=True)
+  assert ckpts.latest.all_steps() == [2, 3]  # epoch end at 2, the interrupt's save at 3
+  monkeypatch.undo()
+  state = train.train_and_evaluate(config, tmp_path)
+  assert int(state.step) == 6
+  assert evaluate.run(tmp_path, 'latest')['checkpoint']['step'] == 6
+
+
+def test_failed_run_leaves_earlier_checkpoints_readable(tmp_path, monkeypatch):
+  config = tiny_config()
+  _stop_after(monkeypatch, 5, RuntimeError('disk on fire'))
+  with pytest.raises(RuntimeError, match='disk on fire'):
+    train.train_and_evaluate(config, tmp_path)
+  ckpts = ckpt_lib.Checkpoints(tmp_path, read_only=True)
+  assert ckpts.latest.all_steps() == [2, 4]
+  result = evaluate.run(tmp_path, 'latest')
+  assert result['checkpoint']['step'] == 4
+  assert result['mean']['model']['mse'] > 0
+
+
+def test_nan_loss_stops_with_the_step_range(tmp_path, monkeypatch):
+  config = tiny_config('train.log_every_steps=1')
+  real = train._check_finite  # pylint: disable=protected-access
+
+  def poisoned(host, step, n):
+    return real({**host, 'g_loss': float('nan')} if step == 3 else host, step, n)
+
+  monkeypatch.setattr(train, '_check_finite', poisoned)
+  with pytest.raises(FloatingPointError, match='between steps 3 and 3'):
+    train.train_and_evaluate(config, tmp_path)
+  assert ckpt_lib.Checkpoints(tmp_path, read_only=True).latest.all_steps() == [2]

@@ -13,6 +13,7 @@ import json
 import pathlib
 import sys
 
+from absl import logging as absl_logging
 import jax
 import ml_collections
 import numpy as np
@@ -127,6 +128,7 @@ def main(argv=None):
                       'the held-out split of the training data)')
   parser.add_argument('--out', default=None, help='output directory (default WORKDIR/eval)')
   args = parser.parse_args(argv)
+  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes are not for users
   try:
     result = run(args.workdir, args.checkpoint, args.data, args.out)
   except UserError as e:

@@ -10,6 +10,7 @@ import pathlib
 import sys
 import time
 
+from absl import logging as absl_logging
 import jax
 import numpy as np
 
@@ -238,6 +239,8 @@ def train_and_evaluate(config, workdir):
             f'ssim {val["ssim"]:.4f}' + (' (best)' if improved else ''))
         meter.restart_clock()  # validation and checkpointing are not step time
   except KeyboardInterrupt:
+    if int(jax.device_get(loop.state.step)) != step:  # interrupted between the step and bookkeeping
+      data_state, step = next_data_state, step + 1
     loop.ckpts.wait()
     loop.save(data_state)
     print(f'\ninterrupted at step {step}; saved a checkpoint, rerun the same command to resume.')
@@ -262,6 +265,7 @@ def main(argv=None):
                       help='override a config field, e.g. --set train.batch_size=32')
   parser.add_argument('--list', action='store_true', help='print the experiments and exit')
   args = parser.parse_args(argv)
+  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes are not for users
   from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   if args.list:
     print('\n'.join(config_lib.list_experiments()))

@@ -85,12 +85,19 @@ def init_state(task, rng, lr_shape, hr_shape):
       step=jnp.zeros((), jnp.int32), g_params=g_params, g_opt=task.g_tx_pretrain.init(g_params),
       d_params=d_vars['params'], d_opt=task.d_tx.init(d_vars['params']),
       d_stats=d_vars.get('batch_stats', {}),
-      ema_params=g_params if task.ema_decay > 0 else None, rng=rng)
+      # A copy: the jitted steps donate the state, and one buffer cannot be donated twice.
+      ema_params=jax.tree.map(jnp.copy, g_params) if task.ema_decay > 0 else None, rng=rng)
 
 
 def start_gan_stage(task, state):
-  """A fresh Adam state for G with the GAN-stage learning rate (BasicSR starts ESRGAN from ESRNet so)."""
-  return state.replace(g_opt=task.g_tx_gan.init(state.g_params))
+  """A fresh Adam state for G with the GAN-stage learning rate (BasicSR starts ESRGAN from ESRNet so).
+
+  The new state is placed like the rest of the state (replicated over the mesh): optax would create
+  its step counts on the default device alone, which the jitted GAN step must then copy (a recompile
+  on one device, a disallowed transfer under `jax.transfer_guard` on several).
+  """
+  init = jax.jit(task.g_tx_gan.init, out_shardings=state.step.sharding)
+  return state.replace(g_opt=init(state.g_params))
 
 
 def _ema(task, ema_params, g_params):
@@ -123,7 +130,7 @@ def pretrain_step(task, state, batch, vgg_params=None):
   state = state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
                         ema_params=_ema(task, state.ema_params, g_params))
   out = {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()}, **_image_metrics(sr, hr),
-         'g_grad_norm': optax.global_norm(grads), 'g_param_norm': optax.global_norm(g_params)}
+         'g_grad_norm': optax.tree.norm(grads), 'g_param_norm': optax.tree.norm(g_params)}
   return state, out
 
 
@@ -131,21 +138,24 @@ def gan_step(task, state, batch, vgg_params=None):
   """One GAN step: G's and D's updates in one program, sharing D's forward passes.
 
   As in BasicSR, G is updated against the current D, and D against the same (detached) SR batch.
-  D runs forward once on HR and once on SR; its pullback gives G the gradient through D(SR) and D
-  the gradient of its own loss, so no forward pass is repeated.
+  D runs forward once on HR and once on SR; the pullback of D(SR) gives G its gradient through D,
+  and both pullbacks give D the gradient of its own loss, so no forward pass is repeated.
   """
   lr, hr = batch['lr'], batch['hr']
   weights = dict(task.gan_weights)
   sr, g_pullback = jax.vjp(lambda p: task.generator.apply({'params': p}, lr), state.g_params)
 
-  def discriminate(d_params, fake):
-    real_logits, upd = task.discriminator.apply(
-        {'params': d_params, 'batch_stats': state.d_stats}, hr, train=True, mutable=['batch_stats'])
-    fake_logits, upd = task.discriminator.apply(
-        {'params': d_params, **upd}, fake, train=True, mutable=['batch_stats'])
-    return (real_logits, fake_logits), upd.get('batch_stats', {})
+  def d_on_real(d_params):
+    return task.discriminator.apply({'params': d_params, 'batch_stats': state.d_stats}, hr,
+                                    train=True, mutable=['batch_stats'])
 
-  (real, fake), d_pullback, d_stats = jax.vjp(discriminate, state.d_params, sr, has_aux=True)
+  real, real_pullback, upd = jax.vjp(d_on_real, state.d_params, has_aux=True)
+
+  def d_on_fake(d_params, fake):
+    return task.discriminator.apply({'params': d_params, **upd}, fake, train=True,
+                                    mutable=['batch_stats'])
+
+  fake, fake_pullback, upd = jax.vjp(d_on_fake, state.d_params, sr, has_aux=True)
   hr_features = (jax.lax.stop_gradient(task.vgg.apply({'params': vgg_params}, hr))
                  if 'content' in weights else None)
 
@@ -159,22 +169,23 @@ def gan_step(task, state, batch, vgg_params=None):
     return sum(w * terms[k] for k, w in weights.items()), terms
 
   (g_loss, terms), (dsr, dfake) = jax.value_and_grad(g_objective, (0, 1), has_aux=True)(sr, fake)
-  _, dsr_through_d = d_pullback((jnp.zeros_like(real), dfake))
+  _, dsr_through_d = fake_pullback(dfake)  # (XLA drops the unused weight gradients)
   (g_grads,) = g_pullback(dsr + dsr_through_d)
-  d_loss, d_logit_grads = jax.value_and_grad(
+  d_loss, (dreal, dfake_d) = jax.value_and_grad(
       lambda r, f: losses.discriminator_adversarial(r, f, task.gan_type), (0, 1))(real, fake)
-  d_grads, _ = d_pullback(d_logit_grads)
+  d_grads = jax.tree.map(jnp.add, real_pullback(dreal)[0], fake_pullback(dfake_d)[0])
 
   g_updates, g_opt = task.g_tx_gan.update(g_grads, state.g_opt, state.g_params)
   d_updates, d_opt = task.d_tx.update(d_grads, state.d_opt, state.d_params)
   g_params = optax.apply_updates(state.g_params, g_updates)
   state = state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
                         d_params=optax.apply_updates(state.d_params, d_updates), d_opt=d_opt,
-                        d_stats=d_stats, ema_params=_ema(task, state.ema_params, g_params))
+                        d_stats=upd.get('batch_stats', {}),
+                        ema_params=_ema(task, state.ema_params, g_params))
   out = {'g_loss': g_loss, 'd_loss': d_loss, **{f'loss_{k}': v for k, v in terms.items()},
          **_image_metrics(sr, hr), 'd_real': jnp.mean(jax.nn.sigmoid(real)),
-         'd_fake': jnp.mean(jax.nn.sigmoid(fake)), 'g_grad_norm': optax.global_norm(g_grads),
-         'd_grad_norm': optax.global_norm(d_grads), 'g_param_norm': optax.global_norm(g_params)}
+         'd_fake': jnp.mean(jax.nn.sigmoid(fake)), 'g_grad_norm': optax.tree.norm(g_grads),
+         'd_grad_norm': optax.tree.norm(d_grads), 'g_param_norm': optax.tree.norm(g_params)}
   return state, out
 
 

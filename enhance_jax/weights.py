@@ -280,11 +280,13 @@ def rrdbnet_params_from_state_dict(sd: Mapping[str, np.ndarray], num_blocks: int
   stored = _count_blocks(sd, 'RRDB_trunk' if esrgan else 'body')
   if stored and stored != num_blocks:
     raise UserError(f'The RRDBNet weights have {stored} blocks but the model has {num_blocks}; '
-                    f'set network_g.num_block={stored}.')
+                    f'set model.num_blocks={stored}.')
   _check_convs(found, _rrdbnet_shapes(found, num_blocks), table,
                'a BasicSR/ESRGAN RRDBNet state_dict (e.g. RRDB_ESRGAN_x4.pth, '
                f'RealESRGAN_x4plus.pth) with {num_blocks} blocks')
-  return unflatten_params({f'{name}/{p}': v for name, conv in found.items() for p, v in conv.items()})
+  path = {'conv_up1': 'conv_up1/conv', 'conv_up2': 'conv_up2/conv'}  # convs inside UpsampleBlock
+  return unflatten_params({f'{path.get(name, name)}/{p}': v
+                           for name, conv in found.items() for p, v in conv.items()})
 
 
 def _rrdbnet_table(num_blocks: int, esrgan: bool) -> dict[str, str]:

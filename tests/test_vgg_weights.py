@@ -308,12 +308,12 @@ def test_rrdbnet_mapping(esrgan):
   np.testing.assert_array_equal(params['body_1']['rdb3']['conv2']['kernel'],
                                 sd[f'{src}.weight'].transpose(2, 3, 1, 0))
   up = 'upconv2' if esrgan else 'conv_up2'
-  np.testing.assert_array_equal(params['conv_up2']['bias'], sd[f'{up}.bias'])
+  np.testing.assert_array_equal(params['conv_up2']['conv']['bias'], sd[f'{up}.bias'])
 
 
 def test_rrdbnet_errors():
   sd = _fake_rrdbnet_sd(esrgan=False)
-  with pytest.raises(UserError, match=r'2 blocks but the model has 3.*num_block=2'):
+  with pytest.raises(UserError, match=r'2 blocks but the model has 3.*num_blocks=2'):
     weights.rrdbnet_params_from_state_dict(sd, num_blocks=3)
   del sd['conv_hr.weight']
   sd['conv_up1.weight'] = np.zeros((8, 5, 3, 3), np.float32)

@@ -1,0 +1,72 @@
+"""Session set-up for the CPU test suite, and the tiny ESRGAN config the trainer tests share.
+
+A compilation cache for the session lets the programs that several tests build (the same train step
+for the same config) compile once. The suite keeps one CPU device and XLA's default optimisation:
+8 fake devices or `--xla_backend_optimization_level=0` for the whole session slow the long training
+tests (test_end_to_end) by about 1.5x and 1.2x, so the 8-device tests run in a subprocess
+(tests/test_sharding.py) and unit tests compile their tiny programs at -O0 with `fast_jit`.
+
+Other test files: `from conftest import tiny_config` or take the `tiny_config` fixture.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # the suite is CPU-only, also on a GPU machine
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CACHE_DIR = tempfile.mkdtemp(prefix='enhance_jax_tests_xla_cache_')
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
+
+# esrgan_cpu shrunk to seconds: 1 RRDB of width 8, D of width 8, 32-pixel HR patches, VGG19 up to
+# conv2_2 for the content loss; 2 L1 steps then 4 GAN steps, 2 steps an epoch.
+TINY = ('model.num_blocks=1', 'model.num_features=8', 'model.growth_channels=4',
+        'discriminator.num_features=8', 'discriminator.dense_features=16',
+        'data.patch_size=32', 'data.val_patch_size=64', 'train.batch_size=8',
+        'loss.content_layer=conv2_2', 'train.steps_per_epoch=2', 'train.pretrain_steps=2',
+        'train.num_steps=6', 'train.progress=False')
+
+
+def tiny_config(*overrides):
+  """The esrgan_cpu experiment at test size, with OVERRIDES ('key=value') applied after TINY."""
+  return config_lib.get_config('esrgan_cpu', [*TINY, *overrides])
+
+
+@pytest.fixture(name='tiny_config')
+def tiny_config_fixture():
+  """`tiny_config` itself, for tests that prefer a fixture to an import."""
+  return tiny_config
+
+
+def photo_batch(config, n=None, seed=0):
+  """A fixed batch of real photo patches: N (default: the batch size) HR crops of the config's patch
+  size from astronaut/coffee/chelsea, float32 NHWC in [0, 1], with their LR by the config's
+  degradation."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  n, p = n or config.train.batch_size, config.data.patch_size
+  rng = np.random.default_rng(seed)
+  photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
+  hr = []
+  for i in range(n):
+    photo = photos[i % len(photos)]
+    top, left = rng.integers(0, photo.shape[0] - p), rng.integers(0, photo.shape[1] - p)
+    hr.append(photo[top:top + p, left:left + p].astype(np.float32) / 255.0)
+  degrade = input_pipeline.degrade_fn(config)
+  return {'lr': np.stack([np.asarray(degrade(x), np.float32) for x in hr]), 'hr': np.stack(hr)}
+
+
+def fast_jit(fn, *args):
+  """jax.jit(FN) compiled ahead of time for ARGS at XLA's lowest CPU optimisation level: with these
+  tiny models compile time is nearly all of a test's time, and this cuts it about 3x."""
+  return jax.jit(fn).lower(*args).compile(compiler_options={'xla_backend_optimization_level': 0})
+

@@ -6,14 +6,17 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-_MULTIHOST_ENV = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS', 'SLURM_JOB_ID', 'TPU_WORKER_HOSTNAMES')
+def launched_multihost(env=None):
+  """True when this process is one of several: a JAX coordinator, SLURM or Open MPI with >1 tasks."""
+  env = os.environ if env is None else env
+  return (bool(env.get('JAX_COORDINATOR_ADDRESS')) or int(env.get('SLURM_NTASKS', '1')) > 1
+          or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1)
 
 
 def initialize():
-  """Joins the multi-host job when launched as one (coordinator env, SLURM, TPU pod); no-op otherwise."""
-  if any(k in os.environ for k in _MULTIHOST_ENV) and int(os.environ.get('JAX_NUM_PROCESSES', '2')) > 1:
-    if not jax.distributed.is_initialized():
-      jax.distributed.initialize()
+  """Joins the multi-host job when launched as one (jax.distributed reads the cluster from the env)."""
+  if launched_multihost() and not jax.distributed.is_initialized():
+    jax.distributed.initialize()
 
 
 def make_mesh(num_devices=None):

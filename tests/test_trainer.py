@@ -409,3 +409,25 @@ def test_nan_guard_names_the_metrics_and_steps():
   with pytest.raises(FloatingPointError, match=r'g_loss, d_loss .*steps 91 and 100'):
     train._check_finite({'g_loss': float('nan'), 'psnr': 20.0, 'd_loss': float('inf')}, 100, 10)
   train._check_finite({'g_loss': 0.5, 'psnr': 20.0}, 100, 10)  # finite: no error
+
+
+def test_multihost_launch_is_detected_from_the_environment():
+  from enhance_jax import parallel
+  assert not parallel.launched_multihost({})
+  assert not parallel.launched_multihost({'SLURM_NTASKS': '1'})
+  assert parallel.launched_multihost({'SLURM_NTASKS': '4'})
+  assert parallel.launched_multihost({'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234'})
+  assert parallel.launched_multihost({'OMPI_COMM_WORLD_SIZE': '2'})
+
+
+def test_remat_trunk_gives_the_same_outputs_and_gradients():
+  x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+  plain = RRDBNet(num_blocks=2, num_features=8, growth_channels=4)
+  remat = RRDBNet(num_blocks=2, num_features=8, growth_channels=4, remat=True)
+  params = plain.init(jax.random.key(0), x)['params']
+  loss = lambda m: (lambda p: jnp.mean(m.apply({'params': p}, x) ** 2))
+  (l1, g1), (l2, g2) = [jax.value_and_grad(loss(m))(params) for m in (plain, remat)]
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g1, g2)
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss(remat)))(params))
+  assert jaxpr.count('remat') >= 2 and 'remat' not in str(jax.make_jaxpr(jax.grad(loss(plain)))(params))

@@ -42,6 +42,8 @@ def parse_args(argv=None):
   p.add_argument('--framework', default='jax', choices=('jax', 'torch'))
   p.add_argument('--compare', action='store_true', help='run both frameworks; report the ratio')
   p.add_argument('--torch-compile', action='store_true', help='torch.compile the twin')
+  p.add_argument('--channels-last', type=int, default=1, choices=(0, 1),
+                 help='torch memory format: 1 = channels_last (the GPU default), 0 = NCHW')
   p.add_argument('--threads', type=int, default=0, help='CPU threads for both frameworks (0 = all)')
   p.add_argument('--peak-tflops', type=float, default=0.0, help='device peak, for MFU off the table')
   p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override')
@@ -144,10 +146,10 @@ def bench_torch(args, config):
   if args.threads:
     torch.set_num_threads(args.threads)
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  tr = train_step.make_trainer(config, device, args.precision, channels_last=True,
+  tr = train_step.make_trainer(config, device, args.precision, channels_last=args.channels_last,
                                compile=args.torch_compile)
   lr_side = args.patch // config.model.scale
-  fmt = torch.channels_last
+  fmt = torch.channels_last if args.channels_last else torch.contiguous_format
   lr = torch.rand(args.batch, 3, lr_side, lr_side, device=device).contiguous(memory_format=fmt)
   hr = torch.rand(args.batch, 3, args.patch, args.patch, device=device).contiguous(memory_format=fmt)
   step = tr.pretrain_step if args.stage == 'pretrain' else tr.gan_step
@@ -169,6 +171,7 @@ def bench_torch(args, config):
       'peak_bytes': torch.cuda.max_memory_allocated() if device == 'cuda' else None,
       'device': torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu',
       'threads': torch.get_num_threads(), 'torch_compile': args.torch_compile,
+      'channels_last': bool(args.channels_last),
       'versions': {'torch': torch.__version__}}
 
 

@@ -1,10 +1,14 @@
 """Image sources: random-access sequences of uint8 RGB arrays [H,W,3] that grain reads.
 
 `embedded` ships with scikit-image (no download), `folder:PATH` reads a directory tree of image files,
-`tfds:NAME` reads a prepared TensorFlow Datasets dataset through `tfds.data_source` (no TensorFlow).
+`tfds:NAME` reads a prepared TensorFlow Datasets dataset through `tfds.data_source` (no TensorFlow),
+`records:PATH` reads the ArrayRecord shards that data/prepare.py writes (random access, PNG per record).
 """
 
 import dataclasses
+import functools
+import io
+import json
 import pathlib
 from typing import Sequence
 
@@ -18,6 +22,11 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 EMBEDDED_TRAIN = ('chelsea', 'rocket', 'hubble_deep_field', 'retina', 'immunohistochemistry',
                   'stereo_motorcycle', 'camera', 'brick', 'grass', 'gravel', 'moon')
 EMBEDDED_EVAL = ('astronaut', 'coffee')
+# data/prepare.py's output: DIR/dataset.json (written last) lists DIR's ArrayRecord shards.
+RECORDS_MANIFEST = 'dataset.json'
+RECORDS_FORMAT = 'enhance_jax.records'
+RECORDS_VERSION = 1
+RECORDS_LAYOUT = 'uint32 big-endian name length, UTF-8 name, PNG bytes'
 
 
 def to_rgb(array):
@@ -109,6 +118,89 @@ class TfdsSource:
     return None  # decoding every record to learn its size would cost a full pass
 
 
+def encode_record(name, png):
+  """One record (RECORDS_LAYOUT): 4-byte big-endian name length, the UTF-8 name, the PNG bytes."""
+  raw = name.encode('utf-8')
+  return len(raw).to_bytes(4, 'big') + raw + png
+
+
+def decode_record(record):
+  """A record -> (name, PNG bytes)."""
+  n = int.from_bytes(record[:4], 'big')
+  return record[4:4 + n].decode('utf-8'), record[4 + n:]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordsSource:
+  """A data/prepare.py dataset (or a subset of its records by KEYS); PNGs decoded when read."""
+  root: str
+  shards: tuple  # ((file name, record count), ...) in key order
+  all_names: tuple
+  all_sizes: tuple  # (H, W) per record
+  origins: tuple  # index of the source image each record was cut from
+  keys: tuple  # the records this source serves, in order
+
+  @functools.cached_property
+  def _reader(self):
+    import grain  # pylint: disable=g-import-not-at-top
+    return grain.sources.ArrayRecordDataSource(
+        [f'{pathlib.Path(self.root) / f}[0:{n}]' for f, n in self.shards])
+
+  def __len__(self):
+    return len(self.keys)
+
+  def __getitem__(self, i):
+    name, png = decode_record(self._reader[self.keys[i]])
+    try:
+      with Image.open(io.BytesIO(png)) as im:
+        return to_rgb(np.asarray(im.convert('RGB')))
+    except (OSError, ValueError, SyntaxError) as e:
+      raise UserError(f'record {name} in {self.root} is not a readable PNG ({e}); '
+                      'prepare the dataset again.') from None
+
+  @property
+  def names(self):
+    return [self.all_names[k] for k in self.keys]
+
+  def sizes(self):
+    return [self.all_sizes[k] for k in self.keys]
+
+  def subset(self, indices):
+    """The records at INDICES (positions in this source)."""
+    return dataclasses.replace(self, keys=tuple(self.keys[i] for i in indices))
+
+
+def _read_manifest(root):
+  """DIR/dataset.json as a dict, or UserError saying how to make it."""
+  path = root / RECORDS_MANIFEST
+  if not path.is_file():
+    raise UserError(f'{root} holds no finished dataset ({RECORDS_MANIFEST} is missing); run '
+                    f'python data/prepare.py --src IMAGES --out {root} (again, if it was interrupted).')
+  try:
+    manifest = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise UserError(f'cannot read {path} ({e}); prepare the dataset again into a new --out.') from None
+  if manifest.get('format') != RECORDS_FORMAT or manifest.get('version') != RECORDS_VERSION:
+    raise UserError(f'{path} is not a version-{RECORDS_VERSION} {RECORDS_FORMAT} manifest; prepare '
+                    'the dataset again with data/prepare.py into a new --out.')
+  return manifest
+
+
+def records(path):
+  """The ArrayRecord dataset data/prepare.py wrote to PATH (its folder or its dataset.json)."""
+  root = pathlib.Path(path).expanduser()
+  root = root.parent if root.name == RECORDS_MANIFEST else root
+  manifest = _read_manifest(root)
+  shards = tuple((s['file'], s['count']) for s in manifest['shards'])
+  for name, _ in shards:
+    if not (root / name).is_file():
+      raise UserError(f'shard {root / name} listed in {root / RECORDS_MANIFEST} is missing; copy '
+                      'the whole folder or prepare the dataset again.')
+  return RecordsSource(str(root), shards, tuple(manifest['names']),
+                       tuple(tuple(hw) for hw in manifest['sizes']), tuple(manifest['origins']),
+                       tuple(range(manifest['count'])))
+
+
 def embedded(names):
   """scikit-image's bundled photographs (grey textures turned to RGB)."""
   import skimage.data  # pylint: disable=g-import-not-at-top
@@ -145,30 +237,45 @@ def tfds_source(name, split, data_dir=None):
                     'prepare it first (tfds build, or data/prepare.py) and set data.data_dir.') from None
 
 
-def _split(source, fraction):
-  """Deterministic hold-out: every k-th file goes to validation, so both splits span the folder."""
-  n = len(source)
+def _split_indices(n, fraction):
+  """(train, val) positions in range(N): every k-th held out, so both splits span the source."""
   n_val = max(1, int(round(n * fraction))) if n > 1 else 0
   if n_val == 0 or n_val >= n:
     raise UserError(f'{n} image(s) are too few to hold {fraction:.0%} out for validation and train on '
                     'the rest; add images, lower data.val_fraction or set data.val_source.')
   val_idx = set(np.linspace(0, n - 1, n_val).round().astype(int).tolist())
-  train = [p for i, p in enumerate(source.paths) if i not in val_idx]
-  val = [p for i, p in enumerate(source.paths) if i in val_idx]
-  return FolderSource(train), FolderSource(val)
+  return [i for i in range(n) if i not in val_idx], sorted(val_idx)
+
+
+def _split(source, fraction):
+  """Deterministic hold-out of a folder's files, or of a records dataset's source images.
+
+  Records are split by the image they were cut from, so overlapping crops never straddle the splits.
+  """
+  if isinstance(source, RecordsSource):
+    groups = sorted(set(source.origins[k] for k in source.keys))
+    val_groups = {groups[i] for i in _split_indices(len(groups), fraction)[1]}
+    held = [source.origins[k] in val_groups for k in source.keys]
+    return (source.subset([i for i, h in enumerate(held) if not h]),
+            source.subset([i for i, h in enumerate(held) if h]))
+  train, val = _split_indices(len(source), fraction)
+  return FolderSource([source.paths[i] for i in train]), FolderSource([source.paths[i] for i in val])
 
 
 def open_source(spec, data_dir='', split='train'):
-  """One source from a spec string: 'embedded', 'folder:PATH' or 'tfds:NAME[:SPLIT]'."""
+  """One source from a spec: 'embedded', 'folder:PATH', 'records:PATH' or 'tfds:NAME[:SPLIT]'."""
   kind, _, arg = spec.partition(':')
   if kind == 'embedded':
     return embedded(EMBEDDED_EVAL if split != 'train' else EMBEDDED_TRAIN)
   if kind == 'folder' and arg:
     return folder(arg)
+  if kind == 'records' and arg:
+    return records(arg)
   if kind == 'tfds' and arg:
     name, _, tfds_split = arg.partition(':')
     return tfds_source(name, tfds_split or split, data_dir)
-  raise UserError(f'data source {spec!r} is not one of: embedded, folder:PATH, tfds:NAME.')
+  raise UserError(f'data source {spec!r} is not one of: embedded, folder:PATH, records:PATH, '
+                  'tfds:NAME.')
 
 
 def train_val_sources(data):

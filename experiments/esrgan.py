@@ -29,7 +29,7 @@ def get_config():
   c.discriminator.norm = 'batch'         # 'batch' | 'none'
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = 'embedded'             # 'embedded' | 'folder:PATH' | 'tfds:NAME'
+  c.data.source = 'embedded'             # 'embedded' | 'folder:PATH' | 'records:PATH' | 'tfds:NAME'
   c.data.val_source = ''                 # '' = held-out split of `source`
   c.data.val_fraction = 0.1              # held-out fraction for folder sources
   c.data.data_dir = ''                   # tfds data_dir ('' = tfds default)

@@ -70,3 +70,17 @@ def fast_jit(fn, *args):
   tiny models compile time is nearly all of a test's time, and this cuts it about 3x."""
   return jax.jit(fn).lower(*args).compile(compiler_options={'xla_backend_optimization_level': 0})
 
+
+
+def stop_data_after(monkeypatch, n_batches, exc=KeyboardInterrupt):
+  """Makes the step loop's data stream raise EXC once N_BATCHES batches have been handed out."""
+  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  real = input_pipeline.prefetch_to_device
+
+  def stream(*args, **kwargs):
+    for i, item in enumerate(real(*args, **kwargs)):
+      if i == n_batches:
+        raise exc
+      yield item
+
+  monkeypatch.setattr(input_pipeline, 'prefetch_to_device', stream)

@@ -2,29 +2,16 @@
 
 import pytest
 
+from conftest import stop_data_after
 from conftest import tiny_config
 from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import evaluate
-from enhance_jax import input_pipeline
 from enhance_jax import train
-
-
-def _stop_after(monkeypatch, n_batches, exc):
-  """Makes the data stream raise EXC once N_BATCHES batches have been handed to the step loop."""
-  real = input_pipeline.prefetch_to_device
-
-  def fake(*args, **kwargs):
-    for i, item in enumerate(real(*args, **kwargs)):
-      if i == n_batches:
-        raise exc
-      yield item
-
-  monkeypatch.setattr(input_pipeline, 'prefetch_to_device', fake)
 
 
 def test_ctrl_c_saves_then_resume_finishes(tmp_path, monkeypatch):
   config = tiny_config()
-  _stop_after(monkeypatch, 3, KeyboardInterrupt())
+  stop_data_after(monkeypatch, 3, KeyboardInterrupt())
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, tmp_path)
   ckpts = ckpt_lib.Checkpoints(tmp_path, read_only=True)
@@ -37,7 +24,7 @@ def test_ctrl_c_saves_then_resume_finishes(tmp_path, monkeypatch):
 
 def test_failed_run_leaves_earlier_checkpoints_readable(tmp_path, monkeypatch):
   config = tiny_config()
-  _stop_after(monkeypatch, 5, RuntimeError('disk on fire'))
+  stop_data_after(monkeypatch, 5, RuntimeError('disk on fire'))
   with pytest.raises(RuntimeError, match='disk on fire'):
     train.train_and_evaluate(config, tmp_path)
   ckpts = ckpt_lib.Checkpoints(tmp_path, read_only=True)

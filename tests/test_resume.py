@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import stop_data_after
 from conftest import tiny_config
 from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import datasets
@@ -31,19 +32,6 @@ RESUME = ('train.ema_decay=0.9', 'train.pretrain_milestones=(1,)', 'train.gan_mi
 def _host(state):
   """The train state as numpy, the PRNG key as its raw data."""
   return jax.device_get(state.replace(rng=jax.random.key_data(state.rng)))
-
-
-def _interrupt_after(monkeypatch, n_batches):
-  """Ctrl-C once the step loop has taken N_BATCHES batches (raised where the loop waits for data)."""
-  real = input_pipeline.prefetch_to_device
-
-  def stream(*args, **kwargs):
-    for i, item in enumerate(real(*args, **kwargs)):
-      if i == n_batches:
-        raise KeyboardInterrupt
-      yield item
-
-  monkeypatch.setattr(input_pipeline, 'prefetch_to_device', stream)
 
 
 def _data_state(workdir, step):
@@ -86,7 +74,7 @@ def test_stopped_interrupted_and_resumed_run_matches_a_straight_run(straight, tm
   assert int(state.step) == 4
   assert ckpt_lib.Checkpoints(tmp_path, read_only=True).latest.latest_step() == 4
 
-  _interrupt_after(monkeypatch, 1)
+  stop_data_after(monkeypatch, 1)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(tiny_config(*RESUME), tmp_path)
   monkeypatch.undo()

@@ -45,14 +45,21 @@ def parse_args(argv=None):
   p.add_argument('--channels-last', type=int, default=1, choices=(0, 1),
                  help='torch memory format: 1 = channels_last (the GPU default), 0 = NCHW')
   p.add_argument('--threads', type=int, default=0, help='CPU threads for both frameworks (0 = all)')
+  p.add_argument('--cpu-devices', type=int, default=0,
+                 help='split the CPU into N XLA devices (its convolutions run on one thread each); '
+                      'the batch is then split over them by the data-parallel mesh')
   p.add_argument('--peak-tflops', type=float, default=0.0, help='device peak, for MFU off the table')
   p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override')
   p.add_argument('--json', default=None, help='write the results here')
   return p.parse_args(argv)
 
 
-def limit_threads(n):
-  """Caps XLA's and torch's CPU thread pools at N (must run before jax is imported)."""
+def limit_threads(n, cpu_devices=0):
+  """Caps XLA's and torch's CPU thread pools at N, and splits the CPU into CPU_DEVICES XLA devices
+  (must run before jax is imported)."""
+  if cpu_devices > 0:
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                               f' --xla_force_host_platform_device_count={cpu_devices}').strip()
   if n > 0:
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=true'
                                f' intra_op_parallelism_threads={n}').strip()
@@ -177,7 +184,7 @@ def bench_torch(args, config):
 
 def main(argv=None):
   args = parse_args(argv)
-  limit_threads(args.threads)
+  limit_threads(args.threads, args.cpu_devices)
   sys.path.insert(0, str(ROOT / 'benchmarks'))
   import flops as flops_lib  # pylint: disable=g-import-not-at-top
   config = make_config(args)

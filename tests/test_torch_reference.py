@@ -290,12 +290,21 @@ def _assert_metrics_match(torch_out, jax_out, keys):
                                err_msg=k)
 
 
-def test_pretrain_step_matches_jax(setup):
+def _both_steps(setup, stage):
+  """One STAGE step from the same state and batch in JAX and in the torch twin."""
   config, task, state, vgg_params, batch = setup
+  if stage == 'gan':
+    state = trainer.start_gan_stage(task, state)
   t = _torch_trainer(config, state, vgg_params)
-  step = fast_jit(functools.partial(trainer.pretrain_step, task), state, batch, vgg_params)
+  jax_step = getattr(trainer, f'{stage}_step')
+  step = fast_jit(functools.partial(jax_step, task), state, batch, vgg_params)
   new_state, jax_out = step(state, batch, vgg_params)
-  torch_out = t.pretrain_step(*(ts.to_nchw(batch[k], 'cpu') for k in ('lr', 'hr')))
+  torch_out = getattr(t, f'{stage}_step')(*(ts.to_nchw(batch[k], 'cpu') for k in ('lr', 'hr')))
+  return config, t, state, new_state, jax_out, torch_out
+
+
+def test_pretrain_step_matches_jax(setup):
+  config, t, state, new_state, jax_out, torch_out = _both_steps(setup, 'pretrain')
   _assert_update_matches(state.g_params, ts.export_params(t.generator), new_state.g_params,
                          _grads(t.generator), config.train.pretrain_lr)
   _assert_ema_matches(t, new_state.ema_params)
@@ -310,12 +319,7 @@ def _assert_ema_matches(t, jax_ema):
 
 
 def test_gan_step_matches_jax(setup):
-  config, task, state, vgg_params, batch = setup
-  state = trainer.start_gan_stage(task, state)
-  t = _torch_trainer(config, state, vgg_params)
-  step = fast_jit(functools.partial(trainer.gan_step, task), state, batch, vgg_params)
-  new_state, jax_out = step(state, batch, vgg_params)
-  torch_out = t.gan_step(*(ts.to_nchw(batch[k], 'cpu') for k in ('lr', 'hr')))
+  config, t, state, new_state, jax_out, torch_out = _both_steps(setup, 'gan')
   _assert_update_matches(state.g_params, ts.export_params(t.generator), new_state.g_params,
                          _grads(t.generator), config.train.g_lr)
   _assert_update_matches(state.d_params, ts.export_params(t.discriminator)[0], new_state.d_params,

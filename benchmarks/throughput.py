@@ -100,8 +100,8 @@ def peak_tflops(kind, precision, override):
   return None
 
 
-def bench_jax(args, config):
-  """Compiles and times enhance_jax's jitted train step on all local devices."""
+def compile_jax_step(args, config):
+  """enhance_jax's train step for ARGS.stage, compiled on all local devices, with its inputs."""
   import jax  # pylint: disable=g-import-not-at-top
   from enhance_jax import parallel, trainer, weights  # pylint: disable=g-import-not-at-top
   task = trainer.make_task(config)
@@ -120,9 +120,17 @@ def bench_jax(args, config):
            'hr': jax.device_put(jax.random.uniform(keys[1], shapes[1]), split)}
   t0 = time.perf_counter()
   compiled = trainer.jit_steps(task, mesh)[args.stage].lower(state, batch, vgg).compile()
-  compile_s = time.perf_counter() - t0
+  return compiled, state, batch, vgg, time.perf_counter() - t0
+
+
+def bench_jax(args, config):
+  """Compiles and times enhance_jax's jitted train step on all local devices."""
+  import jax  # pylint: disable=g-import-not-at-top
+  compiled, state, batch, vgg, compile_s = compile_jax_step(args, config)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  # A partitioned program's cost analysis counts one device's share.
+  flops = float(cost.get('flops', 0.0)) * jax.device_count() if cost else None
   mem = compiled.memory_analysis()
   holder = {'state': state}
 
@@ -137,7 +145,7 @@ def bench_jax(args, config):
   stats = device.memory_stats() or {}
   return per_step, {
       'compile_s': compile_s,
-      'xla_flops_per_step': float(cost.get('flops', 0.0)) if cost else None,
+      'xla_flops_per_step': flops,
       'temp_bytes': getattr(mem, 'temp_size_in_bytes', None),
       'argument_bytes': getattr(mem, 'argument_size_in_bytes', None),
       'peak_bytes': stats.get('peak_bytes_in_use'),

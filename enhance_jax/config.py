@@ -102,6 +102,9 @@ def validate(config):
                     f'train.num_steps={config.train.num_steps}; raise num_steps or lower pretrain_steps.')
   if config.train.batch_size < 1:
     raise UserError('train.batch_size must be at least 1.')
+  if config.discriminator.name == 'none' and config.train.pretrain_steps < config.train.num_steps:
+    raise UserError("discriminator.name='none' trains G alone; set train.pretrain_steps equal to "
+                    'train.num_steps (no GAN stage).')
   if not 0 <= config.data.val_fraction < 1:
     raise UserError(f'data.val_fraction={config.data.val_fraction} must be in [0, 1): it is the share '
                     'of a folder held out for validation.')

@@ -4,7 +4,8 @@
 Restores the checkpoint, degrades each held-out image as in training, enhances it whole, and writes
 under W/eval/: metrics.json, metrics.md and one LR | bicubic | model | HR grid per image. Scores follow
 the SR protocol (uint8-quantised outputs, RGB and Y channel, border crop of `scale` pixels) for the
-model and for bicubic upscaling of the same input.
+model and for the BASELINES, bicubic and nearest-neighbour upscaling of the same input. With
+data.hr_resize the held-out images are square-resized first, as in training.
 """
 
 import argparse
@@ -28,6 +29,8 @@ from enhance_jax import trainer
 from enhance_jax.errors import UserError
 
 METRICS = ('psnr', 'ssim', 'psnr_y', 'ssim_y', 'mse')
+BASELINES = ('bicubic', 'nearest')
+KINDS = ('model', *BASELINES)
 
 
 def restore_generator(workdir, which='best'):
@@ -49,7 +52,7 @@ def restore_generator(workdir, which='best'):
       jax.random.key(0))
   state, _, _ = ckpts.restore(abstract, which)
   ckpts.close()
-  return config, task, trainer.eval_params(state), int(state.step)
+  return config, task, trainer.eval_variables(state), int(state.step)
 
 
 def score(sr, hr, scale):
@@ -63,30 +66,45 @@ def _sr_metrics(sr, hr, scale):
   return metrics_lib.sr_metrics(sr, hr, scale)
 
 
+def baselines(lr, hr_shape):
+  """{name: LR upscaled to HR_SHAPE's height and width} for each of BASELINES, float32 in [0, 1]."""
+  hw = tuple(hr_shape[:2])
+  return {'bicubic': np.clip(degradations.resize(lr, hw), 0.0, 1.0),
+          'nearest': np.asarray(degradations.resize(lr, hw, 'nearest'), np.float32)}
+
+
+def held_out_hr(image, config):
+  """A held-out uint8 image as the float HR that is scored: square-resized to data.hr_resize when set
+  (as in training), then mod-cropped to what the model's scale accepts."""
+  scale, side = config.model.scale, config.data.get('hr_resize', 0)
+  hr = degradations.square_resize(image, side) if side else image.astype(np.float32) / 255.0
+  return degradations.mod_crop(hr, scale * (4 // scale if scale < 4 else 1))
+
+
 def evaluate_images(config, task, g_params, source, names):
   """Per-image records and the LR/bicubic/SR/HR arrays, one image at a time, whole."""
   scale = config.model.scale
   degrade = input_pipeline.degrade_fn(config)
   predict = jax.jit(functools.partial(trainer.predict, task))
   for i, name in enumerate(names):
-    hr = degradations.mod_crop(source[i].astype(np.float32) / 255.0, scale * (4 // scale if scale < 4 else 1))
+    hr = held_out_hr(source[i], config)
     if min(hr.shape[:2]) < 4 * scale:
       raise UserError(f'image {name} is too small to evaluate at x{scale}; remove it.')
     lr = np.asarray(degrade(hr), np.float32)
     sr = np.asarray(jax.device_get(predict(g_params, lr[None])))[0]
-    bicubic = np.clip(degradations.resize(lr, hr.shape[:2]), 0.0, 1.0)
-    record = {'name': name, 'height': hr.shape[0], 'width': hr.shape[1],
-              'model': score(sr, hr, scale), 'bicubic': score(bicubic, hr, scale)}
-    yield record, (lr, bicubic, sr, hr)
+    base = baselines(lr, hr.shape)
+    record = {'name': name, 'height': hr.shape[0], 'width': hr.shape[1], 'model': score(sr, hr, scale),
+              **{k: score(v, hr, scale) for k, v in base.items()}}
+    yield record, (lr, base['bicubic'], sr, hr)
 
 
 def markdown_table(result):
-  header = '| image | ' + ' | '.join(f'{m} model | {m} bicubic' for m in METRICS) + ' |'
-  rule = '|---' * (1 + 2 * len(METRICS)) + '|'
+  """One row per image and a mean row; for each metric a column per KINDS (model, then baselines)."""
+  header = '| image | ' + ' | '.join(f'{m} {k}' for m in METRICS for k in KINDS) + ' |'
+  rule = '|---' * (1 + len(KINDS) * len(METRICS)) + '|'
   rows = [header, rule]
   for r in result['images'] + [{'name': '**mean**', **result['mean']}]:
-    cells = [f'{r["model"][m]:.4f} | {r["bicubic"][m]:.4f}' if m != 'mse' else
-             f'{r["model"][m]:.6f} | {r["bicubic"][m]:.6f}' for m in METRICS]
+    cells = [f'{r[k][m]:.{6 if m == "mse" else 4}f}' for m in METRICS for k in KINDS]
     rows.append(f'| {r["name"]} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(rows) + '\n'
 
@@ -105,9 +123,8 @@ def run(workdir, checkpoint='best', data=None, out=None):
     grid = reporting.image_grid([[reporting.nearest_up(lr, hr.shape[:2]), bicubic, sr, hr]])
     reporting.save_png(out / f'{record["name"]}.png', grid)
     print(f'{record["name"]}: model {record["model"]["psnr"]:.3f} dB / bicubic '
-          f'{record["bicubic"]["psnr"]:.3f} dB', flush=True)
-  mean = {kind: {m: float(np.mean([r[kind][m] for r in records])) for m in METRICS}
-          for kind in ('model', 'bicubic')}
+          f'{record["bicubic"]["psnr"]:.3f} dB / nearest {record["nearest"]["psnr"]:.3f} dB', flush=True)
+  mean = {kind: {m: float(np.mean([r[kind][m] for r in records])) for m in METRICS} for kind in KINDS}
   result = {'mean': mean, 'images': records,
             'checkpoint': {'which': str(checkpoint), 'step': step}, 'scale': config.model.scale,
             'experiment': config.get('name', ''), 'data': data or f'held-out split of {config.data.source}'}
@@ -134,9 +151,10 @@ def main(argv=None):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  m, b = result['mean']['model'], result['mean']['bicubic']
-  print(f'mean PSNR {m["psnr"]:.3f} dB (bicubic {b["psnr"]:.3f}), SSIM {m["ssim"]:.4f} '
-        f'(bicubic {b["ssim"]:.4f}), PSNR-Y {m["psnr_y"]:.3f} (bicubic {b["psnr_y"]:.3f})')
+  m, b, n = (result['mean'][k] for k in KINDS)
+  print(f'mean PSNR {m["psnr"]:.3f} dB (bicubic {b["psnr"]:.3f}, nearest {n["psnr"]:.3f}), '
+        f'SSIM {m["ssim"]:.4f} (bicubic {b["ssim"]:.4f}, nearest {n["ssim"]:.4f}), '
+        f'PSNR-Y {m["psnr_y"]:.3f} (bicubic {b["psnr_y"]:.3f}, nearest {n["psnr_y"]:.3f})')
   return 0
 
 

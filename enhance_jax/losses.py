@@ -20,9 +20,10 @@ def charbonnier(pred, target, eps=1e-3):
 PIXEL_CRITERIA = {'l1': l1, 'l2': l2, 'mse': l2, 'charbonnier': charbonnier}
 
 
-def content(sr_features, hr_features):
-  """Perceptual loss: L1 between VGG feature maps (BasicSR's default criterion), summed over layers."""
-  return sum(l1(sr_features[k], hr_features[k]) for k in sr_features)
+def content(sr_features, hr_features, criterion='l1'):
+  """Perceptual loss between VGG feature maps, summed over layers: L1 (BasicSR, ESRGAN) or 'l2'
+  (SRGAN's MSE)."""
+  return sum(PIXEL_CRITERIA[criterion](sr_features[k], hr_features[k]) for k in sr_features)
 
 
 def bce(logits, target):

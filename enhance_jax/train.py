@@ -28,13 +28,13 @@ def _pad_to(x, n):
   return np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)]) if len(x) < n else x
 
 
-def validate(steps, g_params, val, chunk, sharding):
+def validate(steps, g_vars, val, chunk, sharding):
   """Mean SR-protocol metrics over the validation images, in chunks that split over the devices."""
   n = len(val['hr'])
   per_image = []
   for i in range(0, n, chunk):
     part = {k: _pad_to(v[i:i + chunk], chunk) for k, v in val.items()}
-    out = jax.device_get(steps['eval'](g_params, input_pipeline.to_global(part, sharding)))
+    out = jax.device_get(steps['eval'](g_vars, input_pipeline.to_global(part, sharding)))
     per_image.append({k: v[:min(chunk, n - i)] for k, v in out.items()})
   return {k: float(np.mean(np.concatenate([p[k] for p in per_image]))) for k in per_image[0]}
 
@@ -63,7 +63,8 @@ class _Loop:
     self.ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
     self.ckpts.check_compatible(config)
     train_src, val_src = datasets.train_val_sources(config.data)
-    datasets.check_sizes(train_src, config.data.patch_size, 'data.patch_size')
+    if not config.data.hr_resize:  # else every image is resized to hr_resize first
+      datasets.check_sizes(train_src, config.data.patch_size, 'data.patch_size')
     self.val = input_pipeline.validation_batch(val_src, config)
     self.steps_per_epoch = t.steps_per_epoch or max(1, len(train_src) // t.batch_size)
     self.task = trainer.make_task(config)
@@ -107,8 +108,8 @@ class _Loop:
     """Validation, samples, curves, checkpoints and early stopping at the end of an epoch."""
     c, meta = self.config, self.meta
     meta['epoch'] += 1
-    g_params = trainer.eval_params(self.state)
-    val = validate(self.jitted, g_params, self.val, self.val_chunk, self.data_sharding)
+    g_vars = trainer.eval_variables(self.state)
+    val = validate(self.jitted, g_vars, self.val, self.val_chunk, self.data_sharding)
     improved = meta['best_psnr'] is None or val['psnr'] > meta['best_psnr']
     if improved:
       meta['best_psnr'], meta['bad_epochs'] = val['psnr'], 0
@@ -120,7 +121,7 @@ class _Loop:
     if meta['epoch'] % c.train.sample_every_epochs == 0:
       k = min(4, len(self.val['lr']))
       lr = input_pipeline.to_global(_pad_to(self.val['lr'][:k], self.val_chunk), self.data_sharding)
-      sr = jax.device_get(self.jitted['predict'](g_params, lr))[:k]
+      sr = jax.device_get(self.jitted['predict'](g_vars, lr))[:k]
       reporting.save_png(self.workdir / 'samples' / f'step_{step:07d}.png',
                          reporting.sample_grid(self.val['lr'][:k], sr, self.val['hr'][:k]))
       reporting.save_png(self.workdir / 'samples.png',

@@ -14,6 +14,7 @@ import optax
 from enhance_jax import losses
 from enhance_jax import metrics as metrics_lib
 from enhance_jax import models
+from enhance_jax.errors import UserError
 from enhance_jax.models.vgg import VGG19Features
 
 
@@ -22,6 +23,7 @@ class TrainState:
   """Everything that changes during training, as one pytree (checkpointed whole)."""
   step: jax.Array
   g_params: Any
+  g_stats: Any          # generator BatchNorm statistics ({} without BatchNorm, e.g. RRDBNet)
   g_opt: Any
   d_params: Any
   d_opt: Any
@@ -34,7 +36,7 @@ class TrainState:
 class Task:
   """The static parts of training, built once from the config: modules, optimisers, loss weights."""
   generator: nn.Module
-  discriminator: nn.Module
+  discriminator: nn.Module | None  # None: supervised only (discriminator.name = 'none')
   vgg: nn.Module
   g_tx_pretrain: optax.GradientTransformation
   g_tx_gan: optax.GradientTransformation
@@ -42,14 +44,21 @@ class Task:
   pretrain_weights: tuple
   gan_weights: tuple
   pixel_criterion: str
+  content_criterion: str
   gan_type: str
   ema_decay: float
   scale: int
 
 
-def _adam(lr, milestones, config):
-  schedule = optax.piecewise_constant_schedule(lr, {int(m): config.train.lr_decay for m in milestones})
-  return optax.adam(schedule, b1=config.train.b1, b2=config.train.b2)
+def _optimizer(lr, milestones, config):
+  """Adam or AdamW (train.optimizer) with the step-decay schedule lr * lr_decay^(milestones passed)."""
+  t = config.train
+  schedule = optax.piecewise_constant_schedule(lr, {int(m): t.lr_decay for m in milestones})
+  if t.optimizer == 'adam':
+    return optax.adam(schedule, b1=t.b1, b2=t.b2)
+  if t.optimizer == 'adamw':
+    return optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay)
+  raise UserError(f"unknown train.optimizer {t.optimizer!r}; valid: 'adam', 'adamw'.")
 
 
 def make_task(config):
@@ -59,14 +68,16 @@ def make_task(config):
                       dtype=models.compute_dtype(config))
   return Task(
       generator=models.build_generator(config),
-      discriminator=models.build_discriminator(config),
+      discriminator=(None if config.discriminator.name == 'none'
+                     else models.build_discriminator(config)),
       vgg=vgg,
-      g_tx_pretrain=_adam(t.pretrain_lr, t.pretrain_milestones, config),
-      g_tx_gan=_adam(t.g_lr, t.gan_milestones, config),
-      d_tx=_adam(t.d_lr, t.gan_milestones, config),
+      g_tx_pretrain=_optimizer(t.pretrain_lr, t.pretrain_milestones, config),
+      g_tx_gan=_optimizer(t.g_lr, t.gan_milestones, config),
+      d_tx=_optimizer(t.d_lr, t.gan_milestones, config),
       pretrain_weights=tuple((k, float(w)) for k, w in l.pretrain.items() if w),
       gan_weights=tuple((k, float(w)) for k, w in l.gan.items() if w),
       pixel_criterion=l.pixel_criterion,
+      content_criterion=l.content_criterion,
       gan_type=l.gan_type,
       ema_decay=float(t.ema_decay),
       scale=config.model.scale)
@@ -79,10 +90,13 @@ def uses_vgg(task):
 def init_state(task, rng, lr_shape, hr_shape):
   """Fresh parameters and optimiser states (G's optimiser starts in its pre-training form)."""
   g_rng, d_rng, rng = jax.random.split(rng, 3)
-  g_params = task.generator.init(g_rng, jnp.zeros(lr_shape, jnp.float32))['params']
-  d_vars = task.discriminator.init(d_rng, jnp.zeros(hr_shape, jnp.float32))
+  g_vars = task.generator.init(g_rng, jnp.zeros(lr_shape, jnp.float32))
+  g_params = g_vars['params']
+  d_vars = (task.discriminator.init(d_rng, jnp.zeros(hr_shape, jnp.float32))
+            if task.discriminator is not None else {'params': {}})
   return TrainState(
-      step=jnp.zeros((), jnp.int32), g_params=g_params, g_opt=task.g_tx_pretrain.init(g_params),
+      step=jnp.zeros((), jnp.int32), g_params=g_params, g_stats=g_vars.get('batch_stats', {}),
+      g_opt=task.g_tx_pretrain.init(g_params),
       d_params=d_vars['params'], d_opt=task.d_tx.init(d_vars['params']),
       d_stats=d_vars.get('batch_stats', {}),
       # A copy: the jitted steps donate the state, and one buffer cannot be donated twice.
@@ -107,27 +121,39 @@ def _ema(task, ema_params, g_params):
   return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, g_params)
 
 
+def generate(task, g_params, g_stats, lr, train=False):
+  """(SR, new G BatchNorm statistics): batch statistics when training a G with BatchNorm."""
+  if not g_stats:
+    return task.generator.apply({'params': g_params}, lr, train=train), g_stats
+  variables = {'params': g_params, 'batch_stats': g_stats}
+  if not train:
+    return task.generator.apply(variables, lr, train=False), g_stats
+  sr, updates = task.generator.apply(variables, lr, train=True, mutable=['batch_stats'])
+  return sr, updates['batch_stats']
+
+
 def _image_metrics(sr, hr):
   sr = jnp.clip(sr, 0.0, 1.0)
   return {'psnr': jnp.mean(metrics_lib.psnr(sr, hr)), 'ssim': jnp.mean(metrics_lib.ssim(sr, hr))}
 
 
 def pretrain_step(task, state, batch, vgg_params=None):
-  """One supervised step of G on the pre-training loss terms (L1 pixel for ESRGAN)."""
+  """One supervised step of G on the pre-training loss terms (L1 pixel for ESRGAN, MSE for SRResNet)."""
   lr, hr = batch['lr'], batch['hr']
 
   def loss_fn(g_params):
-    sr = task.generator.apply({'params': g_params}, lr)
+    sr, g_stats = generate(task, g_params, state.g_stats, lr, train=True)
     terms = {'pixel': losses.PIXEL_CRITERIA[task.pixel_criterion](sr, hr)}
     if vgg_params is not None and 'content' in dict(task.pretrain_weights):
       terms['content'] = losses.content(task.vgg.apply({'params': vgg_params}, sr),
-                                        task.vgg.apply({'params': vgg_params}, hr))
-    return sum(w * terms[k] for k, w in task.pretrain_weights), (sr, terms)
+                                        task.vgg.apply({'params': vgg_params}, hr),
+                                        task.content_criterion)
+    return sum(w * terms[k] for k, w in task.pretrain_weights), (sr, g_stats, terms)
 
-  (g_loss, (sr, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+  (g_loss, (sr, g_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
   updates, g_opt = task.g_tx_pretrain.update(grads, state.g_opt, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)
-  state = state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
+  state = state.replace(step=state.step + 1, g_params=g_params, g_stats=g_stats, g_opt=g_opt,
                         ema_params=_ema(task, state.ema_params, g_params))
   out = {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()}, **_image_metrics(sr, hr),
          'g_grad_norm': optax.tree.norm(grads), 'g_param_norm': optax.tree.norm(g_params)}
@@ -143,7 +169,8 @@ def gan_step(task, state, batch, vgg_params=None):
   """
   lr, hr = batch['lr'], batch['hr']
   weights = dict(task.gan_weights)
-  sr, g_pullback = jax.vjp(lambda p: task.generator.apply({'params': p}, lr), state.g_params)
+  sr, g_pullback, g_stats = jax.vjp(
+      lambda p: generate(task, p, state.g_stats, lr, train=True), state.g_params, has_aux=True)
 
   def d_on_real(d_params):
     return task.discriminator.apply({'params': d_params, 'batch_stats': state.d_stats}, hr,
@@ -165,7 +192,8 @@ def gan_step(task, state, batch, vgg_params=None):
     if 'pixel' in weights:
       terms['pixel'] = losses.PIXEL_CRITERIA[task.pixel_criterion](sr, hr)
     if 'content' in weights:
-      terms['content'] = losses.content(task.vgg.apply({'params': vgg_params}, sr), hr_features)
+      terms['content'] = losses.content(task.vgg.apply({'params': vgg_params}, sr), hr_features,
+                                        task.content_criterion)
     return sum(w * terms[k] for k, w in weights.items()), terms
 
   (g_loss, terms), (dsr, dfake) = jax.value_and_grad(g_objective, (0, 1), has_aux=True)(sr, fake)
@@ -178,7 +206,7 @@ def gan_step(task, state, batch, vgg_params=None):
   g_updates, g_opt = task.g_tx_gan.update(g_grads, state.g_opt, state.g_params)
   d_updates, d_opt = task.d_tx.update(d_grads, state.d_opt, state.d_params)
   g_params = optax.apply_updates(state.g_params, g_updates)
-  state = state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
+  state = state.replace(step=state.step + 1, g_params=g_params, g_stats=g_stats, g_opt=g_opt,
                         d_params=optax.apply_updates(state.d_params, d_updates), d_opt=d_opt,
                         d_stats=upd.get('batch_stats', {}),
                         ema_params=_ema(task, state.ema_params, g_params))
@@ -194,13 +222,19 @@ def eval_params(state):
   return state.ema_params if state.ema_params is not None else state.g_params
 
 
-def predict(task, g_params, lr):
-  return jnp.clip(task.generator.apply({'params': g_params}, lr), 0.0, 1.0)
+def eval_variables(state):
+  """The generator's variables for inference: eval_params and its BatchNorm running statistics."""
+  return {'params': eval_params(state), **({'batch_stats': state.g_stats} if state.g_stats else {})}
 
 
-def eval_step(task, g_params, batch):
+def predict(task, g_vars, lr):
+  """SR of LR in [0, 1] with G's variables (`eval_variables`), BatchNorm on its running averages."""
+  return jnp.clip(task.generator.apply(g_vars, lr, train=False), 0.0, 1.0)
+
+
+def eval_step(task, g_vars, batch):
   """Per-image SR-protocol metrics (RGB and Y with a border crop of `scale`) for a validation batch."""
-  sr = predict(task, g_params, batch['lr'])
+  sr = predict(task, g_vars, batch['lr'])
   return metrics_lib.sr_metrics(sr, batch['hr'], task.scale)
 
 

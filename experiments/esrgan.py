@@ -23,7 +23,7 @@ def get_config():
   c.model.remat = False                  # jax.checkpoint each RRDB (large patches)
 
   c.discriminator = ml_collections.ConfigDict()
-  c.discriminator.name = 'vgg_style'     # network_d: 8 convs 64..512, alternate stride 2
+  c.discriminator.name = 'vgg_style'     # network_d: 8 convs 64..512, alternate stride 2; 'none' = no GAN
   c.discriminator.num_features = 64
   c.discriminator.dense_features = 1024
   c.discriminator.norm = 'batch'         # 'batch' | 'none'
@@ -38,6 +38,13 @@ def get_config():
   c.data.degradation = 'bicubic_blur'    # report 004: bicubic x4 down + Gaussian blur radius 1.5
   c.data.blur_sigma = 1.5
   c.data.augment = True                  # random flips and rot90 (BasicSR use_hflip/use_rot)
+  c.data.hr_resize = 0                   # >0: centre square crop, resize to this side, then crop patches
+  c.data.affine = ml_collections.ConfigDict({  # Keras ImageDataGenerator-style (report 004); 0 = off
+      'rotation': 0.0,                   # degrees: angle uniform in [-rotation, rotation]
+      'shift': 0.0,                      # fraction of the side: shift uniform in [-shift, shift]
+      'shear': 0.0,                      # degrees (Keras shear_range)
+      'zoom': 0.0,                       # per-axis scale uniform in [1 - zoom, 1 + zoom]
+      'hflip': False})                   # horizontal flip with probability 1/2; fill is 'nearest'
   c.data.num_workers = 0                 # grain worker processes (0 = in process)
   c.data.prefetch = 2                    # batches staged on device ahead of the step
 
@@ -47,6 +54,7 @@ def get_config():
   c.loss.pixel_criterion = 'l1'          # 'l1' | 'l2' | 'charbonnier'
   c.loss.content_layer = 'conv5_4'       # VGG19 layer of the perceptual loss
   c.loss.content_before_activation = True
+  c.loss.content_criterion = 'l1'        # 'l1' (BasicSR/ESRGAN) | 'l2' (SRGAN's MSE on VGG features)
   c.loss.vgg_weights = ''                # torchvision vgg19 .pth / .npz / .safetensors; '' = random
   c.loss.gan_type = 'relativistic'       # 'relativistic' (RaGAN) | 'vanilla' (BCE)
 
@@ -57,6 +65,8 @@ def get_config():
   c.train.g_lr = 1e-4                    # GAN stage (BasicSR optim_g)
   c.train.d_lr = 1e-4
   c.train.pretrain_lr = 2e-4             # L1 stage (BasicSR ESRNet)
+  c.train.optimizer = 'adam'             # 'adam' | 'adamw' (decoupled weight decay)
+  c.train.weight_decay = 0.0             # adamw only
   c.train.b1 = 0.9
   c.train.b2 = 0.99
   c.train.pretrain_milestones = (200_000, 400_000, 600_000, 800_000)

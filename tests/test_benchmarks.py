@@ -52,3 +52,27 @@ def test_pipeline_benchmark_writes_json(tmp_path):
   assert [row['workers'] for row in r['rows']] == [0, 1]
   assert all(row['images_per_sec'] > 0 for row in r['rows'])
   assert r['headroom'] == pytest.approx(r['best']['images_per_sec'] / 10)
+
+
+def test_op_profile_groups_the_step_ops_by_kind(tmp_path):
+  import op_profile  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'prof.json'
+  assert op_profile.main(['--exp', 'esrgan_cpu', '--stage', 'pretrain', '--batch', '2', '--patch', '32',
+                          '--warmup', '1', '--json', str(out), *TINY]) == 0
+  r = json.loads(out.read_text())
+  kinds = {row['kind'] for row in r['ops']}
+  assert not any(k[-1].isdigit() for k in kinds), kinds  # numeric suffixes are grouped away
+  assert sum(row['share'] for row in r['ops']) == pytest.approx(1.0)
+  assert 0 < r['op_ms_per_device'] <= r['step_ms'] * 1.5
+  assert any('fusion' in k or 'convolution' in k for k in kinds), kinds
+
+
+def test_op_kind_strips_the_hlo_suffix():
+  import op_profile  # pylint: disable=g-import-not-at-top
+  assert op_profile.op_kind('ynn_fusion.2103') == 'ynn_fusion'
+  assert op_profile.op_kind('all-reduce.7') == 'all-reduce'
+  rows = op_profile.breakdown([{'ph': 'X', 'name': 'convolution.1', 'dur': 2000},
+                               {'ph': 'X', 'name': 'convolution.2', 'dur': 1000},
+                               {'ph': 'X', 'name': '$api', 'dur': 9000},
+                               {'ph': 'i', 'name': 'fusion.3', 'dur': 5}])
+  assert rows == {'convolution': {'ms': 3.0, 'count': 2}}

@@ -134,7 +134,7 @@ def _child(out):
           state, m = steps[stage](state, batch, vgg)
           metrics.append(m)
     with jax.transfer_guard('disallow'):
-      evals[n] = steps['eval'](trainer.eval_params(state), batch)
+      evals[n] = steps['eval'](trainer.eval_variables(state), batch)
     states[n] = state
     result[f'mesh{n}'] = {
         'batch': {'devices': len(batch['hr'].sharding.device_set),

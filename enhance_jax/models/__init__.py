@@ -3,11 +3,16 @@
 import jax.numpy as jnp
 
 from enhance_jax.errors import UserError
+from enhance_jax.models.dcgan_sr import DCGANSRDiscriminator, DCGANSRGenerator
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
+from enhance_jax.models.refine import RefineAutoencoder, RefineDiscriminator, RefineGenerator
 from enhance_jax.models.rrdbnet import RRDBNet
+from enhance_jax.models.srgan import SRResNet
 
-GENERATORS = {'rrdbnet': RRDBNet}
-DISCRIMINATORS = {'vgg_style': VGGStyleDiscriminator}
+GENERATORS = {'rrdbnet': RRDBNet, 'srresnet': SRResNet, 'dcgan_sr': DCGANSRGenerator,
+              'refine_ae': RefineAutoencoder, 'refine_gan': RefineGenerator}
+DISCRIMINATORS = {'vgg_style': VGGStyleDiscriminator, 'dcgan_sr': DCGANSRDiscriminator,
+                  'refine': RefineDiscriminator}
 DTYPES = {'fp32': jnp.float32, 'bf16': jnp.bfloat16}
 
 

@@ -1,5 +1,9 @@
-"""VGG-style discriminator (SRGAN/ESRGAN, report 004): 8 convs 64..512 with alternate stride 2, then
-global average pooling, dense 1024, LeakyReLU and one real/fake logit. Works on any patch size."""
+"""VGG-style discriminator (SRGAN/ESRGAN, reports 003 and 004): 8 convs 64..512 with alternate stride 2,
+then global average pooling, dense 1024, LeakyReLU and one real/fake logit. Works on any patch size.
+
+pool='flatten' is SRGAN's original head (report 003): the final map is flattened, so the input size is
+fixed by the weights (64x64 -> 4x4x512 = 8192 features). Flattening is in NHWC (h, w, c) order, unlike
+torch's (c, h, w): importing a PyTorch dense1 for it would need its rows permuted."""
 
 from typing import Any
 
@@ -12,10 +16,13 @@ class VGGStyleDiscriminator(nn.Module):
   num_features: int = 64
   dense_features: int = 1024
   norm: str = 'batch'
+  pool: str = 'mean'
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    if self.pool not in ('mean', 'flatten'):
+      raise ValueError(f"discriminator pool must be 'mean' or 'flatten', got {self.pool!r}.")
     x = x.astype(self.dtype)
     widths = [self.num_features * m for m in (1, 1, 2, 2, 4, 4, 8, 8)]
     for i, width in enumerate(widths):
@@ -26,6 +33,9 @@ class VGGStyleDiscriminator(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name=f'bn{i}')(x)
       x = nn.leaky_relu(x, 0.2)
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    if self.pool == 'flatten':
+      x = x.reshape(x.shape[0], -1)
+    else:
+      x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     x = nn.leaky_relu(nn.Dense(self.dense_features, dtype=self.dtype, name='dense1')(x), 0.2)
     return nn.Dense(1, dtype=self.dtype, name='dense2')(x)[:, 0].astype(jnp.float32)

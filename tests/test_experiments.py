@@ -1,0 +1,204 @@
+"""Every experiment of reports 003 and 004 builds, trains through `train_and_evaluate` on the embedded
+photos, writes a checkpoint that evaluate restores, and learns on a fixed batch."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import fast_jit, photo_batch
+from enhance_jax import config as config_lib
+from enhance_jax import evaluate
+from enhance_jax import models
+from enhance_jax import train
+from enhance_jax import trainer
+from enhance_jax import weights
+
+FAMILY = ('srgan', 'srgan6', 'dcgan_sr', 'refine_ae', 'refine_gan')
+GANS = ('srgan', 'srgan6', 'dcgan_sr', 'refine_gan')
+
+_RUN = ('train.batch_size=4', 'train.steps_per_epoch=2', 'train.progress=False',
+        'train.log_every_steps=1')
+# Each experiment at test size: a narrow, shallow network on small patches.
+TINY = {
+    'srgan': ('model.num_blocks=1', 'model.num_features=8', 'discriminator.num_features=8',
+              'discriminator.dense_features=16', 'loss.content_layer=conv2_2', 'data.patch_size=32',
+              'data.val_patch_size=64', 'train.pretrain_steps=2', 'train.num_steps=4'),
+    'srgan6': ('model.num_blocks=1', 'model.num_features=8', 'discriminator.num_features=8',
+               'discriminator.dense_features=16', 'loss.content_layer=conv2_2', 'data.hr_resize=64',
+               'data.patch_size=64', 'data.val_patch_size=64', 'train.num_steps=4'),
+    'dcgan_sr': ('model.num_features=8', 'model.num_blocks=2', 'discriminator.num_features=8',
+                 'discriminator.dense_features=16', 'data.patch_size=32', 'data.val_patch_size=64',
+                 'train.num_steps=4'),
+    'refine_ae': ('model.num_features=8', 'data.hr_resize=64', 'data.patch_size=64',
+                  'data.val_patch_size=64', 'train.pretrain_steps=4', 'train.num_steps=4'),
+    'refine_gan': ('model.num_features=8', 'model.num_layers=1', 'discriminator.num_features=8',
+                   'data.hr_resize=64', 'data.patch_size=64', 'data.val_patch_size=64',
+                   'train.num_steps=4'),
+}
+
+
+def tiny(name, *overrides):
+  return config_lib.get_config(name, [*_RUN, *TINY[name], *overrides])
+
+
+def test_list_names_every_report_experiment():
+  assert set(FAMILY) | {'esrgan'} <= set(config_lib.list_experiments())
+
+
+@pytest.mark.parametrize('name', FAMILY)
+def test_report_config_builds_at_full_size(name):
+  """The experiment's own config (the reports' sizes) gives modules whose output shapes are right."""
+  config = config_lib.get_config(name)
+  task = trainer.make_task(config)
+  hr = config.data.patch_size
+  lr = hr // config.model.scale
+  state = jax.eval_shape(lambda k: trainer.init_state(task, k, (2, lr, lr, 3), (2, hr, hr, 3)),
+                         jax.random.key(0))
+  sr = jax.eval_shape(lambda v, x: trainer.predict(task, v, x),
+                      {'params': state.g_params, **({'batch_stats': state.g_stats}
+                                                    if state.g_stats else {})},
+                      jax.ShapeDtypeStruct((2, lr, lr, 3), np.float32))
+  assert sr.shape == (2, hr, hr, 3)
+  if name in GANS:
+    logits = jax.eval_shape(
+        lambda v, x: task.discriminator.apply(v, x),
+        {'params': state.d_params, 'batch_stats': state.d_stats},
+        jax.ShapeDtypeStruct((2, hr, hr, 3), np.float32))
+    assert logits.shape == (2,)
+  else:
+    assert task.discriminator is None and state.d_params == {}
+
+
+def test_report_sizes_of_the_family():
+  sizes = {n: (config_lib.get_config(n).data.patch_size, config_lib.get_config(n).model.scale)
+           for n in FAMILY}
+  assert sizes['srgan'] == sizes['dcgan_sr'] == (64, 4)  # report 003: LR 16 -> HR 64
+  assert sizes['srgan6'] == sizes['refine_ae'] == sizes['refine_gan'] == (640, 4)  # 004: 160 -> 640
+  c = config_lib.get_config('srgan')
+  assert (c.model.num_blocks, c.loss.gan.adversarial, c.loss.content_before_activation) == (16, 1e-3, False)
+  assert config_lib.get_config('srgan6').model.num_blocks == 6
+  assert dict(config_lib.get_config('dcgan_sr').loss.gan) == {'pixel': 0.9, 'adversarial': 0.1}
+  assert config_lib.get_config('srgan').loss.gan.pixel == 0.0  # SRGAN's GAN stage: no pixel term
+  ae = config_lib.get_config('refine_ae')
+  assert (ae.train.optimizer, ae.train.pretrain_lr, ae.loss.pixel_criterion) == ('adamw', 1e-4, 'l2')
+  for n in ('srgan6', 'refine_ae', 'refine_gan'):
+    c = config_lib.get_config(n)
+    assert (c.data.degradation, c.data.blur_sigma, c.data.hr_resize) == ('bicubic_blur', 1.5, 640)
+    assert c.train.early_stopping_patience == 4
+  affine = config_lib.get_config('srgan6').data.affine
+  assert dict(affine) == {'rotation': 90.0, 'shift': 0.2, 'shear': 0.2, 'zoom': 0.2, 'hflip': True}
+
+
+def test_discriminator_none_needs_a_supervised_only_run():
+  from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match='pretrain_steps'):
+    config_lib.get_config('refine_ae', ['train.pretrain_steps=10', 'train.num_steps=20'])
+
+
+def _check_run(name, config, workdir, val_steps):
+  """The run in WORKDIR logged every step (D(x) and D(G(z)) in GAN steps), validated at VAL_STEPS,
+  and its latest checkpoint restores into evaluate's table and grids."""
+  records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  steps = [r for r in records if r['split'] == 'train']
+  assert steps[-1]['step'] == config.train.num_steps
+  if name in GANS:
+    gan = [r for r in steps if r['stage'] == 'gan']
+    assert gan and all({'d_loss', 'd_real', 'd_fake', 'loss_adversarial'} <= set(r) for r in gan)
+    assert all(0 < r['d_real'] < 1 and 0 < r['d_fake'] < 1 for r in gan)
+  assert [r['step'] for r in records if r['split'] == 'val'] == list(val_steps)
+  result = evaluate.run(workdir, 'latest')
+  assert result['checkpoint']['step'] == config.train.num_steps
+  assert result['experiment'] == name
+  assert [r['name'] for r in result['images']] == ['astronaut', 'coffee']
+  for r in result['images']:
+    assert np.isfinite(r['model']['psnr']) and (workdir / 'eval' / f'{r["name"]}.png').is_file()
+    if config.data.hr_resize:  # scored at the training resolution
+      assert (r['height'], r['width']) == (config.data.hr_resize,) * 2
+  return result
+
+
+@pytest.mark.parametrize('name', [n for n in FAMILY if n != 'srgan'])  # srgan: srgan_run below
+def test_trains_through_the_cli_entry_point_and_evaluates(name, tmp_path):
+  config = tiny(name)
+  train.train_and_evaluate(config, tmp_path)
+  _check_run(name, config, tmp_path, range(2, config.train.num_steps + 1, 2))
+
+
+def _fixed_batch_losses(name, steps):
+  """The experiment's own step (the GAN step for GANs) run STEPS times on one fixed batch."""
+  stage = 'gan' if name in GANS else 'pretrain'
+  config = tiny(name, 'train.g_lr=1e-3', 'train.d_lr=1e-3', 'train.pretrain_lr=1e-3')
+  batch = jax.tree.map(np.asarray, photo_batch(config, n=4))
+  task = trainer.make_task(config)
+  state = jax.jit(lambda k: trainer.init_state(task, k, batch['lr'].shape, batch['hr'].shape))(
+      jax.random.key(0))
+  vgg = (weights.load_vgg19(None, (config.loss.content_layer,)) if trainer.uses_vgg(task) else None)
+  fn = trainer.gan_step if stage == 'gan' else trainer.pretrain_step
+  step = fast_jit(lambda s, b, v: fn(task, s, b, v), state, batch, vgg)
+  history = []
+  for _ in range(steps):
+    state, metrics = step(state, batch, vgg)
+    history.append(jax.device_get(metrics))
+  return config, history
+
+
+@pytest.mark.parametrize('name', FAMILY)
+def test_loss_falls_on_a_fixed_batch(name):
+  config, history = _fixed_batch_losses(name, 25)
+  term = 'loss_content' if 'content' in config.loss.gan and name in GANS else 'loss_pixel'
+  first, last = history[0][term], np.mean([h[term] for h in history[-3:]])
+  assert last < 0.8 * first, (term, first, last)
+  if name in GANS:  # D learns to tell this batch's HR from its SR
+    assert np.mean([h['d_loss'] for h in history[-3:]]) < history[0]['d_loss']
+
+
+def test_generators_with_batchnorm_keep_running_statistics():
+  """SRResNet's BatchNorm statistics travel in the state, move in training and drive evaluation."""
+  config = tiny('srgan')
+  batch = jax.tree.map(np.asarray, photo_batch(config, n=4))
+  task = trainer.make_task(config)
+  state = trainer.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
+  assert state.g_stats, 'SRResNet has BatchNorm'
+  new, _ = jax.jit(lambda s, b: trainer.pretrain_step(task, s, b))(state, batch)
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), new.g_stats,
+                                       state.g_stats))
+  assert max(moved) > 1e-4
+  v = trainer.eval_variables(new)
+  assert set(v) == {'params', 'batch_stats'}
+  sr_a = trainer.predict(task, v, batch['lr'][:1])
+  sr_b = trainer.predict(task, v, batch['lr'])[:1]  # running averages: per-image, not per-batch
+  np.testing.assert_allclose(np.asarray(sr_a), np.asarray(sr_b), atol=1e-5)
+
+
+def test_models_registry_lists_the_family():
+  assert {'srresnet', 'dcgan_sr', 'refine_ae', 'refine_gan', 'rrdbnet'} <= set(models.GENERATORS)
+  assert {'vgg_style', 'dcgan_sr', 'refine'} <= set(models.DISCRIMINATORS)
+
+
+SRGAN_VAL_STEPS = (250, 500, 520)
+
+
+@pytest.fixture(scope='module')
+def srgan_run(tmp_path_factory):
+  """report 003's SRGAN with a tiny trunk on the embedded photos: 500 MSE steps, then 20 GAN steps
+  (random VGG19 weights here, so the GAN stage keeps an MSE anchor: loss.gan.pixel=1)."""
+  workdir = tmp_path_factory.mktemp('srgan')
+  config = config_lib.get_config('srgan', [
+      'model.num_blocks=2', 'model.num_features=32', 'discriminator.num_features=16',
+      'discriminator.dense_features=64', 'train.batch_size=8', 'train.pretrain_lr=1e-3',
+      'train.pretrain_steps=500', 'train.num_steps=520', 'train.steps_per_epoch=250',
+      'loss.gan.pixel=1.0', 'train.progress=False'])
+  train.train_and_evaluate(config, workdir)
+  return workdir, config
+
+
+def test_srgan_beats_nearest_neighbour_on_held_out_photos(srgan_run):
+  workdir, config = srgan_run
+  result = _check_run('srgan', config, workdir, SRGAN_VAL_STEPS)
+  model, nearest = result['mean']['model'], result['mean']['nearest']
+  assert model['psnr'] > nearest['psnr'], (model, nearest)
+  assert model['psnr_y'] > nearest['psnr_y'], (model, nearest)
+  table = (workdir / 'eval' / 'metrics.md').read_text()
+  assert 'nearest' in table

@@ -161,6 +161,19 @@ def test_pixel_and_content_losses():
   features = {'conv1': a, 'conv2': 2 * a}
   np.testing.assert_allclose(losses.content(features, {'conv1': b, 'conv2': 2 * b}),
                              3 * np.mean(np.abs(a - b)), rtol=1e-6)
+  # SRGAN's MSE on VGG features: 1 + 4 times the per-layer mean square
+  np.testing.assert_allclose(losses.content(features, {'conv1': b, 'conv2': 2 * b}, 'l2'),
+                             5 * np.mean((a - b) ** 2), rtol=1e-6)
+
+
+def test_bce_from_logits_is_stable_at_extreme_logits():
+  """log(sigmoid(x)) computed naively is -inf for x = -200 in float32; the loss must stay exact."""
+  logits = np.array([-200.0, 200.0, 0.0], np.float32)
+  np.testing.assert_allclose(losses.bce(logits, 1.0), np.mean([200.0, 0.0, np.log(2)]), rtol=1e-6)
+  np.testing.assert_allclose(losses.bce(logits, 0.0), np.mean([0.0, 200.0, np.log(2)]), rtol=1e-6)
+  grad = jax.grad(lambda x: losses.bce(x, 1.0))(logits)
+  assert np.all(np.isfinite(grad))
+  np.testing.assert_allclose(grad, [-1 / 3, 0.0, -0.5 / 3], atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------- train steps

@@ -88,9 +88,12 @@ class _Loop:
               (c.train.batch_size, c.data.patch_size, c.data.patch_size, 3))
     init = jax.jit(lambda rng: trainer.init_state(self.task, rng, *shapes),
                    out_shardings=parallel.replicated(self.mesh))
+    try:  # the modules check their fields when first run; a bad value is the config's fault
+      abstract = jax.eval_shape(init, jax.random.key(c.seed))  # both stages' G optimisers share a form
+    except ValueError as e:
+      raise UserError(f'the model or discriminator config does not build: {e}') from None
     if not self.ckpts.has_checkpoint() or self.ckpts.latest.latest_step() is None:
       return init(jax.random.key(c.seed)), _fresh_meta(c)
-    abstract = jax.eval_shape(init, jax.random.key(c.seed))  # both stages' G optimisers share a form
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(self.mesh)),
         abstract)

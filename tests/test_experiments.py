@@ -202,3 +202,16 @@ def test_srgan_beats_nearest_neighbour_on_held_out_photos(srgan_run):
   assert model['psnr_y'] > nearest['psnr_y'], (model, nearest)
   table = (workdir / 'eval' / 'metrics.md').read_text()
   assert 'nearest' in table
+
+
+def test_a_bad_model_field_is_one_error_line(tmp_path):
+  """A value a module rejects when it first runs (not a type error) ends in one `error:` line."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, '-m', 'enhance_jax.train', '--exp', 'srgan', '--workdir', str(tmp_path / 'w'),
+       '--set', 'model.output=sigmoid', '--set', 'model.num_blocks=1', '--set', 'train.batch_size=2'],
+      capture_output=True, text=True, check=False)
+  assert proc.returncode == 2, proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if l.strip() and 'absl' not in l and 'WARNING' not in l]
+  assert len(lines) == 1 and lines[0].startswith('error:') and "'tanh' or 'none'" in lines[0], proc.stderr

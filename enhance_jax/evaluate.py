@@ -34,7 +34,7 @@ KINDS = ('model', *BASELINES)
 
 
 def restore_generator(workdir, which='best'):
-  """(config, task, generator params, step) from WORKDIR's checkpoint WHICH (EMA weights if kept)."""
+  """(config, task, generator variables, step) from WORKDIR's checkpoint WHICH (EMA weights if kept)."""
   workdir = pathlib.Path(workdir)
   if not (workdir / 'checkpoints').is_dir():
     raise UserError(f'{workdir} holds no checkpoints; train first '
@@ -81,7 +81,7 @@ def held_out_hr(image, config):
   return degradations.mod_crop(hr, scale * (4 // scale if scale < 4 else 1))
 
 
-def evaluate_images(config, task, g_params, source, names):
+def evaluate_images(config, task, g_vars, source, names):
   """Per-image records and the LR/bicubic/SR/HR arrays, one image at a time, whole."""
   scale = config.model.scale
   degrade = input_pipeline.degrade_fn(config)
@@ -91,7 +91,7 @@ def evaluate_images(config, task, g_params, source, names):
     if min(hr.shape[:2]) < 4 * scale:
       raise UserError(f'image {name} is too small to evaluate at x{scale}; remove it.')
     lr = np.asarray(degrade(hr), np.float32)
-    sr = np.asarray(jax.device_get(predict(g_params, lr[None])))[0]
+    sr = np.asarray(jax.device_get(predict(g_vars, lr[None])))[0]
     base = baselines(lr, hr.shape)
     record = {'name': name, 'height': hr.shape[0], 'width': hr.shape[1], 'model': score(sr, hr, scale),
               **{k: score(v, hr, scale) for k, v in base.items()}}
@@ -111,14 +111,14 @@ def markdown_table(result):
 
 def run(workdir, checkpoint='best', data=None, out=None):
   """Evaluates and writes WORKDIR/eval/{metrics.json, metrics.md, NAME.png}; returns the result dict."""
-  config, task, g_params, step = restore_generator(workdir, checkpoint)
+  config, task, g_vars, step = restore_generator(workdir, checkpoint)
   source = (datasets.open_source(data) if data
             else datasets.train_val_sources(config.data)[1])
   names = list(source.names)
   out = pathlib.Path(out or pathlib.Path(workdir) / 'eval')
   out.mkdir(parents=True, exist_ok=True)
   records = []
-  for record, (lr, bicubic, sr, hr) in evaluate_images(config, task, g_params, source, names):
+  for record, (lr, bicubic, sr, hr) in evaluate_images(config, task, g_vars, source, names):
     records.append(record)
     grid = reporting.image_grid([[reporting.nearest_up(lr, hr.shape[:2]), bicubic, sr, hr]])
     reporting.save_png(out / f'{record["name"]}.png', grid)

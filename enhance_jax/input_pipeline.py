@@ -102,9 +102,6 @@ def train_iterator(ds, num_workers=0):
   return iter(it)
 
 
-center_crop = degradations.center_crop
-
-
 def validation_batch(source, config):
   """All validation images as one batch: centre crops of one common side, or, with data.hr_resize,
   each image square-resized to hr_resize as in training and used whole."""
@@ -119,7 +116,7 @@ def validation_batch(source, config):
     if side < config.data.patch_size // 2 or side < 16:
       raise UserError(f'validation images must be at least {max(16, config.data.patch_size // 2)} pixels '
                       'on each side; remove the small ones or set data.val_source.')
-    hr = np.stack([center_crop(im, side) for im in images]).astype(np.float32) / 255.0
+    hr = np.stack([degradations.center_crop(im, side) for im in images]).astype(np.float32) / 255.0
   degrade = degrade_fn(config)
   lr = np.stack([np.asarray(degrade(x), np.float32) for x in hr])
   return {'lr': lr, 'hr': hr}

@@ -18,6 +18,8 @@ def charbonnier(pred, target, eps=1e-3):
 
 
 PIXEL_CRITERIA = {'l1': l1, 'l2': l2, 'mse': l2, 'charbonnier': charbonnier}
+GAN_TYPES = ('vanilla', 'relativistic')
+LOSS_TERMS = ('pixel', 'content', 'adversarial')  # the keys of loss.pretrain / loss.gan
 
 
 def content(sr_features, hr_features, criterion='l1'):

@@ -61,9 +61,24 @@ def _optimizer(lr, milestones, config):
   raise UserError(f"unknown train.optimizer {t.optimizer!r}; valid: 'adam', 'adamw'.")
 
 
+def _check_loss(l):
+  """UserError now for a loss setting that the jitted steps would only trip over mid-run."""
+  for key in ('pixel_criterion', 'content_criterion'):
+    if l[key] not in losses.PIXEL_CRITERIA:
+      raise UserError(f'unknown loss.{key} {l[key]!r}; valid: {", ".join(losses.PIXEL_CRITERIA)}.')
+  if l.gan_type not in losses.GAN_TYPES:
+    raise UserError(f'unknown loss.gan_type {l.gan_type!r}; valid: {", ".join(losses.GAN_TYPES)}.')
+  for stage in ('pretrain', 'gan'):
+    unknown = sorted(set(l[stage]) - set(losses.LOSS_TERMS))
+    if unknown:
+      raise UserError(f'loss.{stage} names unknown terms {unknown}; valid: '
+                      f'{", ".join(losses.LOSS_TERMS)}.')
+
+
 def make_task(config):
   """Modules, optimisers and loss weights for CONFIG (the one place config turns into objects)."""
   t, l = config.train, config.loss
+  _check_loss(l)
   vgg = VGG19Features(layers=(l.content_layer,), before_activation=l.content_before_activation,
                       dtype=models.compute_dtype(config))
   return Task(

@@ -346,7 +346,7 @@ def test_validation_batch_shapes(embedded_eval, image_tree):
   assert val['lr'].shape == (len(src), side // SCALE, side // SCALE, 3)
   assert val['hr'].dtype == val['lr'].dtype == np.float32
   for i, (lr, hr) in enumerate(zip(val['lr'], val['hr'])):
-    np.testing.assert_array_equal(hr, input_pipeline.center_crop(src[i], side) / np.float32(255))
+    np.testing.assert_array_equal(hr, degradations.center_crop(src[i], side) / np.float32(255))
     np.testing.assert_allclose(lr, degradations.bicubic_down_blur(hr, SCALE, 1.5), atol=1e-6)
 
 

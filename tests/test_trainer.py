@@ -444,3 +444,24 @@ def test_remat_trunk_gives_the_same_outputs_and_gradients():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g1, g2)
   jaxpr = str(jax.make_jaxpr(jax.grad(loss(remat)))(params))
   assert jaxpr.count('remat') >= 2 and 'remat' not in str(jax.make_jaxpr(jax.grad(loss(plain)))(params))
+
+
+@pytest.mark.parametrize('override, match', [
+    ('loss.pixel_criterion=l3', 'loss.pixel_criterion'),
+    ('loss.content_criterion=cosine', 'loss.content_criterion'),
+    ('loss.gan_type=hinge', 'loss.gan_type'),
+])
+def test_bad_loss_settings_fail_before_any_step(override, match):
+  """Without the check these surface as a trace inside the jitted step, the GAN one only after the
+  whole L1 stage."""
+  from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match=match):
+    trainer.make_task(tiny_config(override))
+
+
+def test_unknown_loss_term_is_named():
+  from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  config = tiny_config().unlock()
+  config.loss.gan.perceptual = 1.0
+  with pytest.raises(UserError, match=r"unknown terms \['perceptual'\]"):
+    trainer.make_task(config)

@@ -20,11 +20,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from enhance_jax.models.rrdbnet import upsample_nearest
 from enhance_jax.models.srgan import Conv3x3, batch_norm, imagenet_normalize, num_doublings
-
-
-def upsample_nearest(x):
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 class ResidualUpsampleBlock(nn.Module):

@@ -58,6 +58,11 @@ class RRDB(nn.Module):
     return x + self.residual_scale * y
 
 
+def upsample_nearest(x):
+  """Nearest-neighbour x2 of an NHWC batch."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
 class UpsampleBlock(nn.Module):
   """Nearest-neighbour x2 then a 3x3 conv and LeakyReLU (ESRGAN's interpolation upsampler)."""
   num_features: int = 64
@@ -65,7 +70,7 @@ class UpsampleBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    x = upsample_nearest(x)
     return lrelu(Conv3x3(self.num_features, dtype=self.dtype, name='conv')(x))
 
 

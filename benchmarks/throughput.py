@@ -46,8 +46,8 @@ def parse_args(argv=None):
                  help='torch memory format: 1 = channels_last (the GPU default), 0 = NCHW')
   p.add_argument('--threads', type=int, default=0, help='CPU threads for both frameworks (0 = all)')
   p.add_argument('--cpu-devices', type=int, default=0,
-                 help='split the CPU into N XLA devices (its convolutions run on one thread each); '
-                      'the batch is then split over them by the data-parallel mesh')
+                 help='split the CPU into N XLA devices, the batch split over them by the data-parallel '
+                      'mesh; with N > 1 convolutions are XLA\'s own (one thread each), not oneDNN')
   p.add_argument('--peak-tflops', type=float, default=0.0, help='device peak, for MFU off the table')
   p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override')
   p.add_argument('--json', default=None, help='write the results here')
@@ -119,18 +119,29 @@ def compile_jax_step(args, config):
   batch = {'lr': jax.device_put(jax.random.uniform(keys[0], shapes[0]), split),
            'hr': jax.device_put(jax.random.uniform(keys[1], shapes[1]), split)}
   t0 = time.perf_counter()
-  compiled = trainer.jit_steps(task, mesh)[args.stage].lower(state, batch, vgg).compile()
+  step = trainer.jit_steps(task, mesh)[args.stage]
+  compiled = step.lower(state, batch, vgg).compile()
   return compiled, state, batch, vgg, time.perf_counter() - t0
+
+
+def xla_flops(config, state, batch, vgg, stage):
+  """FLOPs of one train step by XLA's cost analysis, counted on the step traced with XLA's own
+  convolutions (the oneDNN path is an FFI call, opaque to the cost analysis; same arithmetic)."""
+  from enhance_jax import conv, parallel, trainer  # pylint: disable=g-import-not-at-top
+  task, mesh = trainer.make_task(config), parallel.make_mesh()
+  with conv.xla_convolutions():
+    lowered = trainer.jit_steps(task, mesh)[stage].lower(state, batch, vgg)
+  cost = lowered.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', 0.0)) if cost else None
 
 
 def bench_jax(args, config):
   """Compiles and times enhance_jax's jitted train step on all local devices."""
   import jax  # pylint: disable=g-import-not-at-top
+  from enhance_jax import conv  # pylint: disable=g-import-not-at-top
   compiled, state, batch, vgg, compile_s = compile_jax_step(args, config)
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  # A partitioned program's cost analysis counts one device's share.
-  flops = float(cost.get('flops', 0.0)) * jax.device_count() if cost else None
+  flops = xla_flops(config, state, batch, vgg, args.stage)
   mem = compiled.memory_analysis()
   holder = {'state': state}
 
@@ -150,6 +161,7 @@ def bench_jax(args, config):
       'argument_bytes': getattr(mem, 'argument_size_in_bytes', None),
       'peak_bytes': stats.get('peak_bytes_in_use'),
       'device': device.device_kind, 'num_devices': jax.device_count(), 'backend': jax.default_backend(),
+      'convolutions': 'onednn' if conv.onednn_enabled() else 'xla',
       'versions': {'jax': jax.__version__, 'jaxlib': __import__('jaxlib').__version__,
                    'flax': __import__('flax').__version__}}
 

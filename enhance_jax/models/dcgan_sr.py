@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from enhance_jax.conv import Conv
 from enhance_jax.models.rrdbnet import upsample_nearest
 from enhance_jax.models.srgan import Conv3x3, batch_norm, imagenet_normalize, num_doublings
 
@@ -58,7 +59,7 @@ class DCGANSRGenerator(nn.Module):
       raise ValueError(f'DCGAN-SR needs num_blocks >= log2(scale) = {ups}, got {self.num_blocks}.')
     x = x.astype(self.dtype)
     x = imagenet_normalize(x) if self.input_norm else x
-    x = nn.relu(nn.Conv(self.num_features, (4, 4), padding='SAME', dtype=self.dtype, name='conv_first')(x))
+    x = nn.relu(Conv(self.num_features, (4, 4), padding='SAME', dtype=self.dtype, name='conv_first')(x))
     for i in range(self.num_blocks):
       x = ResidualUpsampleBlock(self.num_features, i >= self.num_blocks - ups, self.dtype,
                                 name=f'body_{i}')(x, train)

@@ -10,6 +10,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from enhance_jax.conv import Conv
+
 
 class VGGStyleDiscriminator(nn.Module):
   """HR image [N,H,W,3] in [0,1] -> logits [N]; BatchNorm after every conv but the first when norm='batch'."""
@@ -27,8 +29,8 @@ class VGGStyleDiscriminator(nn.Module):
     widths = [self.num_features * m for m in (1, 1, 2, 2, 4, 4, 8, 8)]
     for i, width in enumerate(widths):
       stride = 1 if i % 2 == 0 else 2
-      x = nn.Conv(width, (3, 3), strides=stride, padding=1, use_bias=(self.norm == 'none' or i == 0),
-                  dtype=self.dtype, name=f'conv{i}')(x)
+      x = Conv(width, (3, 3), strides=stride, padding=1, use_bias=(self.norm == 'none' or i == 0),
+               dtype=self.dtype, name=f'conv{i}')(x)
       if self.norm == 'batch' and i > 0:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name=f'bn{i}')(x)

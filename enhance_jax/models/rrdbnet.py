@@ -11,7 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1)
+from enhance_jax.conv import Conv
+
+Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)
 
 
 def lrelu(x):

@@ -13,10 +13,11 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from enhance_jax.conv import Conv
 from enhance_jax.models.vgg import IMAGENET_MEAN, IMAGENET_STD
 
-Conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1)
-Conv9x9 = functools.partial(nn.Conv, kernel_size=(9, 9), padding=4)
+Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)
+Conv9x9 = functools.partial(Conv, kernel_size=(9, 9), padding=4)
 PReLU = functools.partial(nn.PReLU, negative_slope_init=0.25)
 
 

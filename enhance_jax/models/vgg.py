@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from enhance_jax.conv import Conv
 from enhance_jax.errors import UserError
 
 # Convolutions in execution order; a 2x2 max-pool follows the last conv of each block.
@@ -74,8 +75,8 @@ class VGG19Features(nn.Module):
     x = x.astype(self.dtype)
     out = {}
     for name in convs:
-      x = nn.Conv(VGG19_CHANNELS[name], (3, 3), padding=1, dtype=self.dtype,
-                  param_dtype=jnp.float32, name=name)(x)
+      x = Conv(VGG19_CHANNELS[name], (3, 3), padding=1, dtype=self.dtype,
+               param_dtype=jnp.float32, name=name)(x)
       pre, x = x, nn.relu(x)
       for layer in layers:
         if layer == name:

@@ -1,0 +1,205 @@
+"""Convolution for every model: oneDNN on a one-device CPU, XLA's own convolution everywhere else.
+
+XLA:CPU runs each convolution on one thread (XNNPACK) and surrounds weight-gradient convolutions with
+transposes; on a 2-core machine that made an ESRGAN step 2x slower than PyTorch's, whose oneDNN
+kernels use every core. `conv_general_dilated` is a drop-in for `lax.conv_general_dilated` (the hook
+flax's `nn.Conv` exposes) that sends float32 NHWC convolutions through oneDNN as XLA FFI calls
+(csrc/onednn_conv.cc, compiled once per machine with the system's C++ compiler), with a custom VJP
+whose input and weight gradients are oneDNN calls too. Everything else (GPU/TPU, bf16, dilation,
+groups, several CPU devices, where GSPMD would have to replicate an opaque call) keeps XLA's
+convolution. `ENHANCE_JAX_CONV=xla` turns the oneDNN path off; `=onednn` makes it an error when it
+cannot be used.
+"""
+
+import contextlib
+import contextvars
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import pathlib
+import site
+import subprocess
+import sys
+import tempfile
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+SOURCE = pathlib.Path(__file__).parent / 'csrc' / 'onednn_conv.cc'
+TARGETS = {'fwd': 'EnhanceConvForward', 'dx': 'EnhanceConvInputGrad', 'dw': 'EnhanceConvWeightGrad'}
+MODES = ('auto', 'xla', 'onednn')
+# Set while tracing under `xla_convolutions()`: XLA's cost analysis cannot see into an FFI call.
+_XLA_ONLY = contextvars.ContextVar('enhance_jax_xla_convolutions', default=False)
+
+
+@contextlib.contextmanager
+def xla_convolutions():
+  """Functions traced inside use XLA's convolution (for FLOP counts by XLA's cost analysis). jit
+  caches traces by function, not by this context: trace a function not traced before."""
+  token = _XLA_ONLY.set(True)
+  try:
+    yield
+  finally:
+    _XLA_ONLY.reset(token)
+
+
+def onednn_prefix():
+  """The install prefix holding oneDNN's headers and library (pip's onednn-devel-cpu-gomp), or None."""
+  for prefix in (sys.prefix, site.getuserbase(), sys.base_prefix, '/usr/local', '/usr'):
+    root = pathlib.Path(prefix)
+    if (root / 'include' / 'oneapi' / 'dnnl' / 'dnnl.hpp').exists() and any(
+        (root / 'lib').glob('libdnnl.so*')):
+      return root
+  return None
+
+
+def cache_dir():
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return pathlib.Path(base) / 'enhance_jax'
+
+
+def build(prefix, out_dir):
+  """Compiles csrc/onednn_conv.cc against PREFIX's oneDNN into OUT_DIR (once per source, jax and
+  oneDNN version) and returns the library's path. Raises RuntimeError with the compiler's message."""
+  key = hashlib.sha256(SOURCE.read_bytes() + jax.__version__.encode() + str(prefix).encode())
+  lib = pathlib.Path(out_dir) / f'onednn_conv_{key.hexdigest()[:16]}.so'
+  if lib.exists():
+    return lib
+  lib.parent.mkdir(parents=True, exist_ok=True)
+  cxx = os.environ.get('CXX', 'c++')
+  with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+    tmp_lib = pathlib.Path(tmp) / lib.name
+    cmd = [cxx, '-O2', '-std=c++17', '-shared', '-fPIC', '-w', f'-I{jax.ffi.include_dir()}',
+           f'-I{prefix / "include"}', str(SOURCE), f'-L{prefix / "lib"}', '-ldnnl',
+           f'-Wl,-rpath,{prefix / "lib"}', '-o', str(tmp_lib)]
+    try:
+      proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as e:
+      raise RuntimeError(f'no C++ compiler ({cxx}): {e}') from e
+    if proc.returncode != 0:
+      raise RuntimeError(f'{cxx} failed: {proc.stderr.strip()[-2000:]}')
+    os.replace(tmp_lib, lib)  # atomic: a concurrent build never sees half a file
+  return lib
+
+
+@functools.cache
+def _load():
+  """Builds, loads and registers the oneDNN FFI targets once per process; the error, or None."""
+  prefix = onednn_prefix()
+  if prefix is None:
+    return ('oneDNN is not installed (pip install onednn-devel-cpu-gomp, a dependency of '
+            'enhance_jax on Linux x86-64)')
+  try:
+    lib = ctypes.cdll.LoadLibrary(str(build(prefix, cache_dir())))
+  except (RuntimeError, OSError) as e:
+    return f'could not build the oneDNN convolution kernels: {e}'
+  for kind, symbol in TARGETS.items():
+    jax.ffi.register_ffi_target(f'enhance_jax_conv_{kind}', jax.ffi.pycapsule(getattr(lib, symbol)),
+                                platform='cpu')
+  return None
+
+
+def _mode():
+  mode = os.environ.get('ENHANCE_JAX_CONV', 'auto')
+  if mode not in MODES:
+    raise ValueError(f'ENHANCE_JAX_CONV={mode!r}: use one of {", ".join(MODES)}')
+  return mode
+
+
+def onednn_unavailable_reason():
+  """Why the oneDNN path is off in this process (a sentence), or None when convolutions use it."""
+  mode = _mode()
+  if mode == 'xla':
+    return 'ENHANCE_JAX_CONV=xla'
+  if jax.default_backend() != 'cpu':
+    return f'the backend is {jax.default_backend()}, not cpu'
+  if jax.device_count() != 1:
+    return f'{jax.device_count()} CPU devices (the FFI call is not partitioned)'
+  return _load()
+
+
+@functools.cache
+def onednn_enabled():
+  reason = onednn_unavailable_reason()
+  if reason is not None and _mode() == 'onednn':
+    raise RuntimeError(f'ENHANCE_JAX_CONV=onednn but {reason}.')
+  if reason is not None and jax.default_backend() == 'cpu' and _mode() == 'auto':
+    logging.warning('convolutions use XLA:CPU, not oneDNN: %s.', reason)
+  return reason is None
+
+
+def _attrs(strides, padding):
+  return {'strides': np.asarray(strides, np.int64),
+          'padding': np.asarray([p for pair in padding for p in pair], np.int64)}
+
+
+def _call(kind, shape, a, b, strides, padding):
+  return jax.ffi.ffi_call(f'enhance_jax_conv_{kind}', jax.ShapeDtypeStruct(shape, jnp.float32),
+                          vmap_method='sequential')(a, b, **_attrs(strides, padding))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def onednn_conv(x, w, strides, padding):
+  """y = conv(x [N,H,W,Ci], w [KH,KW,Ci,Co]) with explicit ((lo, hi), (lo, hi)) padding, by oneDNN."""
+  return _call('fwd', _out_shape(x.shape, w.shape, strides, padding), x, w, strides, padding)
+
+
+def _out_shape(x_shape, w_shape, strides, padding):
+  n, h, wd, _ = x_shape
+  kh, kw, _, co = w_shape
+  oh = (h + padding[0][0] + padding[0][1] - kh) // strides[0] + 1
+  ow = (wd + padding[1][0] + padding[1][1] - kw) // strides[1] + 1
+  return (n, oh, ow, co)
+
+
+def _fwd(x, w, strides, padding):
+  return _call('fwd', _out_shape(x.shape, w.shape, strides, padding), x, w, strides, padding), (x, w)
+
+
+def _bwd(strides, padding, res, dy):
+  x, w = res
+  return (_call('dx', x.shape, dy, w, strides, padding),
+          _call('dw', w.shape, x, dy, strides, padding))
+
+
+onednn_conv.defvjp(_fwd, _bwd)
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _supported(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
+               feature_group_count, batch_group_count):
+  if lhs.ndim != 4 or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+    return False
+  if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
+    return False
+  if feature_group_count != 1 or batch_group_count != 1 or len(window_strides) != 2:
+    return False
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+  """`lax.conv_general_dilated`, computed by oneDNN where it applies (see the module docstring)."""
+  if (preferred_element_type is None and not _XLA_ONLY.get() and onednn_enabled() and
+      _supported(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
+                 feature_group_count, batch_group_count)):
+    if isinstance(padding, str):
+      padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if min(min(pair) for pair in pads) >= 0:  # oneDNN pads, it does not crop
+      return onednn_conv(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                  dimension_numbers, feature_group_count, batch_group_count,
+                                  precision, preferred_element_type)
+
+
+# flax's Conv with this module's convolution: what every model builds its convolutions from.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)

@@ -1,0 +1,139 @@
+"""The oneDNN convolution path (enhance_jax/conv.py): same function and gradients as XLA's
+convolution, used where it applies and only there, and clear errors when it cannot be built."""
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from enhance_jax import conv
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+# (x shape, kernel shape, strides, padding): the geometries the models use (3x3 same, SRGAN's 9x9, the
+# discriminators' stride 2, DCGAN-SR's 4x4 'SAME' with uneven padding) and odd sizes.
+GEOMETRIES = [
+    ((2, 16, 16, 8), (3, 3, 8, 4), (1, 1), ((1, 1), (1, 1))),
+    ((2, 12, 12, 3), (9, 9, 3, 6), (1, 1), ((4, 4), (4, 4))),
+    ((3, 17, 15, 6), (3, 3, 6, 5), (2, 2), ((1, 1), (1, 1))),
+    ((2, 16, 16, 4), (4, 4, 4, 7), (1, 1), ((1, 2), (1, 2))),
+    ((1, 9, 11, 5), (1, 1, 5, 3), (1, 1), ((0, 0), (0, 0))),
+    ((2, 10, 10, 4), (3, 3, 4, 4), (1, 2), ((0, 1), (2, 0))),
+]
+
+
+def _inputs(x_shape, w_shape):
+  kx, kw = jax.random.split(jax.random.key(0))
+  return jax.random.normal(kx, x_shape), 0.3 * jax.random.normal(kw, w_shape)
+
+
+def test_onednn_is_on_for_this_suite():
+  """The suite runs on one CPU device with oneDNN installed (a dependency): the fast path is live, so
+  every model test below exercises it."""
+  assert conv.onednn_unavailable_reason() is None
+  assert conv.onednn_enabled()
+
+
+@pytest.mark.parametrize('x_shape,w_shape,strides,padding', GEOMETRIES)
+def test_forward_and_gradients_match_xla(x_shape, w_shape, strides, padding):
+  x, w = _inputs(x_shape, w_shape)
+  ref_fn = lambda x, w: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+  new_fn = lambda x, w: conv.onednn_conv(x, w, strides, padding)
+  y_ref, vjp_ref = jax.vjp(ref_fn, x, w)
+  y_new, vjp_new = jax.vjp(jax.jit(new_fn), x, w)
+  assert y_new.shape == y_ref.shape
+  np.testing.assert_allclose(y_new, y_ref, rtol=1e-5, atol=1e-5)
+  dy = jax.random.normal(jax.random.key(1), y_ref.shape)
+  for got, want in zip(vjp_new(dy), vjp_ref(dy)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _hlo(fn, *args):
+  return jax.jit(fn).lower(*args).compile().as_text()
+
+
+def test_dispatch_uses_onednn_for_float32_nhwc_and_xla_otherwise():
+  x, w = _inputs((2, 8, 8, 4), (3, 3, 4, 4))
+  plain = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=NHWC)
+  assert 'enhance_jax_conv_fwd' in _hlo(plain, x, w)
+  grads = jax.grad(lambda x, w: jnp.sum(plain(x, w) ** 2), argnums=(0, 1))
+  text = _hlo(grads, x, w)
+  assert 'enhance_jax_conv_dx' in text and 'enhance_jax_conv_dw' in text
+  fallbacks = {
+      'bf16': lambda x, w: conv.conv_general_dilated(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                                                     (1, 1), 'SAME', dimension_numbers=NHWC),
+      'dilated': lambda x, w: conv.conv_general_dilated(x, w, (1, 1), 'SAME', rhs_dilation=(2, 2),
+                                                        dimension_numbers=NHWC),
+      'grouped': lambda x, w: conv.conv_general_dilated(x, w[:, :, :2], (1, 1), 'SAME',
+                                                        dimension_numbers=NHWC, feature_group_count=2),
+      'nchw': lambda x, w: conv.conv_general_dilated(x.transpose(0, 3, 1, 2), w, (1, 1), 'SAME',
+                                                     dimension_numbers=('NCHW', 'HWIO', 'NCHW')),
+      'cropping': lambda x, w: conv.conv_general_dilated(x, w, (1, 1), ((-1, 1), (1, 1)),
+                                                         dimension_numbers=NHWC),
+  }
+  for name, fn in fallbacks.items():
+    text = _hlo(fn, x, w)
+    assert 'enhance_jax_conv' not in text, name
+  # the fallbacks still compute the convolution they were asked for
+  np.testing.assert_allclose(
+      fallbacks['dilated'](x, w),
+      lax.conv_general_dilated(x, w, (1, 1), 'SAME', rhs_dilation=(2, 2), dimension_numbers=NHWC),
+      rtol=1e-6)
+
+
+def test_flax_conv_with_the_hook_equals_plain_flax_conv():
+  x = jax.random.uniform(jax.random.key(2), (2, 12, 12, 3))
+  for kwargs in ({'kernel_size': (3, 3), 'padding': 1}, {'kernel_size': (4, 4), 'padding': 'SAME',
+                                                         'strides': 2}):
+    ours, plain = conv.Conv(5, **kwargs), nn.Conv(5, **kwargs)
+    params = plain.init(jax.random.key(3), x)
+    assert jax.tree.structure(ours.init(jax.random.key(3), x)) == jax.tree.structure(params)
+    np.testing.assert_allclose(ours.apply(params, x), plain.apply(params, x), rtol=1e-5, atol=1e-6)
+    g_ours = jax.grad(lambda p: jnp.sum(ours.apply(p, x) ** 2))(params)
+    g_plain = jax.grad(lambda p: jnp.sum(plain.apply(p, x) ** 2))(params)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_plain)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_mode_flag(monkeypatch):
+  monkeypatch.setenv('ENHANCE_JAX_CONV', 'xla')
+  assert conv.onednn_unavailable_reason() == 'ENHANCE_JAX_CONV=xla'
+  monkeypatch.setenv('ENHANCE_JAX_CONV', 'fast')
+  with pytest.raises(ValueError, match='ENHANCE_JAX_CONV=.fast.: use one of auto, xla, onednn'):
+    conv.onednn_unavailable_reason()
+
+
+def test_build_errors_name_the_cause(tmp_path, monkeypatch):
+  prefix = conv.onednn_prefix()
+  assert prefix is not None
+  monkeypatch.setenv('CXX', str(tmp_path / 'no-such-compiler'))
+  with pytest.raises(RuntimeError, match='no C.. compiler'):
+    conv.build(prefix, tmp_path / 'a')
+  monkeypatch.setenv('CXX', 'false')  # a "compiler" that fails
+  with pytest.raises(RuntimeError, match='false failed'):
+    conv.build(prefix, tmp_path / 'b')
+  assert not list((tmp_path / 'b').glob('*.so'))  # nothing half-written is left to be loaded
+
+
+def test_build_caches_by_source(tmp_path):
+  lib = conv.build(conv.onednn_prefix(), tmp_path)
+  assert lib.exists() and lib.suffix == '.so'
+  mtime = lib.stat().st_mtime_ns
+  assert conv.build(conv.onednn_prefix(), tmp_path) == lib
+  assert lib.stat().st_mtime_ns == mtime  # the second call did not recompile
+
+
+def test_xla_convolutions_context_traces_xla_convolutions():
+  """What throughput.py uses to let XLA's cost analysis count the convolutions' FLOPs."""
+  x, w = _inputs((2, 8, 8, 4), (3, 3, 4, 4))
+  fn = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=NHWC)
+  with conv.xla_convolutions():
+    lowered = jax.jit(fn).lower(x, w)
+  assert 'enhance_jax_conv' not in lowered.as_text()
+  # 2 flops per multiply-add, batch 2, 4 -> 4 channels; XLA skips the taps that land on SAME's zero
+  # padding: 22 of the 8 x 3 (position, tap) pairs per spatial axis hit the image.
+  assert lowered.cost_analysis()['flops'] == 2 * 2 * 22 * 22 * 4 * 4
+  fresh = lambda x, w: fn(x, w)  # jit caches traces by function, not by this context
+  assert 'enhance_jax_conv' in jax.jit(fresh).lower(x, w).as_text()  # outside: oneDNN again

@@ -13,7 +13,9 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -202,7 +204,28 @@ def bench_torch(args, config):
       'versions': {'torch': torch.__version__}}
 
 
+def run_isolated(argv, framework):
+  """This script's result for FRAMEWORK alone, measured in a child process: with --compare each
+  framework gets a fresh process, so neither's thread pools (XLA's, two OpenMP runtimes) slow the
+  other (in one process PyTorch's step measured 25% slower after JAX's had run)."""
+  rest, skip = [], False
+  for a in argv:
+    if skip or a == '--compare' or a.startswith('--json='):
+      skip = False
+      continue
+    if a == '--json':
+      skip = True
+      continue
+    rest.append(a)
+  with tempfile.TemporaryDirectory() as tmp:
+    out = pathlib.Path(tmp) / 'result.json'
+    subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), *rest,
+                    '--framework', framework, '--json', str(out)], check=True)
+    return json.loads(out.read_text())[framework]
+
+
 def main(argv=None):
+  argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)
   limit_threads(args.threads, args.cpu_devices)
   sys.path.insert(0, str(ROOT / 'benchmarks'))
@@ -216,6 +239,9 @@ def main(argv=None):
             'cpu_count': os.cpu_count(), 'analytic_flops_per_step': analytic,
             'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
   for fw in frameworks:
+    if args.compare:
+      result[fw] = run_isolated(argv, fw)
+      continue
     per_step, info = (bench_jax if fw == 'jax' else bench_torch)(args, config)
     peak = peak_tflops(info['device'], args.precision, args.peak_tflops)
     result[fw] = {**info, **summarise(per_step, args.batch, analytic, peak), 'peak_tflops': peak,

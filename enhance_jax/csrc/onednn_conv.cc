@@ -161,28 +161,18 @@ ffi::Error WeightGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::Re
   return Run('w', g, x.untyped_data(), dw->untyped_data(), dy.untyped_data());
 }
 
+// All three take two float32 buffers, return one, and carry the strides and (lo, hi) paddings.
+auto Binding() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<ffi::Span<const int64_t>>("strides")
+      .Attr<ffi::Span<const int64_t>>("padding");
+}
+
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(EnhanceConvForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(EnhanceConvInputGrad, InputGrad,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(EnhanceConvWeightGrad, WeightGrad,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EnhanceConvForward, Forward, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EnhanceConvInputGrad, InputGrad, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EnhanceConvWeightGrad, WeightGrad, Binding());

@@ -30,6 +30,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from enhance_jax.errors import UserError
+
 SOURCE = pathlib.Path(__file__).parent / 'csrc' / 'onednn_conv.cc'
 TARGETS = {'fwd': 'EnhanceConvForward', 'dx': 'EnhanceConvInputGrad', 'dw': 'EnhanceConvWeightGrad'}
 MODES = ('auto', 'xla', 'onednn')
@@ -107,7 +109,7 @@ def _load():
 def _mode():
   mode = os.environ.get('ENHANCE_JAX_CONV', 'auto')
   if mode not in MODES:
-    raise ValueError(f'ENHANCE_JAX_CONV={mode!r}: use one of {", ".join(MODES)}')
+    raise UserError(f'ENHANCE_JAX_CONV={mode!r}: use one of {", ".join(MODES)}.')
   return mode
 
 
@@ -127,7 +129,7 @@ def onednn_unavailable_reason():
 def onednn_enabled():
   reason = onednn_unavailable_reason()
   if reason is not None and _mode() == 'onednn':
-    raise RuntimeError(f'ENHANCE_JAX_CONV=onednn but {reason}.')
+    raise UserError(f'ENHANCE_JAX_CONV=onednn but {reason}; unset it to fall back to XLA.')
   if reason is not None and jax.default_backend() == 'cpu' and _mode() == 'auto':
     logging.warning('convolutions use XLA:CPU, not oneDNN: %s.', reason)
   return reason is None

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from enhance_jax import conv
+from enhance_jax.errors import UserError
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -101,7 +102,7 @@ def test_mode_flag(monkeypatch):
   monkeypatch.setenv('ENHANCE_JAX_CONV', 'xla')
   assert conv.onednn_unavailable_reason() == 'ENHANCE_JAX_CONV=xla'
   monkeypatch.setenv('ENHANCE_JAX_CONV', 'fast')
-  with pytest.raises(ValueError, match='ENHANCE_JAX_CONV=.fast.: use one of auto, xla, onednn'):
+  with pytest.raises(UserError, match='ENHANCE_JAX_CONV=.fast.: use one of auto, xla, onednn'):
     conv.onednn_unavailable_reason()
 
 

@@ -65,7 +65,8 @@ def check_data_config(config):
 
 def make_pair(image, rng, *, patch_size, augment, degrade, hr_resize=0, affine=None):
   """uint8 image -> {'lr', 'hr'} float32 patches: [square resize to hr_resize], crop, [random affine
-  (keywords of degradations.random_affine)], flips/rot90, then degrade the augmented HR."""
+  (keywords of degradations.random_affine)], flips/rot90, then degrade the augmented HR. Without
+  DEGRADE, {'hr'} alone: the train step degrades on the device (data.degrade_on_device)."""
   if hr_resize:
     hr = degradations.random_crop(degradations.square_resize(image, hr_resize), patch_size, rng)
   else:
@@ -75,7 +76,7 @@ def make_pair(image, rng, *, patch_size, augment, degrade, hr_resize=0, affine=N
   if augment:
     hr = degradations.random_flip_rot90(hr, rng)
   hr = np.ascontiguousarray(hr, np.float32)
-  return {'lr': np.asarray(degrade(hr), np.float32), 'hr': hr}
+  return {'lr': np.asarray(degrade(hr), np.float32), 'hr': hr} if degrade else {'hr': hr}
 
 
 def train_dataset(source, config, *, process_index=0, process_count=1):
@@ -88,7 +89,8 @@ def train_dataset(source, config, *, process_index=0, process_count=1):
   if process_count > 1:
     ds = ds[process_index::process_count]
   pair = functools.partial(make_pair, patch_size=config.data.patch_size,
-                           augment=config.data.augment, degrade=degrade_fn(config),
+                           augment=config.data.augment,
+                           degrade=None if config.data.degrade_on_device else degrade_fn(config),
                            hr_resize=config.data.get('hr_resize', 0), affine=affine_kwargs(config))
   ds = ds.shuffle(seed=config.seed).repeat(None).random_map(pair, seed=config.seed)
   return ds.batch(batch // process_count, drop_remainder=True)

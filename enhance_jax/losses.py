@@ -24,8 +24,9 @@ LOSS_TERMS = ('pixel', 'content', 'adversarial')  # the keys of loss.pretrain / 
 
 def content(sr_features, hr_features, criterion='l1'):
   """Perceptual loss between VGG feature maps, summed over layers: L1 (BasicSR, ESRGAN) or 'l2'
-  (SRGAN's MSE)."""
-  return sum(PIXEL_CRITERIA[criterion](sr_features[k], hr_features[k]) for k in sr_features)
+  (SRGAN's MSE). Compared in float32 whatever dtype the VGG computed in."""
+  f32 = lambda a: a.astype(jnp.float32)
+  return sum(PIXEL_CRITERIA[criterion](f32(sr_features[k]), f32(hr_features[k])) for k in sr_features)
 
 
 def bce(logits, target):

@@ -80,6 +80,7 @@ class _Loop:
     self.iterator = input_pipeline.train_iterator(ds, config.data.num_workers)
     self.report = reporting.Reporter(workdir)
     self.state, self.meta = self._init_or_restore()
+    self.start_step = int(jax.device_get(self.state.step))  # the loop counts steps on the host
 
   def _init_or_restore(self):
     c = self.config
@@ -209,8 +210,7 @@ def train_and_evaluate(config, workdir):
   """Trains CONFIG in WORKDIR (resuming there if it holds a checkpoint); returns the final state."""
   parallel.initialize()
   loop = _Loop(config, workdir)
-  meta = loop.meta
-  step = int(jax.device_get(loop.state.step))
+  meta, step = loop.meta, loop.start_step
   if meta['finished']:
     print(f'{workdir}: training already stopped early at step {step}; nothing to do.', flush=True)
     return loop.state
@@ -243,11 +243,14 @@ def train_and_evaluate(config, workdir):
             f'ssim {val["ssim"]:.4f}' + (' (best)' if improved else ''))
         meter.restart_clock()  # validation and checkpointing are not step time
   except KeyboardInterrupt:
-    if int(jax.device_get(loop.state.step)) != step:  # interrupted between the step and bookkeeping
+    lost = loop.state.step.is_deleted()  # interrupted as a step returned: its donated input is gone
+    if not lost and int(jax.device_get(loop.state.step)) != step:  # between step and bookkeeping
       data_state, step = next_data_state, step + 1
     loop.ckpts.wait()
-    loop.save(data_state)
-    print(f'\ninterrupted at step {step}; saved a checkpoint, rerun the same command to resume.')
+    if not lost and step not in loop.ckpts.latest.all_steps():
+      loop.save(data_state)
+    print(f'\ninterrupted; the checkpoint of step {loop.ckpts.latest.latest_step()} holds the run, '
+          'rerun the same command to resume.')
     raise
   finally:
     if bar is not None:

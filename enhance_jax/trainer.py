@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from enhance_jax import input_pipeline
 from enhance_jax import losses
 from enhance_jax import metrics as metrics_lib
 from enhance_jax import models
@@ -48,6 +49,7 @@ class Task:
   gan_type: str
   ema_decay: float
   scale: int
+  degrade: Any = None  # hr -> lr on the device (data.degrade_on_device); None: batches carry 'lr'
 
 
 def _optimizer(lr, milestones, config):
@@ -95,7 +97,8 @@ def make_task(config):
       content_criterion=l.content_criterion,
       gan_type=l.gan_type,
       ema_decay=float(t.ema_decay),
-      scale=config.model.scale)
+      scale=config.model.scale,
+      degrade=input_pipeline.degrade_fn(config) if config.data.degrade_on_device else None)
 
 
 def uses_vgg(task):
@@ -152,9 +155,15 @@ def _image_metrics(sr, hr):
   return {'psnr': jnp.mean(metrics_lib.psnr(sr, hr)), 'ssim': jnp.mean(metrics_lib.ssim(sr, hr))}
 
 
+def lr_hr(task, batch):
+  """The batch's (LR, HR); the LR computed here from HR when the pipeline left it to the device."""
+  hr = batch['hr']
+  return (batch['lr'] if task.degrade is None else task.degrade(hr).astype(jnp.float32)), hr
+
+
 def pretrain_step(task, state, batch, vgg_params=None):
   """One supervised step of G on the pre-training loss terms (L1 pixel for ESRGAN, MSE for SRResNet)."""
-  lr, hr = batch['lr'], batch['hr']
+  lr, hr = lr_hr(task, batch)
 
   def loss_fn(g_params):
     sr, g_stats = generate(task, g_params, state.g_stats, lr, train=True)
@@ -182,7 +191,7 @@ def gan_step(task, state, batch, vgg_params=None):
   D runs forward once on HR and once on SR; the pullback of D(SR) gives G its gradient through D,
   and both pullbacks give D the gradient of its own loss, so no forward pass is repeated.
   """
-  lr, hr = batch['lr'], batch['hr']
+  lr, hr = lr_hr(task, batch)
   weights = dict(task.gan_weights)
   sr, g_pullback, g_stats = jax.vjp(
       lambda p: generate(task, p, state.g_stats, lr, train=True), state.g_params, has_aux=True)

@@ -37,6 +37,7 @@ def get_config():
   c.data.val_patch_size = 256            # HR centre crop used for in-training validation
   c.data.degradation = 'bicubic_blur'    # report 004: bicubic x4 down + Gaussian blur radius 1.5
   c.data.blur_sigma = 1.5
+  c.data.degrade_on_device = False      # True: the pipeline ships HR only, the step computes LR
   c.data.augment = True                  # random flips and rot90 (BasicSR use_hflip/use_rot)
   c.data.hr_resize = 0                   # >0: centre square crop, resize to this side, then crop patches
   c.data.affine = ml_collections.ConfigDict({  # Keras ImageDataGenerator-style (report 004); 0 = off

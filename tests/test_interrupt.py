@@ -7,6 +7,7 @@ from conftest import tiny_config
 from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import evaluate
 from enhance_jax import train
+from enhance_jax import trainer
 
 
 def test_ctrl_c_saves_then_resume_finishes(tmp_path, monkeypatch):
@@ -20,6 +21,37 @@ def test_ctrl_c_saves_then_resume_finishes(tmp_path, monkeypatch):
   state = train.train_and_evaluate(config, tmp_path)
   assert int(state.step) == 6
   assert evaluate.run(tmp_path, 'latest')['checkpoint']['step'] == 6
+
+
+@pytest.mark.parametrize('gan_call, saved', [(2, [2]), (3, [2, 4])])
+def test_ctrl_c_as_a_step_returns_resumes_from_the_last_checkpoint(tmp_path, monkeypatch, capsys,
+                                                                   gan_call, saved):
+  """An interrupt that lands as the jitted step returns, before the loop takes the new state: the
+  step is lost (its donated input too, at the 2nd call; the 3rd follows the step-4 checkpoint)."""
+  real_jit_steps, calls = trainer.jit_steps, []
+
+  def jit_steps(task, mesh):
+    steps = real_jit_steps(task, mesh)
+    real_gan = steps['gan']
+
+    def gan(*args):
+      out = real_gan(*args)
+      calls.append(1)
+      if len(calls) == gan_call:
+        raise KeyboardInterrupt
+      return out
+
+    return {**steps, 'gan': gan}
+
+  monkeypatch.setattr(trainer, 'jit_steps', jit_steps)
+  config = tiny_config()
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, tmp_path)
+  assert f'the checkpoint of step {saved[-1]} holds the run' in capsys.readouterr().out
+  assert ckpt_lib.Checkpoints(tmp_path, read_only=True).latest.all_steps() == saved
+  if gan_call == 2:  # (resuming from step 4 is test_ctrl_c_saves_then_resume_finishes's case)
+    monkeypatch.undo()
+    assert int(train.train_and_evaluate(config, tmp_path).step) == 6
 
 
 def test_failed_run_leaves_earlier_checkpoints_readable(tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ def test_8_devices_give_the_1_device_params_and_metrics(child):
 
 def test_train_and_evaluate_on_8_devices(child):
   """The whole loop (VGG19 content loss, the switch to the GAN stage under the transfer guard,
-  validation over the split batch, checkpoints) on the 8-device mesh."""
+  validation over the split batch, checkpoints) on the 8-device mesh, with LR made on the devices."""
   e2e = child['train_and_evaluate']
   assert e2e['error'] is None, e2e['error']
   assert e2e['step'] == 4 and e2e['state_replicated_on'] == 8
@@ -151,7 +151,8 @@ def _child(out):
   result['eval_rel_diff'] = rel_diff(evals[8], evals[1])
 
   try:  # the config above (its programs come from the compilation cache), 2 epochs of 2 steps
-    e2e_config = tiny_config('loss.gan_type=vanilla', 'train.num_steps=4')
+    e2e_config = tiny_config('loss.gan_type=vanilla', 'train.num_steps=4',
+                             'data.degrade_on_device=true')  # HR-only batches split over 8
     state = train.train_and_evaluate(e2e_config, tempfile.mkdtemp(dir=out))
     result['train_and_evaluate'] = {'error': None, 'step': int(state.step),
                                     'state_replicated_on': replicated_on(state)}

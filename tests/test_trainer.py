@@ -4,6 +4,7 @@ step against a naive two-pass one, bf16, EMA, no host transfers inside a step, a
 
 import dataclasses
 import functools
+import sys
 
 import flax.linen as nn
 import jax
@@ -33,6 +34,26 @@ def _count(tree):
 
 def _dtypes(tree):
   return {jnp.dtype(x.dtype) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
+
+
+def _conv_dtypes(fn, *args):
+  """Output dtype of every convolution in FN's program (XLA convs and oneDNN FFI calls), nested
+  jaxprs included."""
+  found = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'conv_general_dilated' or (
+          eqn.primitive.name == 'ffi_call' and 'enhance_jax_conv' in str(eqn.params.get('target_name'))):
+        found.append(jnp.dtype(eqn.outvars[0].aval.dtype))
+      for v in eqn.params.values():
+        for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+          inner = getattr(sub, 'jaxpr', sub)
+          if hasattr(inner, 'eqns'):
+            walk(inner)
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
 
 
 def _max_rel_diff(a, b):
@@ -393,13 +414,80 @@ def test_bf16_keeps_fp32_state_and_learns(setup):
     history.append(float(metrics['g_loss']))
   assert history[-1] < 0.85 * history[0], history
   assert _dtypes(state) == {jnp.dtype('float32')} and state.ema_params is None
+  assert all(v.dtype == jnp.float32 for v in metrics.values()), metrics  # losses, metrics in fp32
   state = trainer.start_gan_stage(task, state)
   gan = fast_jit(functools.partial(trainer.gan_step, task), state, batch, vgg)
   for _ in range(3):
     state, metrics = gan(state, batch, vgg)
     assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert {'loss_content', 'loss_adversarial', 'd_loss'} <= set(metrics)
+  assert all(v.dtype == jnp.float32 for v in metrics.values()), metrics
   assert _dtypes(state) == {jnp.dtype('float32')} and state.ema_params is None
   assert int(state.step) == 13
+  # Every convolution of G, D and VGG (forward and backward) runs in bf16; only SSIM's stay fp32.
+  ssim_convs = _conv_dtypes(trainer._image_metrics, batch['hr'], batch['hr'])
+  for step, args in ((trainer.pretrain_step, (state, batch)), (trainer.gan_step, (state, batch, vgg))):
+    dtypes = _conv_dtypes(functools.partial(step, task), *args)
+    assert dtypes.count(jnp.dtype(jnp.bfloat16)) > 2 * len(ssim_convs), step.__name__
+    assert len(dtypes) - dtypes.count(jnp.dtype(jnp.bfloat16)) == len(ssim_convs), step.__name__
+
+
+def test_degrade_on_device_gives_the_host_pipelines_lr_and_step(setup):
+  """data.degrade_on_device: grain ships HR only and the jitted step makes the same LR itself."""
+  from enhance_jax import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
+  config = tiny_config(*BASE, 'data.degrade_on_device=true')
+  photos = datasets.embedded(datasets.EMBEDDED_TRAIN[:4])
+  hr_only = input_pipeline.train_dataset(photos, config)[0]
+  assert set(hr_only) == {'hr'} and hr_only['hr'].shape == (8, 32, 32, 3)
+  host = input_pipeline.train_dataset(photos, setup['config'])[0]
+  np.testing.assert_allclose(host['hr'], hr_only['hr'])  # the same crops and flips
+  task = trainer.make_task(config)
+  lr, _ = jax.jit(functools.partial(trainer.lr_hr, task))({'hr': hr_only['hr']})
+  np.testing.assert_allclose(np.asarray(lr), host['lr'], atol=2e-6)
+  batch = {'hr': setup['batch']['hr']}
+  on_device, m_device = fast_jit(functools.partial(trainer.pretrain_step, task), setup['state'],
+                                 batch)(setup['state'], batch)
+  on_host, m_host = setup['pretrain'](setup['state'], setup['batch'])
+  assert abs(float(m_device['g_loss']) - float(m_host['g_loss'])) < 1e-5 * float(m_host['g_loss'])
+  assert _max_rel_diff(on_device.g_params, on_host.g_params) < 1e-4
+
+
+def _device_reads_in_step_loop(monkeypatch, config, workdir):
+  """Runs train_and_evaluate and returns the device->host reads made by the step loop itself:
+  those whose innermost frame in train.py is the loop body or a function it calls every step
+  (reads in the log window, validation and checkpointing are the loop's allowed syncs)."""
+  from jax._src import array as array_lib  # pylint: disable=g-import-not-at-top
+  real, reads = array_lib.ArrayImpl._value, []
+  per_step = {'train_and_evaluate', 'add', 'maybe_start_gan'}
+
+  def spy(self):
+    frame = sys._getframe(1)  # pylint: disable=protected-access
+    while frame is not None and frame.f_code.co_filename != train.__file__:
+      frame = frame.f_back
+    if frame is not None and frame.f_code.co_name in per_step:
+      reads.append(f'{frame.f_code.co_name}:{frame.f_lineno}')
+    return real.fget(self)
+
+  monkeypatch.setattr(array_lib.ArrayImpl, '_value', property(spy))
+  train.train_and_evaluate(config, workdir)
+  monkeypatch.undo()
+  return reads
+
+
+def test_step_loop_never_waits_for_the_device(tmp_path, monkeypatch):
+  """The loop reads metrics only once per log window; a float(loss) per step would be caught (on
+  CPU, jax.transfer_guard cannot see device->host reads: they are zero-copy)."""
+  config = tiny_config('train.log_every_steps=100')
+  assert _device_reads_in_step_loop(monkeypatch, config, tmp_path / 'clean') == []
+  real_accumulate = trainer.accumulate
+
+  def syncing_accumulate(total, metrics):  # what a per-step `float(metrics['g_loss'])` would do
+    float(metrics['g_loss'])
+    return real_accumulate(total, metrics)
+
+  monkeypatch.setattr(trainer, 'accumulate', syncing_accumulate)
+  reads = _device_reads_in_step_loop(monkeypatch, config, tmp_path / 'syncing')
+  assert reads and all(r.startswith('add:') for r in reads), reads
 
 
 def test_steps_make_no_implicit_host_transfers(setup):

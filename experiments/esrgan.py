@@ -20,7 +20,7 @@ def get_config():
   c.model.growth_channels = 32
   c.model.scale = 4
   c.model.residual_scale = 0.2
-  c.model.remat = False                  # jax.checkpoint each RRDB (large patches)
+  c.model.remat = False                  # rematerialise the RRDB trunk: about half the memory
 
   c.discriminator = ml_collections.ConfigDict()
   c.discriminator.name = 'vgg_style'     # network_d: 8 convs 64..512, alternate stride 2; 'none' = no GAN

@@ -87,19 +87,30 @@ class RRDBNet(nn.Module):
   remat: bool = False
   dtype: Any = jnp.float32
 
+  def trunk(self, x):
+    """The num_blocks RRDBs (parameters body_0, body_1, ...). With remat, one rematerialised block
+    scanned over their stacked parameters: the backward pass keeps only each block's input (an
+    unrolled jax.checkpoint is merged back by XLA's CSE on CPU), and the trunk compiles once."""
+    fields = (self.num_features, self.growth_channels, self.residual_scale, self.dtype)
+    if not self.remat or self.is_initializing():
+      for i in range(self.num_blocks):
+        x = RRDB(*fields, name=f'body_{i}')(x)
+      return x
+    params = self.variables['params']
+    stacked = jax.tree.map(lambda *p: jnp.stack(p),
+                           *(params[f'body_{i}'] for i in range(self.num_blocks)))
+    block = RRDB(*fields, parent=None)
+    step = jax.checkpoint(lambda h, p: (block.apply({'params': p}, h), None), prevent_cse=False)
+    return jax.lax.scan(step, x, stacked)[0]
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # no BatchNorm or dropout
     if self.scale in (1, 2):
       x = pixel_unshuffle(x, 4 // self.scale)
     x = x.astype(self.dtype)
-    block = nn.remat(RRDB) if self.remat else RRDB
     feat = Conv3x3(self.num_features, dtype=self.dtype, name='conv_first')(x)
-    body = feat
-    for i in range(self.num_blocks):
-      body = block(self.num_features, self.growth_channels, self.residual_scale, self.dtype,
-                   name=f'body_{i}')(body)
-    feat = feat + Conv3x3(self.num_features, dtype=self.dtype, name='conv_body')(body)
+    feat = feat + Conv3x3(self.num_features, dtype=self.dtype, name='conv_body')(self.trunk(feat))
     feat = UpsampleBlock(self.num_features, self.dtype, name='conv_up1')(feat)
     feat = UpsampleBlock(self.num_features, self.dtype, name='conv_up2')(feat)
     feat = lrelu(Conv3x3(self.num_features, dtype=self.dtype, name='conv_hr')(feat))

@@ -1,13 +1,12 @@
 """Image sources: random-access sequences of uint8 RGB arrays [H,W,3] that grain reads.
 
-`embedded` ships with scikit-image (no download), `folder:PATH` reads a directory tree of image files,
-`tfds:NAME` reads a prepared TensorFlow Datasets dataset through `tfds.data_source` (no TensorFlow),
-`records:PATH` reads the ArrayRecord shards that data/prepare.py writes (random access, PNG per record).
+`embedded` ships with scikit-image (no download), `folder:PATH` reads a directory tree of image
+files, `tfds:NAME` reads a prepared TensorFlow Datasets dataset through `tfds.data_source` (no
+TensorFlow), `records:PATH` the tfds dataset (array_record, a PNG per record) data/prepare.py writes.
 """
 
 import dataclasses
 import functools
-import io
 import json
 import pathlib
 from typing import Sequence
@@ -22,11 +21,14 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 EMBEDDED_TRAIN = ('chelsea', 'rocket', 'hubble_deep_field', 'retina', 'immunohistochemistry',
                   'stereo_motorcycle', 'camera', 'brick', 'grass', 'gravel', 'moon')
 EMBEDDED_EVAL = ('astronaut', 'coffee')
-# data/prepare.py's output: DIR/dataset.json (written last) lists DIR's ArrayRecord shards.
+# data/prepare.py's output: a tfds dataset in DIR/1.0.0 (array_record shards, dataset_info.json) and
+# DIR/dataset.json, written last, with every record's name, size and source image.
 RECORDS_MANIFEST = 'dataset.json'
 RECORDS_FORMAT = 'enhance_jax.records'
-RECORDS_VERSION = 1
-RECORDS_LAYOUT = 'uint32 big-endian name length, UTF-8 name, PNG bytes'
+RECORDS_VERSION = 2  # 1: a custom record layout that tfds cannot read
+RECORDS_TFDS_VERSION = '1.0.0'
+RECORDS_LAYOUT = 'tf.train.Example: image (PNG), name (text), origin (int64 source image index)'
+_AGAIN = 'python data/prepare.py --src IMAGES --out NEW_FOLDER'
 
 
 def to_rgb(array):
@@ -118,23 +120,53 @@ class TfdsSource:
     return None  # decoding every record to learn its size would cost a full pass
 
 
-def encode_record(name, png):
-  """One record (RECORDS_LAYOUT): 4-byte big-endian name length, the UTF-8 name, the PNG bytes."""
-  raw = name.encode('utf-8')
-  return len(raw).to_bytes(4, 'big') + raw + png
+def require_tfds(what):
+  """tensorflow_datasets, or UserError naming the extra that installs it (WHAT needs it)."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError(f"{what} needs tensorflow-datasets: pip install 'enhance_jax[tfds]'.") from None
+  return tfds
+
+
+@functools.cache
+def record_features():
+  """tfds features of one record: PNG 'image', its 'name', 'origin' (index of its source image)."""
+  tfds = require_tfds('records:PATH')
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='png'),
+      'name': tfds.features.Text(), 'origin': tfds.features.Scalar(np.int64)})
+
+
+@functools.cache
+def _record_serializer():
+  tfds = require_tfds('records:PATH')
+  return tfds.core.example_serializer.ExampleSerializer(record_features().get_serialized_info())
+
+
+def encode_record(name, png, origin):
+  """One record: record_features() as a tf.train.Example (no TensorFlow needed).
+
+  Serialized with sorted keys: tfds's serialize_example orders them by string hash, which changes
+  from process to process, so a resumed run would write other bytes.
+  """
+  example = record_features().encode_example({'image': png, 'name': name, 'origin': origin})
+  return _record_serializer().get_tf_example(example).SerializeToString(deterministic=True)
 
 
 def decode_record(record):
-  """A record -> (name, PNG bytes)."""
-  n = int.from_bytes(record[:4], 'big')
-  return record[4:4 + n].decode('utf-8'), record[4 + n:]
+  """A record -> (name, PNG bytes, origin), the image left encoded."""
+  tfds = require_tfds('records:PATH')
+  example = record_features().deserialize_example_np(
+      record, decoders={'image': tfds.decode.SkipDecoding()})
+  return example['name'].decode('utf-8'), example['image'], int(example['origin'])
 
 
 @dataclasses.dataclass(frozen=True)
 class RecordsSource:
-  """A data/prepare.py dataset (or a subset of its records by KEYS); PNGs decoded when read."""
+  """A data/prepare.py dataset (or a subset of its records by KEYS), read through tfds."""
   root: str
-  shards: tuple  # ((file name, record count), ...) in key order
+  builder_dir: str  # the tfds dataset folder (ROOT/1.0.0): dataset_info.json, features, shards
   all_names: tuple
   all_sizes: tuple  # (H, W) per record
   origins: tuple  # index of the source image each record was cut from
@@ -142,21 +174,23 @@ class RecordsSource:
 
   @functools.cached_property
   def _reader(self):
-    import grain  # pylint: disable=g-import-not-at-top
-    return grain.sources.ArrayRecordDataSource(
-        [f'{pathlib.Path(self.root) / f}[0:{n}]' for f, n in self.shards])
+    """tfds's random-access data source over the shards, opened on first read."""
+    tfds = require_tfds('records:PATH')
+    return tfds.builder_from_directory(self.builder_dir).as_data_source('train')
+
+  def __getstate__(self):
+    return {k: v for k, v in self.__dict__.items() if k != '_reader'}  # workers open their own
 
   def __len__(self):
     return len(self.keys)
 
   def __getitem__(self, i):
-    name, png = decode_record(self._reader[self.keys[i]])
+    k = self.keys[i]
     try:
-      with Image.open(io.BytesIO(png)) as im:
-        return to_rgb(np.asarray(im.convert('RGB')))
-    except (OSError, ValueError, SyntaxError) as e:
-      raise UserError(f'record {name} in {self.root} is not a readable PNG ({e}); '
-                      'prepare the dataset again.') from None
+      return to_rgb(self._reader[k]['image'])
+    except Exception as e:  # pylint: disable=broad-except  # PIL, protobuf and array_record errors
+      raise UserError(f'record {k} ({self.all_names[k]}) in {self.root} is unreadable '
+                      f'({type(e).__name__}: {e}); prepare the dataset again.') from None
 
   @property
   def names(self):
@@ -174,29 +208,42 @@ def _read_manifest(root):
   """DIR/dataset.json as a dict, or UserError saying how to make it."""
   path = root / RECORDS_MANIFEST
   if not path.is_file():
-    raise UserError(f'{root} holds no finished dataset ({RECORDS_MANIFEST} is missing); run '
-                    f'python data/prepare.py --src IMAGES --out {root} (again, if it was interrupted).')
+    raise UserError(f'{root} holds no finished dataset ({RECORDS_MANIFEST} is missing); run python '
+                    f'data/prepare.py --src IMAGES --out {root} (again, if it was interrupted).')
   try:
     manifest = json.loads(path.read_text())
   except (OSError, ValueError) as e:
-    raise UserError(f'cannot read {path} ({e}); prepare the dataset again into a new --out.') from None
-  if manifest.get('format') != RECORDS_FORMAT or manifest.get('version') != RECORDS_VERSION:
-    raise UserError(f'{path} is not a version-{RECORDS_VERSION} {RECORDS_FORMAT} manifest; prepare '
-                    'the dataset again with data/prepare.py into a new --out.')
+    raise UserError(f'cannot read {path} ({e}); prepare the dataset again: {_AGAIN}.') from None
+  if not isinstance(manifest, dict) or manifest.get('format') != RECORDS_FORMAT:
+    raise UserError(f'{path} is not a {RECORDS_FORMAT} manifest; point records:PATH at a folder '
+                    f'that data/prepare.py wrote, or run {_AGAIN}.')
+  if manifest.get('version') != RECORDS_VERSION:
+    raise UserError(f'{root} is a version-{manifest.get("version")} dataset but this enhance_jax '
+                    f'reads version {RECORDS_VERSION} (a tfds dataset); prepare it again: '
+                    f'{_AGAIN}.')
   return manifest
 
 
 def records(path):
-  """The ArrayRecord dataset data/prepare.py wrote to PATH (its folder or its dataset.json)."""
+  """The dataset data/prepare.py wrote to PATH (its folder or its dataset.json)."""
   root = pathlib.Path(path).expanduser()
   root = root.parent if root.name == RECORDS_MANIFEST else root
   manifest = _read_manifest(root)
-  shards = tuple((s['file'], s['count']) for s in manifest['shards'])
-  for name, _ in shards:
-    if not (root / name).is_file():
-      raise UserError(f'shard {root / name} listed in {root / RECORDS_MANIFEST} is missing; copy '
-                      'the whole folder or prepare the dataset again.')
-  return RecordsSource(str(root), shards, tuple(manifest['names']),
+  for shard in manifest['shards']:
+    if not (root / shard['file']).is_file():
+      raise UserError(f'shard {root / shard["file"]} listed in {root / RECORDS_MANIFEST} is '
+                      'missing; copy the whole folder or prepare the dataset again.')
+  builder_dir = root / manifest['tfds']['dir']
+  tfds = require_tfds('records:PATH')
+  try:
+    count = tfds.builder_from_directory(str(builder_dir)).info.splits['train'].num_examples
+  except Exception as e:  # pylint: disable=broad-except  # tfds raises many types for bad metadata
+    raise UserError(f'cannot open the tfds dataset {builder_dir} ({type(e).__name__}: {e}); copy '
+                    'the whole folder or prepare the dataset again.') from None
+  if count != manifest['count']:
+    raise UserError(f'{builder_dir} holds {count} records but {root / RECORDS_MANIFEST} lists '
+                    f'{manifest["count"]}; prepare the dataset again into a new folder.')
+  return RecordsSource(str(root), str(builder_dir), tuple(manifest['names']),
                        tuple(tuple(hw) for hw in manifest['sizes']), tuple(manifest['origins']),
                        tuple(range(manifest['count'])))
 

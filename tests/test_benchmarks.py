@@ -2,8 +2,11 @@
 count (a device-independent figure that must not regress)."""
 
 import json
+import os
 import pathlib
+import subprocess
 import sys
+import types
 
 import pytest
 
@@ -18,18 +21,126 @@ TINY = ['--set', 'model.num_blocks=1', '--set', 'model.num_features=8', '--set',
         'discriminator.dense_features=16', '--set', 'loss.content_layer=conv2_2']
 
 
+TOP_KEYS = ('device', 'versions', 'batch', 'patch', 'precision', 'devices', 'threads',
+            'analytic_flops_per_step', 'ratio', 'basicsr_ratio', 'torch_basicsr',
+            'torch_basicsr_skipped')
+RUN_KEYS = ('device', 'num_devices', 'images_per_sec', 'ms_per_step', 'ms_min', 'ms_max',
+            'per_step_s', 'compile_s', 'tflops_per_sec', 'mfu', 'mfu_analytic', 'peak_tflops',
+            'peak_bytes', 'host_max_rss_bytes')
+
+
 @pytest.mark.parametrize('stage', ['pretrain', 'gan'])
 def test_throughput_compare_writes_json_with_ratio_and_flops(stage, tmp_path):
   out = tmp_path / 'tp.json'
   assert throughput.main(['--exp', 'esrgan_cpu', '--stage', stage, '--batch', '2', '--patch', '32',
                           '--steps', '1', '--repeats', '2', '--warmup', '1', '--compare',
-                          '--json', str(out), *TINY]) == 0
+                          '--peak-tflops', '1', '--json', str(out), *TINY]) == 0
   r = json.loads(out.read_text())
+  assert all(k in r for k in TOP_KEYS), sorted(set(TOP_KEYS) - set(r))
+  assert all(r['versions'][k] for k in ('jax', 'jaxlib', 'flax', 'optax', 'torch')), r['versions']
+  assert r['devices'] == 1 and r['device'] == r['jax']['device']
   for fw in ('jax', 'torch'):
+    assert all(k in r[fw] for k in RUN_KEYS), (fw, sorted(set(RUN_KEYS) - set(r[fw])))
     assert r[fw]['images_per_sec'] > 0 and len(r[fw]['per_step_s']) == 2
+    assert r[fw]['num_devices'] == 1 and r[fw]['host_max_rss_bytes'] > 2**20
+    assert r[fw]['peak_bytes'] is None  # a CPU has no device memory statistics
+    # MFU by the JAX step's XLA count, for both frameworks; against a 1 TFLOP/s device here.
+    step_s = r[fw]['ms_per_step'] / 1e3
+    assert r[fw]['mfu'] == pytest.approx(r['jax']['xla_flops_per_step'] / step_s / 1e12)
+    assert r[fw]['mfu_analytic'] == pytest.approx(r['analytic_flops_per_step'] / step_s / 1e12)
   assert r['ratio'] == pytest.approx(r['jax']['images_per_sec'] / r['torch']['images_per_sec'])
-  assert r['jax']['temp_bytes'] > 0
-  assert 0.85 < r['jax']['xla_over_analytic'] < 1.15, r['jax']['xla_over_analytic']
+  assert (r['torch_basicsr'] is None) == (r['basicsr_ratio'] is None)
+  assert (r['torch_basicsr'] is None) == bool(r['torch_basicsr_skipped'])
+  assert r['jax']['temp_bytes'] > 0 and r['jax']['convolutions'] in ('onednn+xla', 'xla')
+  assert 0.9 < r['jax']['xla_over_analytic'] < 1.1, r['jax']['xla_over_analytic']
+
+
+def _fake_basicsr(monkeypatch):
+  """Installs a stand-in `basicsr.archs.rrdbnet_arch`: the twin's RRDBNet behind BasicSR's
+  constructor (num_in_ch, num_out_ch, scale, num_feat, num_block, num_grow_ch)."""
+  from benchmarks.torch_reference import models  # pylint: disable=g-import-not-at-top
+
+  class RRDBNet(models.RRDBNet):
+
+    def __init__(self, num_in_ch, num_out_ch, scale=4, num_feat=64, num_block=23, num_grow_ch=32):
+      super().__init__(num_in_ch, num_out_ch, num_feat, num_block, num_grow_ch, scale)
+
+  arch = types.ModuleType('basicsr.archs.rrdbnet_arch')
+  RRDBNet.__module__, arch.RRDBNet = arch.__name__, RRDBNet
+  for name in ('basicsr', 'basicsr.archs'):
+    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+  monkeypatch.setitem(sys.modules, arch.__name__, arch)
+
+
+def test_torch_run_times_basicsr_rrdbnet_as_an_extra_column(tmp_path, monkeypatch):
+  _fake_basicsr(monkeypatch)
+  out = tmp_path / 'torch.json'
+  assert throughput.main(['--exp', 'esrgan_cpu', '--stage', 'pretrain', '--batch', '2', '--patch',
+                          '32', '--steps', '1', '--repeats', '2', '--warmup', '1', '--framework',
+                          'torch', '--json', str(out), *TINY]) == 0
+  r = json.loads(out.read_text())
+  assert r['torch']['generator'] == 'benchmarks.torch_reference.models'
+  assert r['torch_basicsr']['generator'] == 'basicsr.archs.rrdbnet_arch'
+  assert r['torch_basicsr_skipped'] is None and r['torch_basicsr']['images_per_sec'] > 0
+  assert all(k in r['torch_basicsr'] for k in RUN_KEYS)
+  assert r['torch']['mfu'] is None  # no XLA count in a torch-only run; the analytic one is there
+
+
+def test_compare_fills_ratios_and_torch_mfu_from_the_xla_count():
+  run = lambda ips, ms: {'images_per_sec': ips, 'ms_per_step': ms, 'num_devices': 1,
+                         'peak_tflops': 2.0}
+  r = {'jax': {**run(8.0, 250.0), 'xla_flops_per_step': 1e12}, 'torch': run(4.0, 500.0),
+       'torch_basicsr': run(2.0, 1000.0)}
+  throughput.compare(r, analytic=2e12)
+  assert r['ratio'] == 2.0 and r['basicsr_ratio'] == 4.0
+  assert r['torch']['mfu'] == pytest.approx(1.0) and r['torch']['mfu_analytic'] == pytest.approx(2)
+  assert r['torch_basicsr']['mfu'] == pytest.approx(0.5)
+  r['torch_basicsr'] = None
+  throughput.compare(r, analytic=2e12)
+  assert r['basicsr_ratio'] is None
+
+
+@pytest.mark.parametrize('kind,precision,peak', [
+    ('NVIDIA H100 80GB HBM3', 'bf16', 989.5), ('NVIDIA H100 PCIe', 'bf16', 756.5),
+    ('NVIDIA H100 PCIe', 'fp32', 378.0), ('NVIDIA H100 NVL', 'bf16', 835.5),
+    ('NVIDIA H200', 'fp32', 494.5), ('NVIDIA H200 NVL', 'bf16', 835.5),
+    ('NVIDIA A100-SXM4-80GB', 'bf16', 312.0), ('NVIDIA L4', 'bf16', 121.0),
+    ('NVIDIA L40S', 'bf16', 362.0), ('cpu', 'fp32', None)])
+def test_peak_tflops_takes_the_longest_matching_name(kind, precision, peak):
+  assert throughput.peak_tflops(kind, precision) == peak
+  assert throughput.peak_tflops(kind, precision, override=7.0) == 7.0
+
+
+def test_flags_are_never_abbreviated():
+  with pytest.raises(SystemExit):
+    throughput.parse_args(['--com'])  # would be --compare, which run_isolated strips only in full
+  args = throughput.parse_args(['--cpu-devices', '2'])
+  assert (args.devices, throughput.parse_args([]).devices) == (2, 1)
+
+
+def test_limit_threads_pins_the_process_once(tmp_path):
+  """The affinity mask is what XLA sizes its pools by; a child inherits XLA_FLAGS, set once."""
+  code = ('import os, throughput; throughput.limit_threads(1, 2); throughput.limit_threads(1, 2); '
+          'print(len(os.sched_getaffinity(0)), os.environ["OMP_NUM_THREADS"], '
+          'os.environ["XLA_FLAGS"])')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT / 'benchmarks', env=env, check=True,
+                       capture_output=True, text=True).stdout.split()
+  assert out == ['1', '1', '--xla_force_host_platform_device_count=2']
+
+
+def test_conv_paths_reports_onednn_for_float32_only():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from enhance_jax import conv  # pylint: disable=g-import-not-at-top
+  fn = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  paths = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    x, w = jnp.ones((1, 8, 8, 4), dtype), jnp.ones((3, 3, 4, 4), dtype)
+    paths[dtype] = throughput.conv_paths(jax.jit(fn).lower(x, w).as_text())
+  assert paths[jnp.bfloat16] == ('xla', {'onednn': 0, 'xla': 1})
+  assert paths[jnp.float32][0] == ('onednn' if conv.onednn_enabled() else 'xla')
 
 
 def test_analytic_flops_of_the_report_rrdbnet():
@@ -42,16 +153,6 @@ def test_analytic_flops_of_the_report_rrdbnet():
                + 64 * 64)
   expected = 2 * (trunk * 32 * 32 + 9 * 64 * 64 * 64 * 64 + 9 * (64 * 64 * 2 + 64 * 3) * 128 * 128)
   assert flops.rrdbnet(32, 32, m) == expected
-
-
-def test_pipeline_benchmark_writes_json(tmp_path):
-  out = tmp_path / 'pl.json'
-  assert pipeline.main(['--exp', 'esrgan_cpu', '--workers', '1', '--batch', '2', '--patch', '32',
-                        '--batches', '2', '--step-images-per-sec', '10', '--json', str(out)]) == 0
-  r = json.loads(out.read_text())
-  assert [row['workers'] for row in r['rows']] == [0, 1]
-  assert all(row['images_per_sec'] > 0 for row in r['rows'])
-  assert r['headroom'] == pytest.approx(r['best']['images_per_sec'] / 10)
 
 
 def test_op_profile_groups_the_step_ops_by_kind(tmp_path):

@@ -4,6 +4,7 @@ weights: RRDBNet, D and VGG19 forwards, losses, optimisers, and one pretrain and
 import functools
 import pathlib
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -331,3 +332,49 @@ def test_gan_step_matches_jax(setup):
   _assert_metrics_match(torch_out, jax_out, [
       'g_loss', 'd_loss', 'loss_pixel', 'loss_content', 'loss_adversarial', 'psnr', 'ssim',
       'd_real', 'd_fake', 'g_grad_norm', 'd_grad_norm', 'g_param_norm'])
+
+
+def test_bf16_step_autocasts_on_cpu_and_lowers_the_loss(setup):
+  """precision='bf16' runs G, D and VGG19 under CPU autocast (bf16 convolutions, fp32 weights)."""
+  config, _, _, _, batch = setup
+  torch.manual_seed(5)
+  t = ts.make_trainer(config, 'cpu', 'bf16', metrics=False)
+  lr, hr = (ts.to_nchw(batch[k], 'cpu') for k in ('lr', 'hr'))
+  with t._autocast():  # pylint: disable=protected-access
+    assert t.generator(lr).dtype == torch.bfloat16
+  assert all(p.dtype == torch.float32 for p in t.generator.parameters())
+  losses = [float(t.pretrain_step(lr, hr)['g_loss']) for _ in range(4)]
+  assert losses[-1] < losses[0], losses
+  out = t.gan_step(lr, hr)
+  assert all(np.isfinite(float(out[k])) for k in ('g_loss', 'd_loss', 'loss_content'))
+
+
+def _basicsr_module(monkeypatch, cls):
+  for name in ('basicsr', 'basicsr.archs'):
+    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+  arch = types.ModuleType('basicsr.archs.rrdbnet_arch')
+  arch.RRDBNet = cls
+  monkeypatch.setitem(sys.modules, arch.__name__, arch)
+
+
+class _BasicSRSignature(tm.RRDBNet):
+  """The twin behind BasicSR's constructor, as a stand-in for basicsr's RRDBNet."""
+
+  def __init__(self, num_in_ch, num_out_ch, scale=4, num_feat=64, num_block=23, num_grow_ch=32):
+    super().__init__(num_in_ch, num_out_ch, num_feat, num_block, num_grow_ch, scale)
+
+
+def test_basicsr_generator_holds_the_twin_weights_or_says_why_not(monkeypatch):
+  config = config_lib.get_config('esrgan', list(TINY))
+  twin = ts.build_generator(config)
+  monkeypatch.setitem(sys.modules, 'basicsr', None)  # import basicsr raises ImportError
+  net, reason = ts.basicsr_generator(config, twin)
+  assert net is None and 'not importable' in reason
+  _basicsr_module(monkeypatch, _BasicSRSignature)
+  net, reason = ts.basicsr_generator(config, twin)
+  assert reason is None and isinstance(net, _BasicSRSignature)
+  x = torch.rand(1, 3, 8, 8)
+  with torch.no_grad():
+    np.testing.assert_array_equal(net(x).numpy(), twin(x).numpy())
+  other = config_lib.get_config('esrgan', [*TINY, 'model.residual_scale=0.1'])
+  assert ts.basicsr_generator(other, ts.build_generator(other))[0] is None

@@ -143,6 +143,27 @@ def build_perceptual(config):
   return loss
 
 
+def basicsr_generator(config, twin):
+  """(BasicSR's own RRDBNet holding the weights of TWIN, None), or (None, why there is none).
+
+  BasicSR's state_dict keys are the twin's (conv_first, body.{i}.rdb{j}.conv{k}, conv_body,
+  conv_up1, conv_up2, conv_hr, conv_last); a strict load checks it. Its residual scale is fixed at
+  0.2, its x1/x2 input pixel-unshuffled as the twin's.
+  """
+  m = config.model
+  if m.name != 'rrdbnet' or float(m.residual_scale) != 0.2:
+    return None, (f'BasicSR has an RRDBNet with residual_scale 0.2 only, not '
+                  f'{m.name} with {m.residual_scale}')
+  try:  # any failure: basicsr's __init__ imports cv2, torchvision's private modules, its own ops
+    from basicsr.archs.rrdbnet_arch import RRDBNet  # pylint: disable=g-import-not-at-top
+  except Exception as e:  # pylint: disable=broad-except
+    return None, f'BasicSR is not importable ({type(e).__name__}: {e})'
+  net = RRDBNet(num_in_ch=3, num_out_ch=3, scale=m.scale, num_feat=m.num_features,
+                num_block=m.num_blocks, num_grow_ch=m.growth_channels)
+  net.load_state_dict(twin.state_dict(), strict=True)
+  return net, None
+
+
 # ---------------------------------------------------------------- metrics as enhance_jax.trainer
 
 
@@ -197,7 +218,8 @@ def _adam(params, lr, milestones, config):
 class Trainer:
   """G, D, the content loss, their optimisers and the two steps of enhance_jax.trainer."""
 
-  def __init__(self, config, device, precision, channels_last, compile_modules, metrics):
+  def __init__(self, config, device, precision, channels_last, compile_modules, metrics,
+               generator=None):
     l, t = config.loss, config.train
     self.device, self.metrics = device, metrics
     self.fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -206,7 +228,7 @@ class Trainer:
     self.gan_weights = {k: float(w) for k, w in l.gan.items() if w}
     self.pixel, self.gan_type = models.PIXEL_CRITERIA[l.pixel_criterion], l.gan_type
     place = lambda m: m.to(device, memory_format=self.fmt)
-    self.generator = place(build_generator(config))
+    self.generator = place(build_generator(config) if generator is None else generator)
     self.discriminator = place(build_discriminator(config))
     self.perceptual = place(build_perceptual(config))
     wrap = torch.compile if compile_modules else (lambda m: m)
@@ -306,11 +328,12 @@ class Trainer:
 
 
 def make_trainer(config, device='cpu', precision=None, channels_last=True,
-                 compile=False, metrics=True):  # pylint: disable=redefined-builtin
+                 compile=False, metrics=True, generator=None):  # pylint: disable=redefined-builtin
   """A Trainer for an enhance_jax ConfigDict. precision: 'fp32' | 'bf16' (autocast, fp32 params),
-  None = config.train.precision; metrics: psnr/ssim/norms each step as enhance_jax computes."""
+  None = config.train.precision; metrics: psnr/ssim/norms each step as enhance_jax computes;
+  generator: a torch module to train as G instead of the twin (BasicSR's RRDBNet)."""
   device = torch.device(device)
   if device.type == 'cuda':
     torch.backends.cudnn.benchmark = True
     torch.set_float32_matmul_precision('high')  # TF32 matmuls; cuDNN convs use TF32 by default
-  return Trainer(config, device, precision, channels_last, compile, metrics)
+  return Trainer(config, device, precision, channels_last, compile, metrics, generator)

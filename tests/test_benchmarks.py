@@ -13,7 +13,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
-import pipeline  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import throughput  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 TINY = ['--set', 'model.num_blocks=1', '--set', 'model.num_features=8', '--set',

@@ -25,9 +25,10 @@ def test_ctrl_c_saves_then_resume_finishes(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('gan_call, saved', [(2, [2]), (3, [2, 4])])
 def test_ctrl_c_as_a_step_returns_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys,
-                                                                   gan_call, saved):
+                                                           gan_call, saved):
   """An interrupt that lands as the jitted step returns, before the loop takes the new state: the
-  step is lost (its donated input too, at the 2nd call; the 3rd follows the step-4 checkpoint)."""
+  step is lost (its donated input too, at the 2nd call; the 3rd follows the step-4 checkpoint), and
+  the run ends on its last checkpoint."""
   real_jit_steps, calls = trainer.jit_steps, []
 
   def jit_steps(task, mesh):

@@ -63,6 +63,7 @@ def profile_step(args, config, trace_dir):
   return step_s, jax.device_count(), breakdown(events)
 
 
+@throughput.one_line_errors
 def main(argv=None):
   args = throughput.parse_args(argv)
   throughput.limit_threads(args.threads, args.cpu_devices)

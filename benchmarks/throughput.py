@@ -166,7 +166,9 @@ def lower_jax_step(args, config):
   task = trainer.make_task(config)
   mesh = parallel.make_mesh(args.devices)
   if mesh.devices.size != args.devices:
-    raise SystemExit(f'--devices {args.devices}: this host has {jax.device_count()}')
+    from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+    raise UserError(f'--devices {args.devices}: this host has {jax.device_count()}; pass at most '
+                    'that many.')
   parallel.check_batch(args.batch, mesh)
   rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   lr_side = args.patch // config.model.scale
@@ -369,6 +371,24 @@ def compare(result, analytic):
       f'; JAX / BasicSR G: {result["basicsr_ratio"]:.3f}' if basicsr else ''))
 
 
+def one_line_errors(run):
+  """RUN(argv) as a CLI: a bad experiment, override or device count is one `error:` line, exit 2."""
+  from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+
+  def main(argv=None):
+    try:
+      return run(argv)
+    except UserError as e:
+      print(f'error: {e}', file=sys.stderr)
+    except subprocess.CalledProcessError as e:  # the child printed its own error above
+      print(f'error: the {e.cmd[e.cmd.index("--framework") + 1]} run failed (exit {e.returncode}); '
+            'see its message above.', file=sys.stderr)
+    return 2
+
+  return main
+
+
+@one_line_errors
 def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)

@@ -176,3 +176,14 @@ def test_op_kind_strips_the_hlo_suffix():
                                {'ph': 'X', 'name': '$api', 'dur': 9000},
                                {'ph': 'i', 'name': 'fusion.3', 'dur': 5}])
   assert rows == {'convolution': {'ms': 3.0, 'count': 2}}
+
+
+@pytest.mark.parametrize('argv, match', [
+    (['--exp', 'nosuch', '--framework', 'jax'], 'unknown experiment'),
+    (['--exp', 'esrgan_cpu', '--devices', '64', '--framework', 'jax'], '--devices 64'),
+    (['--exp', 'esrgan_cpu', '--set', 'train.no_such_key=1', '--framework', 'jax'], 'no_such_key'),
+])
+def test_bad_input_is_one_error_line(argv, match, capsys):
+  assert throughput.main(argv) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: ') and match in err[0], err

@@ -92,7 +92,7 @@ class RRDBNet(nn.Module):
     scanned over their stacked parameters: the backward pass keeps only each block's input (an
     unrolled jax.checkpoint is merged back by XLA's CSE on CPU), and the trunk compiles once."""
     fields = (self.num_features, self.growth_channels, self.residual_scale, self.dtype)
-    if not self.remat or self.is_initializing():
+    if not self.remat or self.is_initializing() or not self.num_blocks:
       for i in range(self.num_blocks):
         x = RRDB(*fields, name=f'body_{i}')(x)
       return x

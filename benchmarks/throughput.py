@@ -162,7 +162,7 @@ def lower_jax_step(args, config):
   """enhance_jax's train step for ARGS.stage, lowered for ARGS.devices devices: (lowered, state,
   batch, vgg, mesh, seconds to lower)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from enhance_jax import parallel, trainer, weights  # pylint: disable=g-import-not-at-top
+  from enhance_jax import frozen, parallel, trainer  # pylint: disable=g-import-not-at-top
   task = trainer.make_task(config)
   mesh = parallel.make_mesh(args.devices)
   if mesh.devices.size != args.devices:
@@ -177,8 +177,7 @@ def lower_jax_step(args, config):
       jax.random.key(0))
   if args.stage == 'gan':
     state = trainer.start_gan_stage(task, state)
-  vgg = (jax.device_put(weights.load_vgg19(None, (config.loss.content_layer,)), rep)
-         if trainer.uses_vgg(task) else None)
+  vgg = jax.device_put(frozen.load(tuple(task.frozen), config), rep)  # the frozen networks
   keys = jax.random.split(jax.random.key(1), 2)
   batch = {'lr': jax.device_put(jax.random.uniform(keys[0], shapes[0]), split),
            'hr': jax.device_put(jax.random.uniform(keys[1], shapes[1]), split)}

@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 from enhance_jax.errors import UserError
 
 SELECTORS = ('latest', 'best')
+META_FORMAT = 2  # 1: before the open training core (cadence by epochs, best by PSNR only)
 
 
 def model_signature(config):
@@ -70,8 +71,17 @@ class Checkpoints:
       self.best.save(step, args=args, force=True)
 
   def read_meta(self, which='latest'):
+    """The checkpoint's meta; one written before the current format is refused in one sentence."""
     mngr, step = self._step(which)
-    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    self._check_format(meta, step)
+    return meta
+
+  def _check_format(self, meta, step):
+    if meta.get('format') != META_FORMAT:
+      raise UserError(f'the checkpoint of step {step} in {self.workdir} was written by an older '
+                      f'enhance_jax (meta format {meta.get("format", 1)}, this one reads '
+                      f'{META_FORMAT}); train it again in a new --workdir.')
 
   def restore(self, abstract_state, which='latest'):
     """(state, data_state, meta) restored onto ABSTRACT_STATE's shapes and shardings."""
@@ -84,6 +94,7 @@ class Checkpoints:
     except (ValueError, KeyError, TypeError) as e:
       raise UserError(f'checkpoint step {step} in {self.workdir} does not fit this model ({e}); '
                       'use another --workdir or the settings it was trained with.') from None
+    self._check_format(out.meta, step)
     return out.state, out.data, out.meta
 
   def check_compatible(self, config):

@@ -9,12 +9,50 @@ import ml_collections
 
 from enhance_jax.errors import UserError
 
-EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'experiments'
+
+def _experiments_dir():
+  """The folder of the experiment files, whatever the install.
+
+  setup.cfg ships the top-level folder experiments/ as the subpackage enhance_jax.experiments: a
+  regular install copies it to site-packages/enhance_jax/experiments, an editable install maps the
+  package name to the checkout's experiments/. A bare checkout on sys.path (nothing installed) has no
+  such package: there the folder is the one next to enhance_jax/.
+  """
+  try:
+    spec = importlib.util.find_spec('enhance_jax.experiments')
+  except ImportError:
+    spec = None
+  if spec is not None and spec.submodule_search_locations:
+    return pathlib.Path(next(iter(spec.submodule_search_locations))).resolve()
+  return pathlib.Path(__file__).resolve().parent.parent / 'experiments'
+
+
+EXPERIMENTS_DIR = _experiments_dir()
 
 
 def list_experiments():
-  """Names of the experiments shipped in experiments/."""
+  """Names of the experiments shipped in experiments/, sorted."""
   return sorted(p.stem for p in EXPERIMENTS_DIR.glob('*.py') if not p.stem.startswith('_'))
+
+
+def describe_experiments():
+  """One line an experiment, sorted by name: `NAME  report NNN  <first line of its docstring>`.
+
+  NNN is the file's module-level `REPORT = '...'` ('???' without one). The files are parsed, not run.
+  """
+  names = list_experiments()
+  width = max((len(n) for n in names), default=0)
+  lines = []
+  for name in names:
+    tree = ast.parse((EXPERIMENTS_DIR / f'{name}.py').read_text(encoding='utf-8'))
+    report = '???'
+    for node in tree.body:
+      if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+          and any(isinstance(t, ast.Name) and t.id == 'REPORT' for t in node.targets)):
+        report = str(node.value.value)
+    doc = (ast.get_docstring(tree) or '').strip()
+    lines.append(f'{name:<{width}}  report {report}  {doc.splitlines()[0] if doc else ""}'.rstrip())
+  return lines
 
 
 def _nearest(name, choices):
@@ -90,24 +128,18 @@ def apply_overrides(config, overrides):
 
 
 def validate(config):
-  """Cross-field checks that a single type check cannot see."""
-  scale, patch = config.model.scale, config.data.patch_size
-  if scale not in (1, 2, 4):
-    raise UserError(f'model.scale={scale} is not supported; use 1, 2 or 4.')
-  if patch % (scale * 4 if scale < 4 else scale) or patch < 16:
-    raise UserError(f'data.patch_size={patch} must be at least 16 and a multiple of '
-                    f'{scale * 4 if scale < 4 else scale} for model.scale={scale}.')
-  if config.train.pretrain_steps > config.train.num_steps:
-    raise UserError(f'train.pretrain_steps={config.train.pretrain_steps} exceeds '
-                    f'train.num_steps={config.train.num_steps}; raise num_steps or lower pretrain_steps.')
-  if config.train.batch_size < 1:
-    raise UserError('train.batch_size must be at least 1.')
-  if config.discriminator.name == 'none' and config.train.pretrain_steps < config.train.num_steps:
-    raise UserError("discriminator.name='none' trains G alone; set train.pretrain_steps equal to "
-                    'train.num_steps (no GAN stage).')
-  if not 0 <= config.data.val_fraction < 1:
-    raise UserError(f'data.val_fraction={config.data.val_fraction} must be in [0, 1): it is the share '
-                    'of a folder held out for validation.')
+  """Checks CONFIG once, before anything runs: each section by the part that owns it (model, data,
+  loss, train), so a bad value is one UserError naming the key instead of a failure mid-run."""
+  # pylint: disable=g-import-not-at-top
+  from enhance_jax import evaluators, input_pipeline, losses, models, trainer
+  models.check_config(config)
+  trainer.check_config(config)
+  losses.check_config(config)
+  input_pipeline.check_config(config)
+  metric = config.train.best_metric
+  known = (*evaluators.METRICS, 'loss', *(f'loss_{k}' for k in losses.LOSSES))
+  if metric not in known:
+    raise UserError(f'train.best_metric={metric!r}; valid: {", ".join(known)}.')
 
 
 def get_config(name, overrides=()):

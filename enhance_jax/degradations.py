@@ -159,16 +159,6 @@ def bicubic_down_blur(hr, scale: int = 4, blur_sigma: float = 1.5):
   return _xp(lr).clip(lr, 0.0, 1.0)
 
 
-DEGRADATIONS = {'bicubic': bicubic_down, 'bicubic_blur': bicubic_down_blur}
-
-
-def get_degradation(name: str):
-  """Looks up DEGRADATIONS[name]; an unknown name is a UserError listing the valid ones."""
-  if name not in DEGRADATIONS:
-    raise UserError(f'Unknown degradation {name!r}; set it to one of {sorted(DEGRADATIONS)}.')
-  return DEGRADATIONS[name]
-
-
 def flip_rot90(img, hflip: bool, vflip: bool, rot90: bool):
   """BasicSR's augment: optional horizontal flip, vertical flip, then H<->W transpose (HWC or NHWC view)."""
   if hflip:
@@ -268,3 +258,216 @@ def mod_crop(img, scale: int):
   """Crops H and W (HWC or NHWC) down to multiples of `scale`, keeping the top-left corner."""
   h, w = _hw(img)
   return img[..., :h - h % scale, :w - w % scale, :]
+
+
+# ------------------------------------------------------------------------------------------------
+# Degradation ops: `op(image, rng) -> image` on one HWC float image in [0, 1], composed from a spec
+# such as 'bicubic(4)|blur(1.5)' or "one_of('darken(0.3, 0.6)', 'brighten(0.3, 0.6)')". `rng` is a
+# numpy Generator in grain workers and a jax key on the device (`apply_batch` vmaps an op over a
+# batch with one key per image); each op is written once against both through `_split`/`_uniform`.
+# A new op is one factory `(*spec args) -> op` and one line in OPS.
+# ------------------------------------------------------------------------------------------------
+
+
+def _split(rng, n):
+  """N independent generators: jax keys split; a numpy Generator is sequential, so itself N times."""
+  if isinstance(rng, np.random.Generator):
+    return [rng] * n
+  return list(jax.random.split(rng, n))
+
+
+def _uniform(rng, shape=(), low=0.0, high=1.0):
+  """float32 uniform draws in [low, high) from a numpy Generator or a jax key."""
+  if isinstance(rng, np.random.Generator):
+    return np.asarray(rng.uniform(low, high, shape), np.float32)
+  return jax.random.uniform(rng, shape, jnp.float32, low, high)
+
+
+def _check_range(name, low, high):
+  if not 0 <= low <= high <= 1:
+    raise UserError(f'{name}({low}, {high}): the proportion range must satisfy 0 <= low <= high <= 1.')
+
+
+def _check_factor(name, factor, integer=False):
+  if not (isinstance(factor, (int, float)) and factor >= 1) or (integer and factor != int(factor)):
+    kind = 'an integer' if integer else 'a number'
+    raise UserError(f'{name}({factor!r}): the factor must be {kind} >= 1 (e.g. {name}(4)).')
+
+
+def bicubic_op(factor):
+  """HR -> LR by antialiased bicubic downscaling by an integer factor (the classic SR degradation)."""
+  _check_factor('bicubic', factor, integer=True)
+  return lambda img, rng: bicubic_down(img, int(factor))
+
+
+def bicubic_blur_op(factor, sigma=1.5):
+  """Report 004's LQ: bicubic down by `factor`, then a Gaussian blur of `sigma` on the LR."""
+  _check_factor('bicubic_blur', factor, integer=True)
+  return lambda img, rng: bicubic_down_blur(img, int(factor), float(sigma))
+
+
+def blur_op(sigma):
+  """A Gaussian blur of `sigma` pixels (same size)."""
+  return lambda img, rng: gaussian_blur(img, float(sigma))
+
+
+def down_up_op(factor, method='bicubic'):
+  """Report 000: downscale to 1/factor and back up to the original size (same size out), clipped."""
+  _check_factor('down_up', factor)
+
+  def op(img, rng):
+    h, w = _hw(img)
+    small = resize(img, (max(1, round(h / factor)), max(1, round(w / factor))), method, True)
+    up = resize(small, (h, w), method, False)
+    return _xp(up).clip(up, 0.0, 1.0)
+  return op
+
+
+def salt_pepper_op(low=0.3, high=0.6):
+  """Report 001: a proportion p ~ U(low, high) of the pixels set to black or white (1/2 each)."""
+  _check_range('salt_pepper', low, high)
+
+  def op(img, rng):
+    kp, km, kv = _split(rng, 3)
+    hit = _uniform(km, img.shape[:-1]) < _uniform(kp, (), low, high)
+    white = (_uniform(kv, img.shape[:-1]) < 0.5).astype(np.float32)
+    return _xp(img).where(hit[..., None], white[..., None], img)
+  return op
+
+
+def color_noise_op(low=0.3, high=0.6):
+  """Report 001: a proportion p ~ U(low, high) of the pixels replaced by a uniformly random colour."""
+  _check_range('color_noise', low, high)
+
+  def op(img, rng):
+    kp, km, kc = _split(rng, 3)
+    hit = _uniform(km, img.shape[:-1]) < _uniform(kp, (), low, high)
+    return _xp(img).where(hit[..., None], _uniform(kc, img.shape), img)
+  return op
+
+
+def darken_op(low=0.3, high=0.6):
+  """Report 001: every pixel lowered by a fraction p ~ U(low, high): x * (1 - p)."""
+  _check_range('darken', low, high)
+  return lambda img, rng: img * (1.0 - _uniform(rng, (), low, high))
+
+
+def brighten_op(low=0.3, high=0.6):
+  """Report 001: every pixel multiplied by 1 + p, p ~ U(low, high), clipped to [0, 1]."""
+  _check_range('brighten', low, high)
+  return lambda img, rng: _xp(img).clip(img * (1.0 + _uniform(rng, (), low, high)), 0.0, 1.0)
+
+
+def clip_op():
+  """Clips to [0, 1]."""
+  return lambda img, rng: _xp(img).clip(img, 0.0, 1.0)
+
+
+def identity_op():
+  """The image unchanged."""
+  return lambda img, rng: img
+
+
+def one_of_op(*specs):
+  """One of the given specs per image, uniformly (report 001 draws one noise type per image)."""
+  if not specs:
+    raise UserError('one_of() needs at least one spec, e.g. one_of("darken(0.3, 0.6)", "brighten").')
+  ops = [parse(s) for s in specs]
+
+  def op(img, rng):
+    kc, kop = _split(rng, 2)
+    u = _uniform(kc)
+    if isinstance(rng, np.random.Generator):
+      return ops[min(int(u * len(ops)), len(ops) - 1)](img, kop)
+    index = jnp.minimum((u * len(ops)).astype(jnp.int32), len(ops) - 1)
+    return jax.lax.switch(index, [lambda x, f=f: f(x, kop).astype(jnp.float32) for f in ops],
+                          jnp.asarray(img, jnp.float32))
+  op.branches = ops
+  return op
+
+
+OPS = {'bicubic': bicubic_op, 'bicubic_blur': bicubic_blur_op, 'blur': blur_op,
+       'down_up': down_up_op, 'salt_pepper': salt_pepper_op, 'color_noise': color_noise_op,
+       'darken': darken_op, 'brighten': brighten_op, 'clip': clip_op, 'identity': identity_op,
+       'one_of': one_of_op}
+
+
+def _top_level_split(spec, sep='|'):
+  """Splits SPEC on SEP outside brackets and quotes."""
+  parts, depth, quote, start = [], 0, None, 0
+  for i, ch in enumerate(spec):
+    if quote:
+      quote = None if ch == quote else quote
+    elif ch in '\'"':
+      quote = ch
+    elif ch in '([':
+      depth += 1
+    elif ch in ')]':
+      depth -= 1
+    elif ch == sep and depth == 0:
+      parts.append(spec[start:i])
+      start = i + 1
+  return parts + [spec[start:]]
+
+
+def _parse_call(text):
+  """'name' or 'name(literal args, key=literal)' -> (name, args, kwargs), or UserError."""
+  import ast  # pylint: disable=g-import-not-at-top
+  try:
+    node = ast.parse(text.strip(), mode='eval').body
+    if isinstance(node, ast.Name):
+      return node.id, (), {}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+      names = [k.arg for k in node.keywords]
+      if None not in names and len(set(names)) == len(names):
+        return (node.func.id, tuple(ast.literal_eval(a) for a in node.args),
+                {k.arg: ast.literal_eval(k.value) for k in node.keywords})
+  except (SyntaxError, ValueError, TypeError):
+    pass
+  raise UserError(f'degradation op {text.strip()!r} is not of the form name or name(args), e.g. '
+                  "'bicubic(4)|blur(1.5)'.")
+
+
+def parse(spec):
+  """A degradation spec ('op|op(args)|...') -> one op (image, rng) -> image; '' is the identity."""
+  ops = []
+  for part in _top_level_split(spec or 'identity'):
+    name, args, kwargs = _parse_call(part)
+    if name not in OPS:
+      raise UserError(f'unknown degradation op {name!r} in {spec!r}; valid: {", ".join(sorted(OPS))}.')
+    try:
+      ops.append(OPS[name](*args, **kwargs))
+    except TypeError as e:
+      raise UserError(f'degradation op {part.strip()!r}: {e}.') from None
+  if len(ops) == 1:
+    return ops[0]
+
+  def composed(img, rng):
+    for op, key in zip(ops, _split(rng, len(ops))):
+      img = op(img, key)
+    return img
+  composed.parts = ops
+  return composed
+
+
+def apply_batch(op, images, key):
+  """OP on each image of an NHWC jax batch, with its own key (inside jit: on the device)."""
+  keys = jax.random.split(key, images.shape[0])
+  return jax.vmap(lambda x, k: jnp.asarray(op(x, k), jnp.float32))(images, keys)
+
+
+def output_hw(op, hw):
+  """The (H, W) that OP makes of an H x W image (run on zeros on the host, cheap); every branch of
+  a one_of must agree, else UserError (batches, and lax.switch on the device, need one size)."""
+  hw = tuple(hw)
+  for part in getattr(op, 'parts', (op,)):
+    if hasattr(part, 'branches'):
+      sizes = {output_hw(b, hw) for b in part.branches}
+      if len(sizes) > 1:
+        raise UserError(f'the branches of a one_of make images of different sizes '
+                        f'({", ".join(f"{h}x{w}" for h, w in sorted(sizes))} from {hw[0]}x{hw[1]}); '
+                        'give every branch the same resize.')
+      hw = sizes.pop()
+    else:
+      hw = tuple(np.shape(part(np.zeros((*hw, 3), np.float32), np.random.default_rng(0)))[:2])
+  return hw

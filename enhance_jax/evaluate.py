@@ -22,15 +22,13 @@ import numpy as np
 from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import datasets
 from enhance_jax import degradations
+from enhance_jax import evaluators
 from enhance_jax import input_pipeline
-from enhance_jax import metrics as metrics_lib
 from enhance_jax import reporting
 from enhance_jax import trainer
 from enhance_jax.errors import UserError
 
-METRICS = ('psnr', 'ssim', 'psnr_y', 'ssim_y', 'mse')
-BASELINES = ('bicubic', 'nearest')
-KINDS = ('model', *BASELINES)
+METRICS = evaluators.METRICS
 
 
 def restore_generator(workdir, which='best'):
@@ -45,68 +43,59 @@ def restore_generator(workdir, which='best'):
   meta = ckpts.read_meta(which)
   config = ml_collections.ConfigDict(meta['config'])
   task = trainer.make_task(config)
-  lr_side = config.data.patch_size // config.model.scale
+  ph, pw = input_pipeline.patch_hw(config)
+  s = config.model.scale
   abstract = jax.eval_shape(
-      lambda rng: trainer.init_state(task, rng, (1, lr_side, lr_side, 3),
-                                     (1, config.data.patch_size, config.data.patch_size, 3)),
+      lambda rng: trainer.init_state(task, rng, (1, ph // s, pw // s, 3), (1, ph, pw, 3)),
       jax.random.key(0))
   state, _, _ = ckpts.restore(abstract, which)
   ckpts.close()
   return config, task, trainer.eval_variables(state), int(state.step)
 
 
-def score(sr, hr, scale):
-  """SR-protocol metrics of one image pair (both HWC float in [0, 1]) as plain floats."""
-  out = _sr_metrics(metrics_lib.quantize(sr)[None], hr[None], scale)
-  return {k: float(out[k][0]) for k in METRICS}
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _sr_metrics(sr, hr, scale):
-  return metrics_lib.sr_metrics(sr, hr, scale)
-
-
-def baselines(lr, hr_shape):
-  """{name: LR upscaled to HR_SHAPE's height and width} for each of BASELINES, float32 in [0, 1]."""
-  hw = tuple(hr_shape[:2])
-  return {'bicubic': np.clip(degradations.resize(lr, hw), 0.0, 1.0),
-          'nearest': np.asarray(degradations.resize(lr, hw, 'nearest'), np.float32)}
-
-
 def held_out_hr(image, config):
-  """A held-out uint8 image as the float HR that is scored: square-resized to data.hr_resize when set
-  (as in training), then mod-cropped to what the model's scale accepts."""
-  scale, side = config.model.scale, config.data.get('hr_resize', 0)
-  hr = degradations.square_resize(image, side) if side else image.astype(np.float32) / 255.0
-  return degradations.mod_crop(hr, scale * (4 // scale if scale < 4 else 1))
+  """A held-out uint8 image as the float target that is scored: fitted to data.hr_resize when set
+  (as in training), min-max normalised when training was, then cropped to the model's size multiple."""
+  from enhance_jax import models  # pylint: disable=g-import-not-at-top
+  hr = input_pipeline.prepare_hr(image, config.data.get('hr_resize', 0),
+                                 config.data.get('hr_resize_mode', 'resize'))
+  hr = input_pipeline.normalize(hr, config.data.get('normalize', 'none'))
+  return degradations.mod_crop(hr, models.hr_multiple(config))
 
 
-def evaluate_images(config, task, g_vars, source, names):
-  """Per-image records and the LR/bicubic/SR/HR arrays, one image at a time, whole."""
-  scale = config.model.scale
-  degrade = input_pipeline.degrade_fn(config)
-  predict = jax.jit(functools.partial(trainer.predict, task))
-  for i, name in enumerate(names):
+def held_out_pairs(config, source):
+  """[(input, target)] for every image of SOURCE: the target as `held_out_hr`, the input degraded
+  as in training with a fixed per-image seed."""
+  pairs = []
+  for i in range(len(source)):
     hr = held_out_hr(source[i], config)
-    if min(hr.shape[:2]) < 4 * scale:
-      raise UserError(f'image {name} is too small to evaluate at x{scale}; remove it.')
-    lr = np.asarray(degrade(hr), np.float32)
-    sr = np.asarray(jax.device_get(predict(g_vars, lr[None])))[0]
-    base = baselines(lr, hr.shape)
-    record = {'name': name, 'height': hr.shape[0], 'width': hr.shape[1], 'model': score(sr, hr, scale),
-              **{k: score(v, hr, scale) for k, v in base.items()}}
-    yield record, (lr, base['bicubic'], sr, hr)
+    if min(hr.shape[:2]) < 8:
+      raise UserError(f'image {list(source.names)[i]} is too small to evaluate this model; remove it.')
+    pairs.append((input_pipeline.degrade_fixed([hr], config, seed_offset=i)[0], hr))
+  return pairs
 
 
 def markdown_table(result):
-  """One row per image and a mean row; for each metric a column per KINDS (model, then baselines)."""
-  header = '| image | ' + ' | '.join(f'{m} {k}' for m in METRICS for k in KINDS) + ' |'
-  rule = '|---' * (1 + len(KINDS) * len(METRICS)) + '|'
+  """One row per image and a mean row; for each metric a column per kind (model, then baselines)."""
+  kinds = result['kinds']
+  header = '| image | ' + ' | '.join(f'{m} {k}' for m in METRICS for k in kinds) + ' |'
+  rule = '|---' * (1 + len(kinds) * len(METRICS)) + '|'
   rows = [header, rule]
   for r in result['images'] + [{'name': '**mean**', **result['mean']}]:
-    cells = [f'{r[k][m]:.{6 if m == "mse" else 4}f}' for m in METRICS for k in KINDS]
+    cells = [f'{r[k][m]:.{6 if m == "mse" else 4}f}' for m in METRICS for k in kinds]
     rows.append(f'| {r["name"]} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(rows) + '\n'
+
+
+def epoch_seconds(workdir):
+  """The mean epoch duration of the run in WORKDIR (mean step time x steps per epoch over its logged
+  training windows, from metrics.jsonl; None without any)."""
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  if not path.exists():
+    return None
+  values = [r['epoch_seconds'] for r in map(json.loads, filter(str.strip, path.open()))
+            if r.get('split') == 'train' and 'epoch_seconds' in r]
+  return float(np.mean(values)) if values else None
 
 
 def run(workdir, checkpoint='best', data=None, out=None):
@@ -114,26 +103,32 @@ def run(workdir, checkpoint='best', data=None, out=None):
   config, task, g_vars, step = restore_generator(workdir, checkpoint)
   source = (datasets.open_source(data) if data
             else datasets.train_val_sources(config.data)[1])
-  names = list(source.names)
+  scale = config.model.scale
+  evaluator = evaluators.Evaluator(jax.jit(functools.partial(trainer.predict, task)),
+                                   held_out_pairs(config, source), scale, chunk=1,
+                                   names=source.names)  # chunk 1: records in the source's order
+  kinds = ('model', *evaluator.kinds)
   out = pathlib.Path(out or pathlib.Path(workdir) / 'eval')
   out.mkdir(parents=True, exist_ok=True)
   records = []
-  for record, (lr, bicubic, sr, hr) in evaluate_images(config, task, g_vars, source, names):
+  for record, sr in evaluator.records(g_vars):
     records.append(record)
-    grid = reporting.image_grid([[reporting.nearest_up(lr, hr.shape[:2]), bicubic, sr, hr]])
-    reporting.save_png(out / f'{record["name"]}.png', grid)
-    print(f'{record["name"]}: model {record["model"]["psnr"]:.3f} dB / bicubic '
-          f'{record["bicubic"]["psnr"]:.3f} dB / nearest {record["nearest"]["psnr"]:.3f} dB', flush=True)
-  mean = {kind: {m: float(np.mean([r[kind][m] for r in records])) for m in METRICS} for kind in KINDS}
-  result = {'mean': mean, 'images': records,
-            'checkpoint': {'which': str(checkpoint), 'step': step}, 'scale': config.model.scale,
-            'experiment': config.get('name', ''), 'data': data or f'held-out split of {config.data.source}'}
+    lr, hr = evaluator.pairs[len(records) - 1]
+    base = evaluators.baselines(lr, hr.shape, scale)
+    row = [reporting.nearest_up(lr, hr.shape[:2])] + [base[k] for k in evaluator.kinds[:1]] + [sr, hr]
+    reporting.save_png(out / f'{record["name"]}.png', reporting.image_grid([row]))
+    print(f'{record["name"]}: ' + ' / '.join(f'{k} {record[k]["psnr"]:.3f} dB' for k in kinds),
+          flush=True)
+  result = {'mean': evaluators.mean_scores(records, kinds), 'images': records, 'kinds': list(kinds),
+            'checkpoint': {'which': str(checkpoint), 'step': step}, 'scale': scale,
+            'experiment': config.get('name', ''), 'epoch_seconds': epoch_seconds(workdir),
+            'data': data or f'held-out split of {config.data.source}'}
   tmp = out / 'metrics.json.tmp'
   tmp.write_text(json.dumps(result, indent=2))
   tmp.replace(out / 'metrics.json')
   (out / 'metrics.md').write_text(
-      f'# {result["experiment"]} x{result["scale"]} at step {step} ({checkpoint})\n\n'
-      + markdown_table(result))
+      f'# {result["experiment"]} x{scale} at step {step} ({checkpoint})\n\n' + markdown_table(result)
+      + (f'\nmean epoch duration: {result["epoch_seconds"]:.2f} s\n' if result['epoch_seconds'] else ''))
   return result
 
 
@@ -151,10 +146,10 @@ def main(argv=None):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  m, b, n = (result['mean'][k] for k in KINDS)
-  print(f'mean PSNR {m["psnr"]:.3f} dB (bicubic {b["psnr"]:.3f}, nearest {n["psnr"]:.3f}), '
-        f'SSIM {m["ssim"]:.4f} (bicubic {b["ssim"]:.4f}, nearest {n["ssim"]:.4f}), '
-        f'PSNR-Y {m["psnr_y"]:.3f} (bicubic {b["psnr_y"]:.3f}, nearest {n["psnr_y"]:.3f})')
+  mean = result['mean']
+  for metric, unit in (('psnr', ' dB'), ('ssim', ''), ('psnr_y', ' dB'), ('mse', '')):
+    others = ', '.join(f'{k} {mean[k][metric]:.4g}' for k in result['kinds'][1:])
+    print(f'mean {metric} {mean["model"][metric]:.4g}{unit} ({others})')
   return 0
 
 

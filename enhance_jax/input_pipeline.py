@@ -19,17 +19,21 @@ AFFINE_FIELDS = ('rotation', 'shift', 'shear', 'zoom', 'hflip')
 
 
 def degrade_fn(config):
-  """The config's LR-from-HR degradation as a function hr -> lr (numpy or jnp, float in [0, 1])."""
-  name = config.data.degradation
-  if name not in degradations.DEGRADATIONS:
-    raise UserError(f'unknown data.degradation {name!r}; valid: {", ".join(degradations.DEGRADATIONS)}.')
-  kwargs = {'blur_sigma': config.data.blur_sigma} if name == 'bicubic_blur' else {}
-  return functools.partial(degradations.DEGRADATIONS[name], scale=config.model.scale, **kwargs)
+  """The config's degradation spec (data.degradation) as one op (image, rng) -> image."""
+  return degradations.parse(config.data.degradation)
 
 
-def _size_step(scale):
-  """HR sides must be multiples of this (the LR side a multiple of 4 when the model unshuffles)."""
-  return 4 * scale if scale < 4 else scale
+def patch_hw(config):
+  """data.patch_size as (height, width): an int, or a (h, w) pair (report 000's 218x178)."""
+  p = config.data.patch_size
+  p = tuple(p) if isinstance(p, (tuple, list)) else (p,)
+  return (int(p[0]), int(p[-1]))
+
+
+def val_hw(config):
+  """The validation crop (h, w): data.val_patch_size square, or the training patch when it is 0."""
+  side = config.data.val_patch_size
+  return (side, side) if side else patch_hw(config)
 
 
 def affine_kwargs(config):
@@ -41,19 +45,46 @@ def affine_kwargs(config):
   return kwargs if any(kwargs.values()) else None
 
 
-def check_data_config(config):
-  """UserError for data settings that cannot work together (hr_resize vs patch size, affine ranges)."""
+def check_config(config):
+  """UserError for data settings that cannot work together, checked before anything runs: the
+  degradation spec and the model's scale, patch sides and the model's size multiple, hr_resize,
+  affine ranges, fraction."""
+  from enhance_jax import models  # pylint: disable=g-import-not-at-top
   data, scale = config.data, config.model.scale
+  step = models.hr_multiple(config)
+  ph, pw = patch_hw(config)
+  if min(ph, pw) < 8 or ph % step or pw % step:
+    fit = lambda side: max(-(-8 // step) * step, round(side / step) * step)
+    raise UserError(f'data.patch_size={data.patch_size} must be at least 8 and a multiple of {step} '
+                    f'(model {config.model.name} at x{scale}) on each side; set it to '
+                    f'{fit(ph) if ph == pw else (fit(ph), fit(pw))}.')
+  op = degrade_fn(config)
+  try:
+    lr_hw = degradations.output_hw(op, (ph, pw))
+  except (ValueError, TypeError) as e:
+    raise UserError(f'data.degradation={data.degradation!r} fails on a {ph}x{pw} patch ({e}).') from None
+  if data.get('train_on', 'degraded') != 'clean' and (lr_hw[0] * scale, lr_hw[1] * scale) != (ph, pw):
+    raise UserError(f'data.degradation={data.degradation!r} turns a {ph}x{pw} patch into '
+                    f'{lr_hw[0]}x{lr_hw[1]}, but model.scale={scale} needs {ph // scale}x{pw // scale}; '
+                    'make the degradation factor equal the model scale.')
   side = data.get('hr_resize', 0)
   if side < 0:
     raise UserError(f'data.hr_resize={side} is negative; set it to 0 (off) or the HR side to resize to.')
-  if side and data.patch_size > side:
+  if side and max(ph, pw) > side:
     raise UserError(f'data.patch_size={data.patch_size} is larger than data.hr_resize={side}; lower '
                     f'data.patch_size to at most {side} or raise data.hr_resize.')
-  step = _size_step(scale)
   if side % step:
     raise UserError(f'data.hr_resize={side} is not a multiple of {step} (model.scale={scale}); set it '
                     f'to {max(1, round(side / step)) * step}.')
+  if data.get('hr_resize_mode', 'resize') not in HR_RESIZE_MODES:
+    raise UserError(f'data.hr_resize_mode={data.hr_resize_mode!r}; valid: {", ".join(HR_RESIZE_MODES)}.')
+  if data.get('normalize', 'none') not in NORMALIZE:
+    raise UserError(f'data.normalize={data.normalize!r}; valid: {", ".join(NORMALIZE)}.')
+  if not 0 < data.get('fraction', 1.0) <= 1:
+    raise UserError(f'data.fraction={data.fraction} must be in (0, 1]: the share of the dataset used.')
+  if not 0 <= data.val_fraction < 1:
+    raise UserError(f'data.val_fraction={data.val_fraction} must be in [0, 1): it is the share '
+                    'of a folder held out for validation.')
   kwargs = affine_kwargs(config) or {}
   for key, top in (('rotation', None), ('shear', None), ('shift', 1.0), ('zoom', 1.0)):
     value = kwargs.get(key, 0.0)
@@ -63,35 +94,107 @@ def check_data_config(config):
                       'uniform range.')
 
 
-def make_pair(image, rng, *, patch_size, augment, degrade, hr_resize=0, affine=None):
-  """uint8 image -> {'lr', 'hr'} float32 patches: [square resize to hr_resize], crop, [random affine
-  (keywords of degradations.random_affine)], flips/rot90, then degrade the augmented HR. Without
-  DEGRADE, {'hr'} alone: the train step degrades on the device (data.degrade_on_device)."""
+HR_RESIZE_MODES = ('resize', 'crop_or_resize')
+NORMALIZE = ('none', 'minmax')
+
+
+def prepare_hr(image, hr_resize=0, mode='resize'):
+  """uint8 HWC -> float32 HR in [0, 1]: as is, or fitted to hr_resize x hr_resize: 'resize' = centre
+  square resized (reports 003/004); 'crop_or_resize' = centre crop when both sides are at least
+  hr_resize, else the square resized (report 001's Cats&Dogs 360)."""
+  if not hr_resize:
+    return image.astype(np.float32) / 255.0
+  if mode == 'crop_or_resize' and min(image.shape[:2]) >= hr_resize:
+    return degradations.center_crop(image, hr_resize).astype(np.float32) / 255.0
+  return degradations.square_resize(image, hr_resize)
+
+
+def normalize(hr, mode):
+  """Report 000's min-max normalisation: each image stretched to span [0, 1]."""
+  if mode != 'minmax':
+    return hr
+  lo, hi = hr.min(), hr.max()
+  return (hr - lo) / (hi - lo) if hi > lo else np.zeros_like(hr)
+
+
+def random_crop_hw(img, hw, rng):
+  """A random h x w patch of an HWC numpy image (UserError when it is smaller)."""
+  h, w = img.shape[:2]
+  if h < hw[0] or w < hw[1]:
+    raise UserError(f'An image of {h}x{w} pixels is smaller than the {hw[0]}x{hw[1]} training patch; '
+                    'lower data.patch_size or remove the image.')
+  top, left = int(rng.integers(0, h - hw[0] + 1)), int(rng.integers(0, w - hw[1] + 1))
+  return img[top:top + hw[0], left:left + hw[1]]
+
+
+def make_pair(image, rng, *, patch_size, augment, degrade, hr_resize=0, affine=None,
+              hr_resize_mode='resize', norm='none'):
+  """uint8 image -> {'lr', 'hr'} float32 patches: [fit to hr_resize], crop, [random affine (keywords
+  of degradations.random_affine)], flips/rot90, [min-max], then DEGRADE(hr, rng) the augmented HR.
+  Without DEGRADE, {'hr'} alone: the train step degrades on the device (data.degrade_on_device)."""
+  hw = patch_size if isinstance(patch_size, tuple) else (patch_size, patch_size)
   if hr_resize:
-    hr = degradations.random_crop(degradations.square_resize(image, hr_resize), patch_size, rng)
+    hr = random_crop_hw(prepare_hr(image, hr_resize, hr_resize_mode), hw, rng)
   else:
-    hr = degradations.random_crop(image, patch_size, rng).astype(np.float32) / 255.0
+    hr = random_crop_hw(image, hw, rng).astype(np.float32) / 255.0
   if affine:
     hr = degradations.random_affine(hr, rng, **affine)
   if augment:
-    hr = degradations.random_flip_rot90(hr, rng)
-  hr = np.ascontiguousarray(hr, np.float32)
-  return {'lr': np.asarray(degrade(hr), np.float32), 'hr': hr} if degrade else {'hr': hr}
+    hr = degradations.random_flip_rot90(hr, rng) if hw[0] == hw[1] else _random_flips(hr, rng)
+  hr = np.ascontiguousarray(normalize(hr, norm), np.float32)
+  return {'lr': np.asarray(degrade(hr, rng), np.float32), 'hr': hr} if degrade else {'hr': hr}
+
+
+def _random_flips(img, rng):
+  """Flips only (no rot90, which would swap the sides of a non-square patch)."""
+  hflip, vflip = (bool(b) for b in rng.random(2) < 0.5)
+  return degradations.flip_rot90(img, hflip, vflip, False)
+
+
+def subset(source, fraction):
+  """The first FRACTION of SOURCE (report 000's data.fraction), at least one image."""
+  if fraction >= 1:
+    return source
+  n = max(1, int(round(len(source) * fraction)))
+  return _Subset(source, n)
+
+
+class _Subset:
+  """The first N records of a source."""
+
+  def __init__(self, source, n):
+    self.source, self.n = source, n
+
+  def __len__(self):
+    return self.n
+
+  def __getitem__(self, i):
+    if not 0 <= i < self.n:
+      raise IndexError(i)
+    return self.source[i]
+
+  @property
+  def names(self):
+    return list(self.source.names)[:self.n]
+
+  def sizes(self):
+    sizes = self.source.sizes()
+    return None if sizes is None else sizes[:self.n]
 
 
 def train_dataset(source, config, *, process_index=0, process_count=1):
   """Infinite, shuffled-per-epoch MapDataset of this process's share of the global batches."""
-  check_data_config(config)
   batch = config.train.batch_size
   if batch % process_count:
     raise ValueError(f'train.batch_size={batch} is not divisible by {process_count} processes.')
-  ds = grain.MapDataset.source(source)
+  ds = grain.MapDataset.source(subset(source, config.data.get('fraction', 1.0)))
   if process_count > 1:
     ds = ds[process_index::process_count]
-  pair = functools.partial(make_pair, patch_size=config.data.patch_size,
-                           augment=config.data.augment,
+  pair = functools.partial(make_pair, patch_size=patch_hw(config), augment=config.data.augment,
                            degrade=None if config.data.degrade_on_device else degrade_fn(config),
-                           hr_resize=config.data.get('hr_resize', 0), affine=affine_kwargs(config))
+                           hr_resize=config.data.get('hr_resize', 0), affine=affine_kwargs(config),
+                           hr_resize_mode=config.data.get('hr_resize_mode', 'resize'),
+                           norm=config.data.get('normalize', 'none'))
   ds = ds.shuffle(seed=config.seed).repeat(None).random_map(pair, seed=config.seed)
   return ds.batch(batch // process_count, drop_remainder=True)
 
@@ -109,24 +212,44 @@ def train_iterator(ds, num_workers=0):
   return iter(it)
 
 
+def degrade_fixed(hr_images, config, seed_offset=0):
+  """LR of each HR image (list or batch) by the config's degradation, with a fixed per-image seed, so
+  random noise is the same at every validation and in every evaluation."""
+  op = degrade_fn(config)
+  return [np.asarray(op(hr, np.random.default_rng([config.seed, seed_offset + i])), np.float32)
+          for i, hr in enumerate(hr_images)]
+
+
 def validation_batch(source, config):
-  """All validation images as one batch: centre crops of one common side, or, with data.hr_resize,
-  each image square-resized to hr_resize as in training and used whole."""
-  check_data_config(config)
+  """All validation images as one batch: centre crops of one common size (data.val_patch_size, or
+  the training patch when 0), or, with data.hr_resize, each image fitted to hr_resize whole."""
+  from enhance_jax import models  # pylint: disable=g-import-not-at-top
   images = [source[i] for i in range(len(source))]
+  norm = config.data.get('normalize', 'none')
   if config.data.get('hr_resize', 0):
-    hr = np.stack([degradations.square_resize(im, config.data.hr_resize) for im in images])
+    hr = np.stack([normalize(prepare_hr(im, config.data.hr_resize,
+                                        config.data.get('hr_resize_mode', 'resize')), norm)
+                   for im in images])
   else:
-    step = _size_step(config.model.scale)
-    side = min([config.data.val_patch_size] + [min(im.shape[:2]) for im in images])
-    side -= side % step
-    if side < config.data.patch_size // 2 or side < 16:
-      raise UserError(f'validation images must be at least {max(16, config.data.patch_size // 2)} pixels '
-                      'on each side; remove the small ones or set data.val_source.')
-    hr = np.stack([degradations.center_crop(im, side) for im in images]).astype(np.float32) / 255.0
-  degrade = degrade_fn(config)
-  lr = np.stack([np.asarray(degrade(x), np.float32) for x in hr])
-  return {'lr': lr, 'hr': hr}
+    step = models.hr_multiple(config)
+    want = val_hw(config)
+    h = min([want[0]] + [im.shape[0] for im in images])
+    w = min([want[1]] + [im.shape[1] for im in images])
+    if want[0] == want[1]:
+      h = w = min(h, w)
+    h, w = h - h % step, w - w % step
+    least = min(patch_hw(config)) // 2
+    if min(h, w) < max(least, 8):
+      raise UserError(f'validation images must be at least {max(least, 8)} pixels on each side; '
+                      'remove the small ones or set data.val_source.')
+    hr = np.stack([normalize(_center_crop_hw(im, (h, w)).astype(np.float32) / 255.0, norm)
+                   for im in images]).astype(np.float32)
+  return {'lr': np.stack(degrade_fixed(hr, config)), 'hr': hr}
+
+
+def _center_crop_hw(img, hw):
+  top, left = (img.shape[0] - hw[0]) // 2, (img.shape[1] - hw[1]) // 2
+  return img[top:top + hw[0], left:left + hw[1]]
 
 
 def to_global(batch, sharding):

@@ -1,8 +1,20 @@
-"""Losses: pixel (L1, L2, Charbonnier), VGG19 perceptual content, and GAN losses (vanilla BCE and
-relativistic average). All take float32 NHWC images in [0, 1] or logits [N] and return scalars."""
+"""Loss terms, one registry: `LOSSES = {name: fn(inputs) -> scalar}`.
 
+An experiment weights them per stage (`loss.pretrain = {'pixel': 1.0}`, `loss.gan = {'pixel': 0.01,
+'content': 1.0, 'adversarial': 0.005}`) and `total` assembles every step's loss the same way, each term
+logged as `loss_NAME`. A new loss is one function of `LossInputs` and one line in LOSSES (plus one in
+NEEDS when it runs a frozen network). All images are float32 NHWC in [0, 1]; logits are [N].
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
 import jax.numpy as jnp
 import optax
+
+from enhance_jax import metrics as metrics_lib
+from enhance_jax.errors import UserError
 
 
 def l1(pred, target):
@@ -19,7 +31,6 @@ def charbonnier(pred, target, eps=1e-3):
 
 PIXEL_CRITERIA = {'l1': l1, 'l2': l2, 'mse': l2, 'charbonnier': charbonnier}
 GAN_TYPES = ('vanilla', 'relativistic')
-LOSS_TERMS = ('pixel', 'content', 'adversarial')  # the keys of loss.pretrain / loss.gan
 
 
 def content(sr_features, hr_features, criterion='l1'):
@@ -52,3 +63,102 @@ def discriminator_adversarial(real_logits, fake_logits, gan_type):
     return 0.5 * (bce(real_logits - jnp.mean(fake_logits), 1.0) +
                   bce(fake_logits - jnp.mean(real_logits), 0.0))
   raise ValueError(f'unknown loss.gan_type {gan_type!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class LossInputs:
+  """What a loss term may look at. `outputs` is the model's dict ('image' at least); `frozen` maps a
+  frozen network's name to its forward function; the logits are set in the GAN step only."""
+  outputs: dict
+  batch: dict
+  options: Any                      # config.loss (criteria, gan_type, ...), read-only
+  frozen: dict = dataclasses.field(default_factory=dict)
+  rng: Any = None
+  real_logits: Any = None
+  fake_logits: Any = None
+
+  @property
+  def image(self):
+    return self.outputs['image'].astype(jnp.float32)
+
+  @property
+  def target(self):
+    return self.batch['hr']
+
+
+def pixel_loss(x):
+  """loss.pixel_criterion (l1 | l2 | charbonnier) between output and target."""
+  return PIXEL_CRITERIA[x.options.pixel_criterion](x.image, x.target)
+
+
+def psnr_loss(x):
+  """Minus the batch's mean PSNR in dB (report 001's PSNR loss)."""
+  return -jnp.mean(metrics_lib.psnr(jnp.clip(x.image, 0.0, 1.0), x.target))
+
+
+def ssim_loss(x):
+  """1 - mean SSIM (report 001's SSIM loss)."""
+  return 1.0 - jnp.mean(metrics_lib.ssim(jnp.clip(x.image, 0.0, 1.0), x.target))
+
+
+def content_loss(x):
+  """VGG19 perceptual loss on the frozen 'vgg19' features (layer and activation from the config)."""
+  vgg = x.frozen['vgg19']
+  return content(vgg(x.image), jax.lax.stop_gradient(vgg(x.target)), x.options.content_criterion)
+
+
+def adversarial_loss(x):
+  """G's adversarial term against the current D (GAN stage only)."""
+  return generator_adversarial(jax.lax.stop_gradient(x.real_logits), x.fake_logits,
+                               x.options.gan_type)
+
+
+def kl_loss(x):
+  """KL(q(z|x) || N(0, I)) of a VAE's latent, averaged over latent units and the batch."""
+  mean, logvar = (x.outputs[k].astype(jnp.float32) for k in ('mean', 'logvar'))
+  return -0.5 * jnp.mean(1.0 + logvar - jnp.square(mean) - jnp.exp(logvar))
+
+
+LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
+    'pixel': pixel_loss,
+    'l1': lambda x: l1(x.image, x.target),
+    'mse': lambda x: l2(x.image, x.target),
+    'charbonnier': lambda x: charbonnier(x.image, x.target),
+    'psnr': psnr_loss,
+    'ssim': ssim_loss,
+    'content': content_loss,
+    'adversarial': adversarial_loss,
+    'kl': kl_loss,
+}
+NEEDS = {'content': ('vgg19',)}        # frozen networks a term runs (frozen.FROZEN names)
+ADVERSARIAL = ('adversarial',)         # terms that need D's logits: GAN stage only
+
+
+def total(weights, inputs):
+  """(sum of weight * term, {name: term}) for WEIGHTS = ((name, weight), ...)."""
+  terms = {name: LOSSES[name](inputs) for name, _ in weights}
+  return sum(w * terms[name] for name, w in weights), terms
+
+
+def frozen_needed(weight_sets):
+  """The frozen networks the terms of WEIGHT_SETS run, in a stable order."""
+  names = {n for weights in weight_sets for k, _ in weights for n in NEEDS.get(k, ())}
+  return tuple(sorted(names))
+
+
+def check_config(config):
+  """UserError for a loss section the steps could only trip over mid-run."""
+  l = config.loss
+  for key in ('pixel_criterion', 'content_criterion'):
+    if l[key] not in PIXEL_CRITERIA:
+      raise UserError(f'unknown loss.{key} {l[key]!r}; valid: {", ".join(PIXEL_CRITERIA)}.')
+  if l.gan_type not in GAN_TYPES:
+    raise UserError(f'unknown loss.gan_type {l.gan_type!r}; valid: {", ".join(GAN_TYPES)}.')
+  for stage in ('pretrain', 'gan'):
+    unknown = sorted(set(l[stage]) - set(LOSSES))
+    if unknown:
+      raise UserError(f'loss.{stage} names unknown terms {unknown}; valid: {", ".join(LOSSES)}.')
+  adversarial = [k for k, w in l.pretrain.items() if w and k in ADVERSARIAL]
+  if adversarial:
+    raise UserError(f'loss.pretrain weights {adversarial}, which need a discriminator; move them to '
+                    'loss.gan.')

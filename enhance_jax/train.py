@@ -1,8 +1,9 @@
 """Train an experiment: `python -m enhance_jax.train --exp esrgan --workdir runs/esrgan [--set k=v]`.
 
-`train_and_evaluate(config, workdir)` runs the L1 pre-training stage then the GAN stage, validating
-each epoch, keeping the latest and best checkpoints, stopping early by patience, and resuming from
-the workdir's latest checkpoint when there is one.
+`train_and_evaluate(config, workdir)` runs the experiment's stages (supervised, then GAN when it has
+a discriminator) to train.num_steps, validating every train.eval_every_steps, keeping the latest and
+best (train.best_metric) checkpoints, stopping early by patience, and resuming from the workdir's
+latest checkpoint when there is one.
 """
 
 import argparse
@@ -16,40 +17,41 @@ import numpy as np
 
 from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import datasets
+from enhance_jax import evaluators
+from enhance_jax import frozen as frozen_lib
 from enhance_jax import input_pipeline
 from enhance_jax import parallel
 from enhance_jax import reporting
 from enhance_jax import trainer
-from enhance_jax import weights
 from enhance_jax.errors import UserError
 
 
-def _pad_to(x, n):
-  return np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)]) if len(x) < n else x
-
-
-def validate(steps, g_vars, val, chunk, sharding):
-  """Mean SR-protocol metrics over the validation images, in chunks that split over the devices."""
-  n = len(val['hr'])
-  per_image = []
-  for i in range(0, n, chunk):
-    part = {k: _pad_to(v[i:i + chunk], chunk) for k, v in val.items()}
-    out = jax.device_get(steps['eval'](g_vars, input_pipeline.to_global(part, sharding)))
-    per_image.append({k: v[:min(chunk, n - i)] for k, v in out.items()})
-  return {k: float(np.mean(np.concatenate([p[k] for p in per_image]))) for k in per_image[0]}
-
-
 def _fresh_meta(config):
-  return {'signature': ckpt_lib.model_signature(config), 'config': config.to_dict(), 'epoch': 0,
-          'stage': 'pretrain' if config.train.pretrain_steps > 0 else 'gan', 'gan_start': None,
-          'best_psnr': None, 'bad_epochs': 0, 'pretrain_stopped': False, 'finished': False}
+  return {'format': ckpt_lib.META_FORMAT, 'signature': ckpt_lib.model_signature(config),
+          'config': config.to_dict(), 'epoch': 0, 'stage': first_stage(config), 'gan_start': None,
+          'best': None, 'best_metric': config.train.best_metric, 'bad_evals': 0,
+          'pretrain_stopped': False, 'finished': False}
+
+
+def has_gan_stage(config):
+  return config.discriminator.name != 'none'
+
+
+def first_stage(config):
+  return 'pretrain' if config.train.pretrain_steps > 0 or not has_gan_stage(config) else 'gan'
 
 
 def _stage_end(config, meta):
+  """The step at which the current stage ends: the run's end (train.num_steps) at the latest."""
+  t = config.train
   if meta['stage'] == 'pretrain':
-    return config.train.pretrain_steps
-  start = meta['gan_start'] if meta['gan_start'] is not None else config.train.pretrain_steps
-  return start + config.train.num_steps - config.train.pretrain_steps
+    return min(t.pretrain_steps, t.num_steps) if has_gan_stage(config) else t.num_steps
+  start = meta['gan_start'] if meta['gan_start'] is not None else t.pretrain_steps
+  return start + t.num_steps - min(t.pretrain_steps, t.num_steps)
+
+
+def _every(step, n):
+  return n > 0 and step % n == 0
 
 
 class _Loop:
@@ -63,18 +65,22 @@ class _Loop:
     self.ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
     self.ckpts.check_compatible(config)
     train_src, val_src = datasets.train_val_sources(config.data)
-    if not config.data.hr_resize:  # else every image is resized to hr_resize first
-      datasets.check_sizes(train_src, config.data.patch_size, 'data.patch_size')
+    if not config.data.get('hr_resize', 0):  # else every image is resized to hr_resize first
+      datasets.check_sizes(train_src, min(input_pipeline.patch_hw(config)), 'data.patch_size')
     self.val = input_pipeline.validation_batch(val_src, config)
     self.steps_per_epoch = t.steps_per_epoch or max(1, len(train_src) // t.batch_size)
     self.task = trainer.make_task(config)
-    self.vgg_params = (weights.load_vgg19(config.loss.vgg_weights or None, (config.loss.content_layer,))
-                       if trainer.uses_vgg(self.task) else None)
-    self.vgg_params = jax.device_put(self.vgg_params, parallel.replicated(self.mesh))
+    self.frozen = jax.device_put(frozen_lib.load(tuple(self.task.frozen), config),
+                                 parallel.replicated(self.mesh))
     self.jitted = trainer.jit_steps(self.task, self.mesh)
     self.data_sharding = parallel.batch_sharding(self.mesh)
     n = self.mesh.devices.size
-    self.val_chunk = -(-min(len(self.val['hr']), t.batch_size) // n) * n
+    chunk = -(-min(len(self.val['hr']), t.batch_size) // n) * n
+    place = lambda x: input_pipeline.to_global(x, self.data_sharding)
+    self.evaluator = evaluators.Evaluator(
+        self.jitted['predict'], list(zip(self.val['lr'], self.val['hr'])), config.model.scale,
+        chunk=chunk, place=place,
+        losses=lambda v, lr, hr: self.jitted['losses'](v, self.frozen, lr, hr))
     ds = input_pipeline.train_dataset(train_src, config, process_index=jax.process_index(),
                                       process_count=jax.process_count())
     self.iterator = input_pipeline.train_iterator(ds, config.data.num_workers)
@@ -84,9 +90,9 @@ class _Loop:
 
   def _init_or_restore(self):
     c = self.config
-    lr_side = c.data.patch_size // c.model.scale
-    shapes = ((c.train.batch_size, lr_side, lr_side, 3),
-              (c.train.batch_size, c.data.patch_size, c.data.patch_size, 3))
+    ph, pw = input_pipeline.patch_hw(c)
+    shapes = ((c.train.batch_size, ph // c.model.scale, pw // c.model.scale, 3),
+              (c.train.batch_size, ph, pw, 3))
     init = jax.jit(lambda rng: trainer.init_state(self.task, rng, *shapes),
                    out_shardings=parallel.replicated(self.mesh))
     try:  # the modules check their fields when first run; a bad value is the config's fault
@@ -94,61 +100,56 @@ class _Loop:
     except ValueError as e:
       raise UserError(f'the model or discriminator config does not build: {e}') from None
     if not self.ckpts.has_checkpoint() or self.ckpts.latest.latest_step() is None:
-      return init(jax.random.key(c.seed)), _fresh_meta(c)
+      return trainer.with_backbone_weights(init(jax.random.key(c.seed)), c), _fresh_meta(c)
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(self.mesh)),
         abstract)
     state, data_state, meta = self.ckpts.restore(abstract, 'latest')
     if data_state:
       self.iterator.set_state(data_state)
-    print(f'resuming from step {int(state.step)} (epoch {meta["epoch"]}, stage {meta["stage"]}) '
-          f'in {self.workdir}', flush=True)
+    print(f'resuming from step {int(state.step)} (stage {meta["stage"]}) in {self.workdir}', flush=True)
     return state, meta
 
   def save(self, data_state, best=False):
     self.ckpts.save(self.state, data_state, self.meta, best=best)
 
-  def end_epoch(self, step, epoch_means):
-    """Validation, samples, curves, checkpoints and early stopping at the end of an epoch."""
+  def evaluate(self, step):
+    """Validation at STEP: metrics, the best checkpoint's bookkeeping, samples, curves, patience."""
     c, meta = self.config, self.meta
-    meta['epoch'] += 1
     g_vars = trainer.eval_variables(self.state)
-    val = validate(self.jitted, g_vars, self.val, self.val_chunk, self.data_sharding)
-    improved = meta['best_psnr'] is None or val['psnr'] > meta['best_psnr']
+    val = self.evaluator.run(g_vars)
+    metric = c.train.best_metric
+    improved = evaluators.better(metric, val[metric], meta['best'])
     if improved:
-      meta['best_psnr'], meta['bad_epochs'] = val['psnr'], 0
+      meta['best'], meta['bad_evals'] = val[metric], 0
     else:
-      meta['bad_epochs'] += 1
-    tag = {'epoch': meta['epoch'], 'stage': meta['stage']}
-    self.report.write(step, 'epoch', epoch_means, **tag)
-    self.report.write(step, 'val', val, **tag)
-    if meta['epoch'] % c.train.sample_every_epochs == 0:
-      k = min(4, len(self.val['lr']))
-      lr = input_pipeline.to_global(_pad_to(self.val['lr'][:k], self.val_chunk), self.data_sharding)
-      sr = jax.device_get(self.jitted['predict'](g_vars, lr))[:k]
-      reporting.save_png(self.workdir / 'samples' / f'step_{step:07d}.png',
-                         reporting.sample_grid(self.val['lr'][:k], sr, self.val['hr'][:k]))
-      reporting.save_png(self.workdir / 'samples.png',
-                         reporting.sample_grid(self.val['lr'][:k], sr, self.val['hr'][:k]))
+      meta['bad_evals'] += 1
+    self.report.write(step, 'val', val, epoch=meta['epoch'], stage=meta['stage'])
+    k = min(4, len(self.val['lr']))
+    sr = [s for _, s in zip(range(k), (s for _, s in self.evaluator.predictions(g_vars)))]
+    grid = reporting.sample_grid(self.val['lr'][:k], sr, self.val['hr'][:k])
+    reporting.save_png(self.workdir / 'samples' / f'step_{step:07d}.png', grid)
+    reporting.save_png(self.workdir / 'samples.png', grid)
     self.report.plot_curves()
     patience = c.train.early_stopping_patience
-    stop = patience > 0 and meta['bad_epochs'] >= patience
-    if stop and meta['stage'] == 'pretrain':
+    stop = patience > 0 and meta['bad_evals'] >= patience
+    if stop and meta['stage'] == 'pretrain' and has_gan_stage(c):
       meta['pretrain_stopped'] = True
     elif stop:
       meta['finished'] = True
     if stop:
-      print(f'early stopping the {meta["stage"]} stage at step {step}: val PSNR has not improved '
-            f'for {patience} epochs (best {meta["best_psnr"]:.3f} dB)', flush=True)
+      print(f'early stopping the {meta["stage"]} stage at step {step}: val {metric} has not improved '
+            f'for {patience} evaluations (best {meta["best"]:.4g})', flush=True)
     return val, improved
 
   def maybe_start_gan(self, step):
     meta = self.meta
-    if meta['stage'] == 'pretrain' and (step >= self.config.train.pretrain_steps
-                                        or meta['pretrain_stopped']):
+    if (meta['stage'] == 'pretrain' and has_gan_stage(self.config)
+        and (step >= _stage_end(self.config, meta) or meta['pretrain_stopped'])
+        and step < self.config.train.num_steps):
       self.state = trainer.start_gan_stage(self.task, self.state)
-      meta.update(stage='gan', gan_start=step, best_psnr=None, bad_epochs=0)
-      print(f'step {step}: L1 pre-training done; GAN stage until step '
+      meta.update(stage='gan', gan_start=step, best=None, bad_evals=0)
+      print(f'step {step}: supervised stage done; GAN stage until step '
             f'{_stage_end(self.config, meta)}', flush=True)
 
 
@@ -161,12 +162,11 @@ def _check_finite(sums, step, n):
 
 
 class _Meter:
-  """Step metrics summed on device; fetched once per log window and folded into epoch means."""
+  """Step metrics summed on device; fetched once per log window."""
 
   def __init__(self, batch_size):
     self.batch_size = batch_size
     self.sums, self.n, self.start = None, 0, time.perf_counter()
-    self.epoch_sums, self.epoch_n, self.epoch_time = {}, 0, 0.0
 
   def add(self, metrics):
     self.sums = metrics if self.sums is None else trainer.accumulate(self.sums, metrics)
@@ -180,67 +180,67 @@ class _Meter:
     host = {k: float(v) for k, v in jax.device_get(self.sums).items()}
     _check_finite(host, step, self.n)
     elapsed = time.perf_counter() - self.start
-    for k, v in host.items():
-      self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
-    self.epoch_n, self.epoch_time = self.epoch_n + self.n, self.epoch_time + elapsed
     means = {**{k: v / self.n for k, v in host.items()}, **self._rates(self.n, elapsed)}
     self.sums, self.n = None, 0
     self.restart_clock()
-    return means
-
-  def epoch(self):
-    means = {**{k: v / self.epoch_n for k, v in self.epoch_sums.items()},
-             **self._rates(self.epoch_n, self.epoch_time)}
-    self.epoch_sums, self.epoch_n, self.epoch_time = {}, 0, 0.0
     return means
 
   def restart_clock(self):
     self.start = time.perf_counter()
 
 
-def _progress_bar(config, meta, step):
+def _progress_bar(config, step):
   if not config.train.progress or jax.process_index() != 0:
     return None
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=_stage_end(config, {**meta, 'stage': 'gan'}), initial=step, unit='step',
-              dynamic_ncols=True, file=sys.stdout)
+  return tqdm(total=config.train.num_steps, initial=step, unit='step', dynamic_ncols=True,
+              file=sys.stdout)
 
 
 def train_and_evaluate(config, workdir):
-  """Trains CONFIG in WORKDIR (resuming there if it holds a checkpoint); returns the final state."""
+  """Trains CONFIG in WORKDIR (resuming there if it holds a checkpoint); returns the final state.
+
+  The run goes through the experiment's stages (supervised, then GAN when there is a discriminator)
+  until train.num_steps; validation and samples every train.eval_every_steps, checkpoints every
+  train.checkpoint_every_steps and at every evaluation that improves train.best_metric.
+  """
   parallel.initialize()
   loop = _Loop(config, workdir)
-  meta, step = loop.meta, loop.start_step
+  t, meta, step = config.train, loop.meta, loop.start_step
   if meta['finished']:
     print(f'{workdir}: training already stopped early at step {step}; nothing to do.', flush=True)
     return loop.state
   batches = input_pipeline.prefetch_to_device(loop.iterator, loop.data_sharding, config.data.prefetch)
   data_state = loop.iterator.get_state()
-  meter, bar = _Meter(config.train.batch_size), _progress_bar(config, meta, step)
+  meter, bar = _Meter(t.batch_size), _progress_bar(config, step)
   try:
-    while not meta['finished']:
+    while not meta['finished'] and step < t.num_steps:
       loop.maybe_start_gan(step)
-      if meta['stage'] == 'gan' and step >= _stage_end(config, meta):
-        break
       batch, next_data_state = next(batches)
       with jax.transfer_guard('disallow'):  # the step loop moves nothing between host and device
-        loop.state, metrics = loop.jitted[meta['stage']](loop.state, batch, loop.vgg_params)
+        loop.state, metrics = loop.jitted[meta['stage']](loop.state, batch, loop.frozen)
         meter.add(metrics)
       data_state, step = next_data_state, step + 1
       if bar is not None:
         bar.update(1)
-      epoch_done = step % loop.steps_per_epoch == 0 or step == _stage_end(config, meta)
-      if step % config.train.log_every_steps == 0 or epoch_done:
+      stage_done = step >= _stage_end(config, meta)
+      meta['epoch'] = step // loop.steps_per_epoch
+      evaluate = _every(step, t.eval_every_steps) or stage_done
+      if _every(step, t.log_every_steps) or evaluate:
         means = meter.window(step)
+        means['epoch_seconds'] = means['step_time'] * loop.steps_per_epoch
         loop.report.write(step, 'train', means, epoch=meta['epoch'], stage=meta['stage'])
         if bar is not None:
           bar.set_postfix({k: f'{means[k]:.4g}' for k in ('g_loss', 'psnr', 'd_loss') if k in means})
-      if epoch_done:
-        val, improved = loop.end_epoch(step, meter.epoch())
-        loop.save(data_state, best=improved)
+      improved = False
+      if evaluate:
+        val, improved = loop.evaluate(step)
         (bar.write if bar is not None else print)(
-            f'epoch {meta["epoch"]} step {step} [{meta["stage"]}] val psnr {val["psnr"]:.3f} '
-            f'ssim {val["ssim"]:.4f}' + (' (best)' if improved else ''))
+            f'step {step} [{meta["stage"]}] val psnr {val["psnr"]:.3f} ssim {val["ssim"]:.4f}'
+            + (f' ({t.best_metric}: best)' if improved else ''))
+      if improved or _every(step, t.checkpoint_every_steps) or stage_done:
+        loop.save(data_state, best=improved)
+      if evaluate:
         meter.restart_clock()  # validation and checkpointing are not step time
   except KeyboardInterrupt:
     lost = loop.state.step.is_deleted()  # interrupted as a step returned: its donated input is gone
@@ -275,7 +275,7 @@ def main(argv=None):
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes are not for users
   from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   if args.list:
-    print('\n'.join(config_lib.list_experiments()))
+    print('\n'.join(config_lib.describe_experiments()))
     return 0
   try:
     from absl import flags  # grain's multiprocessing reads absl flags  # pylint: disable=g-import-not-at-top

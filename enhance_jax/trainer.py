@@ -1,5 +1,10 @@
-"""Train state and the pure steps `(state, batch) -> (state, metrics)`: L1 pre-training, the GAN step
-(D and G updated in one XLA program), and the evaluation step."""
+"""Train state and the pure steps `(state, batch, frozen) -> (state, metrics)`: the supervised step, the
+GAN step (D and G updated in one XLA program), and prediction.
+
+Every step assembles its loss from the registry in losses.py (`loss.pretrain` / `loss.gan` weights),
+derives its keys from `fold_in(state.rng, state.step)` (dropout, VAE sampling, on-device degradation,
+losses), and runs the frozen networks the loss terms need from `frozen`, a pytree never optimised.
+"""
 
 import dataclasses
 import functools
@@ -11,12 +16,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from enhance_jax import input_pipeline
+from enhance_jax import degradations
+from enhance_jax import frozen as frozen_lib
 from enhance_jax import losses
 from enhance_jax import metrics as metrics_lib
 from enhance_jax import models
 from enhance_jax.errors import UserError
-from enhance_jax.models.vgg import VGG19Features
+
+KEY_NAMES = ('dropout', 'sample', 'degrade', 'loss')
+TRAIN_ON = ('degraded', 'noisy', 'clean')  # model input in training: the degraded image, or the target
 
 
 @flax.struct.dataclass
@@ -38,77 +46,89 @@ class Task:
   """The static parts of training, built once from the config: modules, optimisers, loss weights."""
   generator: nn.Module
   discriminator: nn.Module | None  # None: supervised only (discriminator.name = 'none')
-  vgg: nn.Module
+  frozen: dict                      # {name: module} of the frozen networks the loss terms run
   g_tx_pretrain: optax.GradientTransformation
   g_tx_gan: optax.GradientTransformation
   d_tx: optax.GradientTransformation
-  pretrain_weights: tuple
-  gan_weights: tuple
-  pixel_criterion: str
-  content_criterion: str
-  gan_type: str
+  pretrain_weights: tuple           # ((term, weight), ...) of the supervised stage
+  gan_weights: tuple                # ... of the GAN stage
+  options: Any                      # config.loss: criteria and settings the terms read
   ema_decay: float
   scale: int
-  degrade: Any = None  # hr -> lr on the device (data.degrade_on_device); None: batches carry 'lr'
+  degrade: Any = None  # op hr -> lr run on the device (data.degrade_on_device); None: batches carry 'lr'
+  train_on: str = 'degraded'
+
+
+def _weights(section):
+  return tuple((k, float(w)) for k, w in section.items() if w)
 
 
 def _optimizer(lr, milestones, config):
-  """Adam or AdamW (train.optimizer) with the step-decay schedule lr * lr_decay^(milestones passed)."""
+  """Adam or AdamW (train.optimizer) with the step-decay schedule lr * lr_decay^(milestones passed);
+  train.lr_multipliers {top-level param name: factor} gives a submodule (e.g. 'backbone') its own
+  learning rate, 0 freezing it."""
   t = config.train
   schedule = optax.piecewise_constant_schedule(lr, {int(m): t.lr_decay for m in milestones})
-  if t.optimizer == 'adam':
-    return optax.adam(schedule, b1=t.b1, b2=t.b2)
-  if t.optimizer == 'adamw':
-    return optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay)
-  raise UserError(f"unknown train.optimizer {t.optimizer!r}; valid: 'adam', 'adamw'.")
+
+  def make(factor):
+    sched = schedule if factor == 1 else (lambda count: factor * schedule(count))
+    if t.optimizer == 'adamw':
+      return optax.adamw(sched, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay)
+    return optax.adam(sched, b1=t.b1, b2=t.b2)
+
+  factors = {k: float(v) for k, v in dict(t.get('lr_multipliers', {})).items() if float(v) != 1.0}
+  if not factors:
+    return make(1.0)
+  transforms = {'': make(1.0), **{k: optax.set_to_zero() if v == 0 else make(v)
+                                   for k, v in factors.items()}}
+  return optax.multi_transform(transforms, lambda params: {k: (k if k in factors else '')
+                                                           for k in params})
 
 
-def _check_loss(l):
-  """UserError now for a loss setting that the jitted steps would only trip over mid-run."""
-  for key in ('pixel_criterion', 'content_criterion'):
-    if l[key] not in losses.PIXEL_CRITERIA:
-      raise UserError(f'unknown loss.{key} {l[key]!r}; valid: {", ".join(losses.PIXEL_CRITERIA)}.')
-  if l.gan_type not in losses.GAN_TYPES:
-    raise UserError(f'unknown loss.gan_type {l.gan_type!r}; valid: {", ".join(losses.GAN_TYPES)}.')
-  for stage in ('pretrain', 'gan'):
-    unknown = sorted(set(l[stage]) - set(losses.LOSS_TERMS))
-    if unknown:
-      raise UserError(f'loss.{stage} names unknown terms {unknown}; valid: '
-                      f'{", ".join(losses.LOSS_TERMS)}.')
+def check_config(config):
+  """UserError for a train section that cannot run (optimiser, batch, EMA, best metric, stages)."""
+  t = config.train
+  if t.optimizer not in ('adam', 'adamw'):
+    raise UserError(f"unknown train.optimizer {t.optimizer!r}; valid: 'adam', 'adamw'.")
+  if t.batch_size < 1:
+    raise UserError('train.batch_size must be at least 1.')
+  if t.num_steps < 1:
+    raise UserError(f'train.num_steps={t.num_steps} must be at least 1.')
+  if not 0 <= t.ema_decay < 1:
+    raise UserError(f'train.ema_decay={t.ema_decay} must be in [0, 1); 0 turns the EMA off.')
+  if config.data.get('train_on', 'degraded') not in TRAIN_ON:
+    raise UserError(f'data.train_on={config.data.train_on!r}; valid: {", ".join(TRAIN_ON)}.')
+  for k in ('eval_every_steps', 'checkpoint_every_steps', 'log_every_steps'):
+    if t[k] < 1:
+      raise UserError(f'train.{k}={t[k]} must be at least 1.')
+  if any(float(v) < 0 for v in dict(t.get('lr_multipliers', {})).values()):
+    raise UserError('train.lr_multipliers must be >= 0 (0 freezes that submodule).')
 
 
 def make_task(config):
   """Modules, optimisers and loss weights for CONFIG (the one place config turns into objects)."""
   t, l = config.train, config.loss
-  _check_loss(l)
-  vgg = VGG19Features(layers=(l.content_layer,), before_activation=l.content_before_activation,
-                      dtype=models.compute_dtype(config))
+  pretrain, gan = _weights(l.pretrain), _weights(l.gan)
+  with_d = config.discriminator.name != 'none'
+  needed = losses.frozen_needed([pretrain, gan] if with_d else [pretrain])
   return Task(
       generator=models.build_generator(config),
-      discriminator=(None if config.discriminator.name == 'none'
-                     else models.build_discriminator(config)),
-      vgg=vgg,
+      discriminator=models.build_discriminator(config) if with_d else None,
+      frozen=frozen_lib.modules(needed, config),
       g_tx_pretrain=_optimizer(t.pretrain_lr, t.pretrain_milestones, config),
       g_tx_gan=_optimizer(t.g_lr, t.gan_milestones, config),
       d_tx=_optimizer(t.d_lr, t.gan_milestones, config),
-      pretrain_weights=tuple((k, float(w)) for k, w in l.pretrain.items() if w),
-      gan_weights=tuple((k, float(w)) for k, w in l.gan.items() if w),
-      pixel_criterion=l.pixel_criterion,
-      content_criterion=l.content_criterion,
-      gan_type=l.gan_type,
-      ema_decay=float(t.ema_decay),
-      scale=config.model.scale,
-      degrade=input_pipeline.degrade_fn(config) if config.data.degrade_on_device else None)
-
-
-def uses_vgg(task):
-  return any(k == 'content' for k, _ in task.pretrain_weights + task.gan_weights)
+      pretrain_weights=pretrain, gan_weights=gan, options=l,
+      ema_decay=float(t.ema_decay), scale=config.model.scale,
+      degrade=degradations.parse(config.data.degradation) if config.data.degrade_on_device else None,
+      train_on=config.data.get('train_on', 'degraded'))
 
 
 def init_state(task, rng, lr_shape, hr_shape):
   """Fresh parameters and optimiser states (G's optimiser starts in its pre-training form)."""
   g_rng, d_rng, rng = jax.random.split(rng, 3)
-  g_vars = task.generator.init(g_rng, jnp.zeros(lr_shape, jnp.float32))
+  g_vars = task.generator.init({'params': g_rng, 'dropout': g_rng, 'sample': g_rng},
+                               jnp.zeros(lr_shape, jnp.float32))
   g_params = g_vars['params']
   d_vars = (task.discriminator.init(d_rng, jnp.zeros(hr_shape, jnp.float32))
             if task.discriminator is not None else {'params': {}})
@@ -132,69 +152,92 @@ def start_gan_stage(task, state):
   return state.replace(g_opt=init(state.g_params))
 
 
-def _ema(task, ema_params, g_params):
+def ema_decay_at(decay, step):
+  """The EMA decay after STEP updates, warmed up as TensorFlow's moving averages do:
+  min(decay, (1 + step) / (10 + step)), so a short run is not scored on its random initialisation."""
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def _ema(task, ema_params, g_params, step):
   if ema_params is None:
     return None
-  d = task.ema_decay
+  d = ema_decay_at(task.ema_decay, step)
   return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, g_params)
 
 
-def generate(task, g_params, g_stats, lr, train=False):
-  """(SR, new G BatchNorm statistics): batch statistics when training a G with BatchNorm."""
-  if not g_stats:
-    return task.generator.apply({'params': g_params}, lr, train=train), g_stats
-  variables = {'params': g_params, 'batch_stats': g_stats}
-  if not train:
-    return task.generator.apply(variables, lr, train=False), g_stats
-  sr, updates = task.generator.apply(variables, lr, train=True, mutable=['batch_stats'])
-  return sr, updates['batch_stats']
+def step_keys(state):
+  """This step's keys {'dropout', 'sample', 'degrade', 'loss'}: fold_in(state.rng, step), split."""
+  key = jax.random.fold_in(state.rng, state.step)
+  return dict(zip(KEY_NAMES, jax.random.split(key, len(KEY_NAMES))))
+
+
+def generate(task, g_params, g_stats, x, train=False, keys=None):
+  """(outputs dict with 'image', new G BatchNorm statistics); rngs for dropout and sampling in training."""
+  variables = {'params': g_params, **({'batch_stats': g_stats} if g_stats else {})}
+  rngs = {'dropout': keys['dropout'], 'sample': keys['sample']} if (train and keys) else None
+  if train and g_stats:
+    out, updates = task.generator.apply(variables, x, train=True, rngs=rngs, mutable=['batch_stats'])
+    return models.as_outputs(out), updates['batch_stats']
+  return models.as_outputs(task.generator.apply(variables, x, train=train, rngs=rngs)), g_stats
 
 
 def _image_metrics(sr, hr):
-  sr = jnp.clip(sr, 0.0, 1.0)
+  sr = jnp.clip(sr.astype(jnp.float32), 0.0, 1.0)
   return {'psnr': jnp.mean(metrics_lib.psnr(sr, hr)), 'ssim': jnp.mean(metrics_lib.ssim(sr, hr))}
 
 
-def lr_hr(task, batch):
-  """The batch's (LR, HR); the LR computed here from HR when the pipeline left it to the device."""
+def model_batch(task, batch, key):
+  """The batch with 'lr' set to what the model sees in training: the pipeline's LR, the target itself
+  (data.train_on=clean), or the target degraded here on the device (data.degrade_on_device)."""
   hr = batch['hr']
-  return (batch['lr'] if task.degrade is None else task.degrade(hr).astype(jnp.float32)), hr
+  if task.train_on == 'clean':
+    return {**batch, 'lr': hr}
+  if task.degrade is None:
+    return batch
+  return {**batch, 'lr': degradations.apply_batch(task.degrade, hr, key)}
 
 
-def pretrain_step(task, state, batch, vgg_params=None):
-  """One supervised step of G on the pre-training loss terms (L1 pixel for ESRGAN, MSE for SRResNet)."""
-  lr, hr = lr_hr(task, batch)
+def _g_update(task, state, tx, grads, **changes):
+  """Applies G's gradients with TX; the EMA follows."""
+  updates, g_opt = tx.update(grads, state.g_opt, state.g_params)
+  g_params = optax.apply_updates(state.g_params, updates)
+  return state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
+                       ema_params=_ema(task, state.ema_params, g_params, state.step + 1), **changes)
+
+
+def pretrain_step(task, state, batch, frozen=None):
+  """One supervised step of G on the loss.pretrain terms (L1 for ESRGAN, MSE + KL for a VAE, ...)."""
+  keys = step_keys(state)
+  batch = model_batch(task, batch, keys['degrade'])
+  nets = frozen_lib.bind(task.frozen, frozen or {})
 
   def loss_fn(g_params):
-    sr, g_stats = generate(task, g_params, state.g_stats, lr, train=True)
-    terms = {'pixel': losses.PIXEL_CRITERIA[task.pixel_criterion](sr, hr)}
-    if vgg_params is not None and 'content' in dict(task.pretrain_weights):
-      terms['content'] = losses.content(task.vgg.apply({'params': vgg_params}, sr),
-                                        task.vgg.apply({'params': vgg_params}, hr),
-                                        task.content_criterion)
-    return sum(w * terms[k] for k, w in task.pretrain_weights), (sr, g_stats, terms)
+    out, g_stats = generate(task, g_params, state.g_stats, batch['lr'], True, keys)
+    loss, terms = losses.total(task.pretrain_weights,
+                               losses.LossInputs(out, batch, task.options, nets, keys['loss']))
+    return loss, (out['image'], g_stats, terms)
 
   (g_loss, (sr, g_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-  updates, g_opt = task.g_tx_pretrain.update(grads, state.g_opt, state.g_params)
-  g_params = optax.apply_updates(state.g_params, updates)
-  state = state.replace(step=state.step + 1, g_params=g_params, g_stats=g_stats, g_opt=g_opt,
-                        ema_params=_ema(task, state.ema_params, g_params))
-  out = {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()}, **_image_metrics(sr, hr),
-         'g_grad_norm': optax.tree.norm(grads), 'g_param_norm': optax.tree.norm(g_params)}
-  return state, out
+  state = _g_update(task, state, task.g_tx_pretrain, grads, g_stats=g_stats)
+  return state, {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()},
+                 **_image_metrics(sr, batch['hr']), 'g_grad_norm': optax.tree.norm(grads),
+                 'g_param_norm': optax.tree.norm(state.g_params)}
 
 
-def gan_step(task, state, batch, vgg_params=None):
+def gan_step(task, state, batch, frozen=None):
   """One GAN step: G's and D's updates in one program, sharing D's forward passes.
 
   As in BasicSR, G is updated against the current D, and D against the same (detached) SR batch.
   D runs forward once on HR and once on SR; the pullback of D(SR) gives G its gradient through D,
   and both pullbacks give D the gradient of its own loss, so no forward pass is repeated.
   """
-  lr, hr = lr_hr(task, batch)
-  weights = dict(task.gan_weights)
-  sr, g_pullback, g_stats = jax.vjp(
-      lambda p: generate(task, p, state.g_stats, lr, train=True), state.g_params, has_aux=True)
+  keys = step_keys(state)
+  batch = model_batch(task, batch, keys['degrade'])
+  nets = frozen_lib.bind(task.frozen, frozen or {})
+  hr = batch['hr']
+  outputs, g_pullback, g_stats = jax.vjp(
+      lambda p: generate(task, p, state.g_stats, batch['lr'], True, keys), state.g_params, has_aux=True)
 
   def d_on_real(d_params):
     return task.discriminator.apply({'params': d_params, 'batch_stats': state.d_stats}, hr,
@@ -206,39 +249,26 @@ def gan_step(task, state, batch, vgg_params=None):
     return task.discriminator.apply({'params': d_params, **upd}, fake, train=True,
                                     mutable=['batch_stats'])
 
-  fake, fake_pullback, upd = jax.vjp(d_on_fake, state.d_params, sr, has_aux=True)
-  hr_features = (jax.lax.stop_gradient(task.vgg.apply({'params': vgg_params}, hr))
-                 if 'content' in weights else None)
+  fake, fake_pullback, upd = jax.vjp(d_on_fake, state.d_params, outputs['image'], has_aux=True)
 
-  def g_objective(sr, fake):
-    terms = {'adversarial': losses.generator_adversarial(jax.lax.stop_gradient(real), fake,
-                                                         task.gan_type)}
-    if 'pixel' in weights:
-      terms['pixel'] = losses.PIXEL_CRITERIA[task.pixel_criterion](sr, hr)
-    if 'content' in weights:
-      terms['content'] = losses.content(task.vgg.apply({'params': vgg_params}, sr), hr_features,
-                                        task.content_criterion)
-    return sum(w * terms[k] for k, w in weights.items()), terms
+  def g_objective(outputs, fake):
+    return losses.total(task.gan_weights, losses.LossInputs(outputs, batch, task.options, nets,
+                                                            keys['loss'], real, fake))
 
-  (g_loss, terms), (dsr, dfake) = jax.value_and_grad(g_objective, (0, 1), has_aux=True)(sr, fake)
+  (g_loss, terms), (douts, dfake) = jax.value_and_grad(g_objective, (0, 1), has_aux=True)(outputs, fake)
   _, dsr_through_d = fake_pullback(dfake)  # (XLA drops the unused weight gradients)
-  (g_grads,) = g_pullback(dsr + dsr_through_d)
+  (g_grads,) = g_pullback({**douts, 'image': douts['image'] + dsr_through_d})
   d_loss, (dreal, dfake_d) = jax.value_and_grad(
-      lambda r, f: losses.discriminator_adversarial(r, f, task.gan_type), (0, 1))(real, fake)
+      lambda r, f: losses.discriminator_adversarial(r, f, task.options.gan_type), (0, 1))(real, fake)
   d_grads = jax.tree.map(jnp.add, real_pullback(dreal)[0], fake_pullback(dfake_d)[0])
-
-  g_updates, g_opt = task.g_tx_gan.update(g_grads, state.g_opt, state.g_params)
   d_updates, d_opt = task.d_tx.update(d_grads, state.d_opt, state.d_params)
-  g_params = optax.apply_updates(state.g_params, g_updates)
-  state = state.replace(step=state.step + 1, g_params=g_params, g_stats=g_stats, g_opt=g_opt,
-                        d_params=optax.apply_updates(state.d_params, d_updates), d_opt=d_opt,
-                        d_stats=upd.get('batch_stats', {}),
-                        ema_params=_ema(task, state.ema_params, g_params))
-  out = {'g_loss': g_loss, 'd_loss': d_loss, **{f'loss_{k}': v for k, v in terms.items()},
-         **_image_metrics(sr, hr), 'd_real': jnp.mean(jax.nn.sigmoid(real)),
-         'd_fake': jnp.mean(jax.nn.sigmoid(fake)), 'g_grad_norm': optax.tree.norm(g_grads),
-         'd_grad_norm': optax.tree.norm(d_grads), 'g_param_norm': optax.tree.norm(g_params)}
-  return state, out
+  state = _g_update(task, state, task.g_tx_gan, g_grads, g_stats=g_stats, d_opt=d_opt,
+                    d_params=optax.apply_updates(state.d_params, d_updates),
+                    d_stats=upd.get('batch_stats', {}))
+  return state, {'g_loss': g_loss, 'd_loss': d_loss, **{f'loss_{k}': v for k, v in terms.items()},
+                 **_image_metrics(outputs['image'], hr), 'd_real': jnp.mean(jax.nn.sigmoid(real)),
+                 'd_fake': jnp.mean(jax.nn.sigmoid(fake)), 'g_grad_norm': optax.tree.norm(g_grads),
+                 'd_grad_norm': optax.tree.norm(d_grads), 'g_param_norm': optax.tree.norm(state.g_params)}
 
 
 def eval_params(state):
@@ -252,14 +282,10 @@ def eval_variables(state):
 
 
 def predict(task, g_vars, lr):
-  """SR of LR in [0, 1] with G's variables (`eval_variables`), BatchNorm on its running averages."""
-  return jnp.clip(task.generator.apply(g_vars, lr, train=False), 0.0, 1.0)
-
-
-def eval_step(task, g_vars, batch):
-  """Per-image SR-protocol metrics (RGB and Y with a border crop of `scale`) for a validation batch."""
-  sr = predict(task, g_vars, batch['lr'])
-  return metrics_lib.sr_metrics(sr, batch['hr'], task.scale)
+  """The image G makes of LR in [0, 1] with `eval_variables`: BatchNorm on running averages, no
+  dropout, a VAE's mean."""
+  out = models.as_outputs(task.generator.apply(g_vars, lr, train=False))
+  return jnp.clip(out['image'].astype(jnp.float32), 0.0, 1.0)
 
 
 def jit_steps(task, mesh):
@@ -270,10 +296,10 @@ def jit_steps(task, mesh):
   return {
       'pretrain': jax.jit(functools.partial(pretrain_step, task), **step_kw),
       'gan': jax.jit(functools.partial(gan_step, task), **step_kw),
-      'eval': jax.jit(functools.partial(eval_step, task), in_shardings=(rep, split),
-                      out_shardings=split),
       'predict': jax.jit(functools.partial(predict, task), in_shardings=(rep, split),
                          out_shardings=split),
+      'losses': jax.jit(functools.partial(eval_losses, task), in_shardings=(rep, rep, split, split),
+                        out_shardings=rep),
   }
 
 
@@ -281,3 +307,41 @@ def jit_steps(task, mesh):
 def accumulate(total, metrics):
   """Adds a step's metrics to the running sums on device (fetched only when logged)."""
   return jax.tree.map(jnp.add, total, metrics)
+
+
+def eval_losses(task, g_vars, frozen, lr, hr):
+  """Held-out loss terms of a chunk: every non-adversarial term of either stage as `loss_NAME`, and
+  `loss`, the supervised stage's weighted total (train.best_metric=loss)."""
+  out = models.as_outputs(task.generator.apply(g_vars, lr, train=False))
+  inputs = losses.LossInputs(out, {'lr': lr, 'hr': hr}, task.options,
+                             frozen_lib.bind(task.frozen, frozen or {}))
+  names = dict.fromkeys(k for k, _ in task.pretrain_weights + task.gan_weights
+                        if k not in losses.ADVERSARIAL and set(losses.NEEDS.get(k, ())) <= set(task.frozen))
+  terms = {k: losses.LOSSES[k](inputs) for k in names}
+  total = sum(w * terms[k] for k, w in task.pretrain_weights if k in terms)
+  return {'loss': jnp.asarray(total, jnp.float32), **{f'loss_{k}': v for k, v in terms.items()}}
+
+
+def with_backbone_weights(state, config):
+  """STATE with G's and D's 'backbone' submodules loaded from model/discriminator.backbone_weights
+  (torchvision ResNet18/VGG16 state_dicts); a backbone without a file stays random, said once."""
+  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
+  changes = {}
+  for section, params, stats in ((config.model, 'g_params', 'g_stats'),
+                                 (config.discriminator, 'd_params', 'd_stats')):
+    name = section.get('backbone', 'conv')
+    if name == 'conv' and not section.get('backbone_weights', ''):
+      continue
+    loaded = weights.load_backbone(name, section.get('backbone_weights', '') or None)
+    if loaded is None:
+      continue
+    place = lambda tree, like: jax.tree.map(lambda a, b: jax.device_put(jnp.asarray(a, b.dtype),
+                                                                        b.sharding), tree, like)
+    old = getattr(state, params)
+    changes[params] = {**old, 'backbone': place(loaded['params'], old['backbone'])}
+    if 'batch_stats' in loaded:
+      old_stats = getattr(state, stats)
+      changes[stats] = {**old_stats, 'backbone': place(loaded['batch_stats'], old_stats['backbone'])}
+  if 'g_params' in changes and state.ema_params is not None:
+    changes['ema_params'] = jax.tree.map(jnp.copy, changes['g_params'])
+  return state.replace(**changes)

@@ -323,3 +323,138 @@ def _count_blocks(sd: Mapping, prefix: str) -> int:
   pattern = re.compile(rf'{re.escape(prefix)}\.(\d+)\.')
   indices = {int(m.group(1)) for k in sd if (m := pattern.match(k))}
   return max(indices) + 1 if indices else 0
+
+
+# ---------------------------------------------------------------- report 000 backbones (ResNet18, VGG16)
+
+# Prefixes a backbone's torchvision keys may carry (a bare torchvision model, or a generator's submodule).
+_BACKBONE_PREFIXES = ('', 'backbone.')
+_BACKBONE_HINTS = {
+    'resnet18': "torchvision's resnet18 state_dict (e.g. resnet18-f37072fd.pth), or an .npz/.safetensors "
+                'with the same keys',
+    'vgg16': "torchvision's vgg16 state_dict (e.g. vgg16-397923af.pth), or an .npz/.safetensors with "
+             'the same keys',
+}
+
+
+def _resnet18_table() -> dict[tuple[str, str], tuple[str, tuple[int, ...]]]:
+  """{(collection, Flax path): (torch key, torch shape)} for ResNet18Features, in module order."""
+  from enhance_jax.models import backbones  # pylint: disable=g-import-not-at-top
+  table = {}
+
+  def conv(path, key, c_in, c_out, k):
+    table['params', f'{path}/kernel'] = (f'{key}.weight', (c_out, c_in, k, k))
+
+  def bn(path, key, c):
+    table['params', f'{path}/scale'] = (f'{key}.weight', (c,))
+    table['params', f'{path}/bias'] = (f'{key}.bias', (c,))
+    table['batch_stats', f'{path}/mean'] = (f'{key}.running_mean', (c,))
+    table['batch_stats', f'{path}/var'] = (f'{key}.running_var', (c,))
+
+  conv('conv1', 'conv1', 3, 64, 7)
+  bn('bn1', 'bn1', 64)
+  c_in = 64
+  for layer, c_out, strides in backbones.RESNET18_LAYERS:
+    for i in range(backbones.RESNET18_BLOCKS):
+      path, key = f'{layer}_{i}', f'{layer}.{i}'
+      conv(f'{path}/conv1', f'{key}.conv1', c_in, c_out, 3)
+      bn(f'{path}/bn1', f'{key}.bn1', c_out)
+      conv(f'{path}/conv2', f'{key}.conv2', c_out, c_out, 3)
+      bn(f'{path}/bn2', f'{key}.bn2', c_out)
+      if i == 0 and (strides != 1 or c_in != c_out):
+        conv(f'{path}/downsample_0', f'{key}.downsample.0', c_in, c_out, 1)
+        bn(f'{path}/downsample_1', f'{key}.downsample.1', c_out)
+      c_in = c_out
+  return table
+
+
+def _vgg16_table() -> dict[tuple[str, str], tuple[str, tuple[int, ...]]]:
+  """{('params', Flax path): (torch key, torch shape)} for VGG16Features, in module order."""
+  from enhance_jax.models import backbones  # pylint: disable=g-import-not-at-top
+  table = {}
+  for index, c_in, c_out in backbones.vgg16_conv_indices():
+    table['params', f'features_{index}/kernel'] = (f'features.{index}.weight', (c_out, c_in, 3, 3))
+    table['params', f'features_{index}/bias'] = (f'features.{index}.bias', (c_out,))
+  return table
+
+
+def _backbone_variables(sd: Mapping[str, np.ndarray], name: str, table: Mapping,
+                        namespace: tuple[str, ...]) -> dict:
+  """Converts `sd` by `table`; raises UserError naming the first missing, mis-shaped or unexpected key.
+
+  Keys outside the backbone (`fc.*`, `classifier.*`) and `num_batches_tracked` are ignored; a key under
+  the backbone's `namespace` that the table does not know (another depth's blocks, a BatchNorm VGG) is
+  unexpected.
+  """
+  first = next(iter(table.values()))[0]
+  prefix = next((p for p in _BACKBONE_PREFIXES if p + first in sd), '')
+  problems, flat = [], {}
+  for (collection, path), (key, shape) in table.items():
+    value = sd.get(prefix + key)
+    if value is None:
+      problems.append(f"missing '{prefix + key}'")
+    elif tuple(value.shape) != shape:
+      problems.append(f"'{prefix + key}' has shape {tuple(value.shape)}, want {shape}")
+    else:
+      value = np.asarray(value, np.float32)
+      flat[f'{collection}/{path}'] = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
+  known = {prefix + key for key, _ in table.values()}
+  problems += [f"unexpected '{k}'" for k in sd
+               if k.startswith(tuple(prefix + n for n in namespace)) and k not in known
+               and not k.endswith('num_batches_tracked')]
+  if problems:
+    raise UserError(f'the first mismatched key: {problems[0]}'
+                    + (f" (also {_clip(problems[1:], 4)})" if len(problems) > 1 else '')
+                    + f'; give {_BACKBONE_HINTS[name]}.')
+  return unflatten_params(flat)
+
+
+def resnet18_params_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict:
+  """torchvision resnet18 keys (`conv1`, `bn1`, `layer{1-4}.{0,1}.{conv,bn}{1,2}`, `.downsample.{0,1}`,
+  bare or under `backbone.`) -> ResNet18Features variables {'params': ..., 'batch_stats': ...} (numpy).
+  `fc.*` and `num_batches_tracked` are ignored."""
+  return _backbone_variables(sd, 'resnet18', _resnet18_table(), ('conv1.', 'bn1.', 'layer'))
+
+
+def vgg16_params_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict:
+  """torchvision vgg16 keys (`features.{i}` for the 13 convs, bare or under `backbone.`) ->
+  VGG16Features variables {'params': ...} (numpy). `classifier.*` is ignored."""
+  return _backbone_variables(sd, 'vgg16', _vgg16_table(), ('features.',))
+
+
+_BACKBONE_IMPORTERS = {'resnet18': resnet18_params_from_state_dict, 'vgg16': vgg16_params_from_state_dict}
+
+
+@functools.cache
+def warn_random_backbone(name: str) -> None:
+  """Says once per process and backbone that it starts from random, not ImageNet, weights."""
+  msg = (f'WARNING: the {name} backbone uses RANDOM weights, not ImageNet-pretrained ones; give '
+         f'{_BACKBONE_HINTS[name]} to start from them.')
+  logging.warning(msg)
+  print(msg, file=sys.stderr, flush=True)
+
+
+def load_backbone(name: str, path: str | os.PathLike | None) -> dict | None:
+  """Variables of the `backbone` submodule of report 000's CelebAGenerator/CelebADiscriminator.
+
+  name: 'resnet18' or 'vgg16' ('conv' has no pretrained weights: None, and a path is an error).
+  path: a torchvision state_dict file (.pth/.pt/.bin/.safetensors/.npz); None or '' gives None after a
+  one-time warning that the backbone is random. Returns {'params': ..., 'batch_stats': ...} (resnet18)
+  or {'params': ...} (vgg16) of jnp arrays, to put under params['backbone'] (and batch_stats['backbone']).
+  """
+  if name == 'conv':
+    if path:
+      raise UserError(f"The 'conv' backbone has no pretrained weights, but a weights file '{path}' was "
+                      'given; remove it or choose the resnet18 or vgg16 backbone.')
+    return None
+  if name not in _BACKBONE_IMPORTERS:
+    raise UserError(f"Unknown backbone '{name}'; use one of conv, {', '.join(_BACKBONE_IMPORTERS)}.")
+  if not path:
+    warn_random_backbone(name)
+    return None
+  sd = load_state_dict(path)
+  try:
+    variables = _BACKBONE_IMPORTERS[name](sd)
+  except UserError as err:
+    raise UserError(f"Cannot use '{path}' as {name} weights: {err}") from err
+  return jax.tree.map(jnp.asarray, variables)

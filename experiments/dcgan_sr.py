@@ -15,6 +15,8 @@ import ml_collections
 
 from enhance_jax.config import load_experiment
 
+REPORT = '003'
+
 
 def get_config():
   c = load_experiment('srgan')

@@ -7,6 +7,8 @@ GAN training with VGG19 (before activation) content 1.0 + relativistic-average a
 
 import ml_collections
 
+REPORT = '004'
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -35,11 +37,15 @@ def get_config():
   c.data.data_dir = ''                   # tfds data_dir ('' = tfds default)
   c.data.patch_size = 128                # HR patch side (LR = patch_size / scale)
   c.data.val_patch_size = 256            # HR centre crop used for in-training validation
-  c.data.degradation = 'bicubic_blur'    # report 004: bicubic x4 down + Gaussian blur radius 1.5
-  c.data.blur_sigma = 1.5
+  # Ops 'name(args)|...' of enhance_jax.degradations.OPS, each with its own factor (not model.scale):
+  c.data.degradation = 'bicubic_blur(4, 1.5)'  # report 004: bicubic x4 down + Gaussian blur radius 1.5
+  c.data.train_on = 'degraded'           # model input in training: 'degraded' (= 'noisy') | 'clean'
   c.data.degrade_on_device = False      # True: the pipeline ships HR only, the step computes LR
   c.data.augment = True                  # random flips and rot90 (BasicSR use_hflip/use_rot)
-  c.data.hr_resize = 0                   # >0: centre square crop, resize to this side, then crop patches
+  c.data.hr_resize = 0                   # >0: fit each image to this square side, then crop patches
+  c.data.hr_resize_mode = 'resize'       # 'resize' (centre square, resized) | 'crop_or_resize'
+  c.data.normalize = 'none'              # 'none' | 'minmax' (each HR stretched to span [0, 1])
+  c.data.fraction = 1.0                  # share of the training images used
   c.data.affine = ml_collections.ConfigDict({  # Keras ImageDataGenerator-style (report 004); 0 = off
       'rotation': 0.0,                   # degrees: angle uniform in [-rotation, rotation]
       'shift': 0.0,                      # fraction of the side: shift uniform in [-shift, shift]
@@ -75,10 +81,12 @@ def get_config():
   c.train.lr_decay = 0.5
   c.train.ema_decay = 0.999              # 0 disables the EMA generator
   c.train.precision = 'fp32'             # 'fp32' | 'bf16' compute; params stay float32
-  c.train.steps_per_epoch = 0            # 0 = len(train images) // batch_size (at least 1)
+  c.train.steps_per_epoch = 0            # epoch length for reporting; 0 = len(train images) // batch
   c.train.log_every_steps = 100
-  c.train.sample_every_epochs = 1
-  c.train.early_stopping_patience = 5    # epochs without a better val PSNR, per stage; 0 = off
+  c.train.eval_every_steps = 5000        # validation + samples (BasicSR val_freq)
+  c.train.checkpoint_every_steps = 5000  # besides every improvement of best_metric and each stage end
+  c.train.best_metric = 'psnr'           # val metric of the best checkpoint: psnr, ssim, mse, loss, ...
+  c.train.early_stopping_patience = 5    # evaluations without a better best_metric, per stage; 0 = off
   c.train.keep_checkpoints = 3           # latest N; the best is kept apart
   c.train.progress = True
   return c.lock()

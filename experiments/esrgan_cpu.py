@@ -7,6 +7,8 @@ VGG19): with loss.vgg_weights set, put it back with --set loss.gan.pixel=0.01.
 
 from enhance_jax.config import load_experiment
 
+REPORT = '004'
+
 
 def get_config():
   c = load_experiment('esrgan')
@@ -26,7 +28,8 @@ def get_config():
   c.train.pretrain_milestones = (400,)
   c.train.gan_milestones = (150,)
   c.train.ema_decay = 0.0
-  c.train.steps_per_epoch = 100
+  c.train.eval_every_steps = 100
+  c.train.checkpoint_every_steps = 300
   c.train.log_every_steps = 25
   c.train.early_stopping_patience = 0
   return c

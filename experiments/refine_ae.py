@@ -11,6 +11,8 @@ import ml_collections
 
 from enhance_jax.config import load_experiment
 
+REPORT = '004'
+
 
 def get_config():
   c = load_experiment('esrgan')
@@ -22,8 +24,7 @@ def get_config():
   c.data.hr_resize = 640
   c.data.patch_size = 640
   c.data.val_patch_size = 640
-  c.data.degradation = 'bicubic_blur'
-  c.data.blur_sigma = 1.5
+  c.data.degradation = 'bicubic_blur(4, 1.5)'
   c.data.augment = False
 
   c.loss.pretrain = ml_collections.ConfigDict({'pixel': 1.0})
@@ -37,8 +38,9 @@ def get_config():
   c.train.b2 = 0.999
   c.train.pretrain_milestones = ()
   c.train.num_steps = 5 * 2560 // 16     # 5 epochs of Flickr2K's 2,560 images
-  c.train.pretrain_steps = c.train.num_steps
   c.train.steps_per_epoch = 0
+  c.train.eval_every_steps = 2560 // 16  # once an epoch
+  c.train.checkpoint_every_steps = 2560 // 16
   c.train.ema_decay = 0.0
   c.train.early_stopping_patience = 4
   return c.lock()

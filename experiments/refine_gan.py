@@ -11,6 +11,8 @@ import ml_collections
 
 from enhance_jax.config import load_experiment
 
+REPORT = '004'
+
 
 def get_config():
   c = load_experiment('refine_ae')

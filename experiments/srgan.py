@@ -17,6 +17,8 @@ import ml_collections
 
 from enhance_jax.config import load_experiment
 
+REPORT = '003'
+
 
 def get_config():
   c = load_experiment('esrgan')
@@ -32,7 +34,7 @@ def get_config():
 
   c.data.patch_size = 64                 # HR 64, LR 16
   c.data.val_patch_size = 128
-  c.data.degradation = 'bicubic'         # report 003: LR by resizing
+  c.data.degradation = 'bicubic(4)'      # report 003: LR by resizing
   c.data.augment = False                 # report 003 names no augmentation
   c.data.hr_resize = 0                   # 64 for CelebA (whole faces); 0 = crops of larger photos
 
@@ -50,6 +52,8 @@ def get_config():
   c.train.pretrain_steps = 10_000
   c.train.num_steps = 10_000 + 20 * 1021  # report 003: 20 epochs of 1021 batches in the GAN stage
   c.train.steps_per_epoch = 1021
+  c.train.eval_every_steps = 1021        # once an epoch
+  c.train.checkpoint_every_steps = 1021
   c.train.pretrain_lr = 1e-4
   c.train.g_lr = 1e-4
   c.train.d_lr = 1e-4

@@ -13,6 +13,8 @@ Flickr2K: `--set data.source=folder:/data/Flickr2K` (or records: from data/prepa
 
 from enhance_jax.config import load_experiment
 
+REPORT = '004'
+
 
 def get_config():
   c = load_experiment('srgan')
@@ -24,8 +26,7 @@ def get_config():
   c.data.hr_resize = 640                 # HR resized to 640 x 640 (centre square), LR 160
   c.data.patch_size = 640
   c.data.val_patch_size = 640
-  c.data.degradation = 'bicubic_blur'
-  c.data.blur_sigma = 1.5
+  c.data.degradation = 'bicubic_blur(4, 1.5)'
   c.data.affine.rotation = 90.0
   c.data.affine.shift = 0.2
   c.data.affine.shear = 0.2
@@ -35,6 +36,8 @@ def get_config():
   c.train.batch_size = 16
   c.train.pretrain_steps = 0             # report 004 trains the GAN directly
   c.train.steps_per_epoch = 0            # one pass over the training images
+  c.train.eval_every_steps = 4000 // 16  # report 004 validates once an epoch
+  c.train.checkpoint_every_steps = 4000 // 16
   c.train.num_steps = 150 * 4000 // 16   # 150 epochs of ~4000 (augmented) images
   c.train.early_stopping_patience = 4
   return c.lock()

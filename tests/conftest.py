@@ -28,11 +28,12 @@ jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
 
 # esrgan_cpu shrunk to seconds: 1 RRDB of width 8, D of width 8, 32-pixel HR patches, VGG19 up to
-# conv2_2 for the content loss; 2 L1 steps then 4 GAN steps, 2 steps an epoch.
+# conv2_2 for the content loss; 2 L1 steps then 4 GAN steps, validation and checkpoints every 2.
 TINY = ('model.num_blocks=1', 'model.num_features=8', 'model.growth_channels=4',
         'discriminator.num_features=8', 'discriminator.dense_features=16',
         'data.patch_size=32', 'data.val_patch_size=64', 'train.batch_size=8',
-        'loss.content_layer=conv2_2', 'train.steps_per_epoch=2', 'train.pretrain_steps=2',
+        'loss.content_layer=conv2_2', 'train.steps_per_epoch=2', 'train.eval_every_steps=2',
+        'train.checkpoint_every_steps=2', 'train.pretrain_steps=2',
         'train.num_steps=6', 'train.progress=False')
 
 
@@ -49,20 +50,22 @@ def tiny_config_fixture():
 
 def photo_batch(config, n=None, seed=0):
   """A fixed batch of real photo patches: N (default: the batch size) HR crops of the config's patch
-  size from astronaut/coffee/chelsea, float32 NHWC in [0, 1], with their LR by the config's
-  degradation."""
+  size from astronaut/coffee/chelsea (fitted to data.hr_resize first when set), float32 NHWC in
+  [0, 1], with their LR by the config's degradation."""
   import skimage.data  # pylint: disable=g-import-not-at-top
   from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  n, p = n or config.train.batch_size, config.data.patch_size
+  n, (ph, pw) = n or config.train.batch_size, input_pipeline.patch_hw(config)
   rng = np.random.default_rng(seed)
   photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
   hr = []
+  side, mode = config.data.get('hr_resize', 0), config.data.get('hr_resize_mode', 'resize')
   for i in range(n):
     photo = photos[i % len(photos)]
-    top, left = rng.integers(0, photo.shape[0] - p), rng.integers(0, photo.shape[1] - p)
-    hr.append(photo[top:top + p, left:left + p].astype(np.float32) / 255.0)
-  degrade = input_pipeline.degrade_fn(config)
-  return {'lr': np.stack([np.asarray(degrade(x), np.float32) for x in hr]), 'hr': np.stack(hr)}
+    if side:  # fitted to data.hr_resize first, as the pipeline does (back to uint8 for the crop)
+      photo = np.round(input_pipeline.prepare_hr(photo, side, mode) * 255).astype(np.uint8)
+    top, left = (rng.integers(0, max(1, photo.shape[0] - ph)), rng.integers(0, max(1, photo.shape[1] - pw)))
+    hr.append(photo[top:top + ph, left:left + pw].astype(np.float32) / 255.0)
+  return {'lr': np.stack(input_pipeline.degrade_fixed(hr, config)), 'hr': np.stack(hr)}
 
 
 def fast_jit(fn, *args):

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -37,14 +38,26 @@ def test_esrgan_defaults_follow_report_004(esrgan):
   assert dict(loss.pretrain) == {'pixel': 1.0}
   assert esrgan.train.early_stopping_patience > 0
   assert esrgan.train.pretrain_steps <= esrgan.train.num_steps
+  assert esrgan.data.degradation == 'bicubic_blur(4, 1.5)'  # bicubic x4 down, then blur radius 1.5
+  assert esrgan.data.train_on == 'degraded' and esrgan.train.best_metric == 'psnr'
 
 
 @pytest.mark.parametrize('key', ['model.num_blocks', 'model.num_features', 'model.scale', 'data.source',
                                  'data.patch_size', 'train.batch_size', 'train.num_steps',
-                                 'train.pretrain_steps', 'seed'])
+                                 'train.pretrain_steps', 'seed', 'data.degradation', 'data.train_on',
+                                 'data.hr_resize_mode', 'data.normalize', 'data.fraction',
+                                 'train.eval_every_steps', 'train.checkpoint_every_steps',
+                                 'train.best_metric'])
 def test_documented_keys_exist(esrgan, key):
   _get(esrgan, key)  # KeyError/AttributeError fails the test
   assert key in config_lib._leaf_keys(esrgan)
+
+
+@pytest.mark.parametrize('key', ['data.blur_sigma', 'train.sample_every_epochs'])
+def test_removed_keys_are_gone(esrgan, key):
+  assert key not in config_lib._leaf_keys(esrgan)
+  with pytest.raises(UserError, match='no such config key'):
+    config_lib.get_config('esrgan', [f'{key}=1'])
 
 
 def test_every_experiment_loads_and_validates():
@@ -117,17 +130,71 @@ def test_unknown_experiment_suggests_esrgan():
 
 
 @pytest.mark.parametrize('overrides, mentions', [
-    (['model.scale=3'], 'model.scale'),
-    (['train.pretrain_steps=10', 'train.num_steps=5'], 'train.pretrain_steps'),
+    (['model.scale=5'], 'model.scale'),
+    (['model.scale=3'], 'data.patch_size'),  # x3 is supported, but 128 is no multiple of 3
     (['data.patch_size=130'], 'data.patch_size'),
-    (['data.patch_size=8'], 'data.patch_size'),
+    (['data.patch_size=4'], 'data.patch_size'),  # the minimum is 8
+    (['data.patch_size=6'], 'data.patch_size'),
+    (['model.scale=8', 'data.degradation=bicubic(8)', 'data.patch_size=36'], 'data.patch_size'),
+    (['model.scale=2', 'data.degradation=bicubic(2)', 'data.patch_size=66'], 'data.patch_size'),
     (['train.batch_size=0'], 'train.batch_size'),
     (['data.val_fraction=1.0'], 'data.val_fraction'),
     (['data.val_fraction=-0.1'], 'data.val_fraction'),
+    (['data.degradation=jpeg(90)'], 'jpeg'),
+    (['data.degradation=bicubic(4'], 'bicubic(4'),
+    (['data.degradation=bicubic'], 'bicubic'),
+    (['data.train_on=hr'], 'data.train_on'),
+    (['data.hr_resize_mode=stretch'], 'data.hr_resize_mode'),
+    (['data.normalize=zscore'], 'data.normalize'),
+    (['data.fraction=0.0'], 'data.fraction'),
+    (['data.fraction=1.5'], 'data.fraction'),
+    (['train.eval_every_steps=0'], 'train.eval_every_steps'),
+    (['train.checkpoint_every_steps=0'], 'train.checkpoint_every_steps'),
+    (['train.best_metric=lpips'], 'train.best_metric'),
 ])
 def test_validation_errors(overrides, mentions):
-  with pytest.raises(UserError, match=mentions.replace('.', r'\.')):
+  with pytest.raises(UserError, match=re.escape(mentions)):
     config_lib.get_config('esrgan', overrides)
+
+
+@pytest.mark.parametrize('overrides, degradation, scale', [
+    (['data.degradation=bicubic(2)'], 'bicubic(2)', 4),
+    (['data.degradation=bicubic_blur(8, 1.5)'], 'bicubic_blur(8, 1.5)', 4),
+    (['data.degradation=down_up(4)'], 'down_up(4)', 4),
+    (['model.scale=2'], 'bicubic_blur(4, 1.5)', 2),
+    (['model.scale=1'], 'bicubic_blur(4, 1.5)', 1),
+    (['model.scale=8', 'data.degradation=bicubic(4)'], 'bicubic(4)', 8),
+])
+def test_degradation_factor_must_equal_model_scale(overrides, degradation, scale):
+  with pytest.raises(UserError) as e:
+    config_lib.get_config('esrgan', overrides)
+  msg = str(e.value)
+  assert f'data.degradation={degradation!r}' in msg and f'model.scale={scale}' in msg, msg
+
+
+@pytest.mark.parametrize('overrides', [
+    ['model.scale=1', 'data.degradation=down_up(5)'],
+    ['model.scale=1', "data.degradation=one_of('salt_pepper(0.3, 0.6)', 'darken(0.3, 0.6)')"],
+    ['model.scale=1', 'data.degradation=color_noise(0.3, 0.6)|clip'],
+    ['model.scale=2', 'data.degradation=bicubic(2)'],
+    ['model.scale=3', 'data.degradation=bicubic(3)', 'data.patch_size=96'],
+    ['model.scale=8', 'data.degradation=bicubic_blur(8, 1.5)'],
+    ['data.degradation=bicubic(4)|blur(0.8)'],
+    ['data.degradation=blur(0.8)|bicubic(4)|clip'],
+    ['model.scale=4', 'data.degradation=bicubic(2)|bicubic(2)', 'data.patch_size=64'],
+    ['data.patch_size=8'],  # the new minimum
+    ['data.train_on=clean', 'data.degradation=bicubic(2)'],  # the input is the target: no LR to size
+])
+def test_matching_degradation_and_scale_validate(overrides):
+  config = config_lib.get_config('esrgan', overrides)
+  assert config.data.degradation == dict(o.split('=', 1) for o in overrides).get(
+      'data.degradation', 'bicubic_blur(4, 1.5)')
+
+
+def test_pretrain_steps_may_exceed_num_steps():
+  # the run ends at num_steps in whatever stage it has reached (no longer a config error)
+  config = config_lib.get_config('esrgan', ['train.pretrain_steps=10', 'train.num_steps=5'])
+  assert (config.train.pretrain_steps, config.train.num_steps) == (10, 5)
 
 
 def test_returned_config_is_locked(esrgan):
@@ -146,7 +213,8 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize('args', [('--exp', 'nope'), ('--set', 'train.batch_size=abc'),
-                                  ('--set', 'train.batchsize=8'), ('--set', 'model.scale=3')])
+                                  ('--set', 'train.batchsize=8'), ('--set', 'model.scale=5'),
+                                  ('--set', 'data.degradation=bicubic(2)')])
 def test_cli_user_errors_exit_2_with_one_line(args, tmp_path):
   out = _cli(*args, '--workdir', str(tmp_path / 'run'))
   assert out.returncode == 2, out.stderr

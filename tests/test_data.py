@@ -3,6 +3,7 @@
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -261,8 +262,8 @@ def test_train_batches_shapes_range_and_degradation(embedded_train):
 
 def test_degradation_sees_the_augmented_patch(embedded_train, monkeypatch):
   """A degradation that does not commute with flips/rot90 shows that it runs after augmentation."""
-  monkeypatch.setattr(input_pipeline, 'degrade_fn', lambda config: lambda hr: hr[::4, 1::4] * 0.5)
   cfg = _config('data.augment=True')
+  monkeypatch.setattr(input_pipeline, 'degrade_fn', lambda config: lambda hr, rng: hr[::4, 1::4] * 0.5)
   batches = _take(input_pipeline.train_iterator(input_pipeline.train_dataset(embedded_train, cfg)), 2)
   for b in batches:
     np.testing.assert_array_equal(b['lr'], b['hr'][:, ::4, 1::4] * 0.5)
@@ -348,6 +349,71 @@ def test_validation_batch_shapes(embedded_eval, image_tree):
   for i, (lr, hr) in enumerate(zip(val['lr'], val['hr'])):
     np.testing.assert_array_equal(hr, degradations.center_crop(src[i], side) / np.float32(255))
     np.testing.assert_allclose(lr, degradations.bicubic_down_blur(hr, SCALE, 1.5), atol=1e-6)
+
+
+def test_degradation_draws_from_the_record_seed(embedded_train):
+  """A random degradation (report 001's noise at x1) is part of the seeded pipeline: the same seed
+  gives the same LR, and the LR differs from patch to patch."""
+  def batches(seed):
+    cfg = _config('model.scale=1', "data.degradation=one_of('salt_pepper(0.3, 0.6)', 'darken(0.3, 0.6)')",
+                  f'seed={seed}')
+    return _take(input_pipeline.train_iterator(input_pipeline.train_dataset(embedded_train, cfg)), 2)
+  a, b, c = batches(0), batches(0), batches(1)
+  for x, y in zip(a, b):
+    _assert_batches_equal(x, y)
+  assert not all(np.array_equal(x['lr'], z['lr']) for x, z in zip(a, c))
+  kinds = []
+  for batch in a:
+    assert batch['lr'].shape == batch['hr'].shape == (4, PATCH, PATCH, 3)
+    for lr, hr in zip(batch['lr'], batch['hr']):
+      hit = np.any(lr != hr, axis=-1) & np.all((lr == 0) | (lr == 1), axis=-1)
+      if hit.mean() > 0.2:  # salt and pepper: 30-60 % of the pixels black or white, the rest kept
+        kinds.append('salt_pepper')
+        assert 0.3 - 0.1 <= hit.mean() <= 0.6 + 0.1
+        np.testing.assert_array_equal(lr[~hit], hr[~hit])
+      else:  # darkened: every pixel times one factor 1 - p, p in [0.3, 0.6]
+        kinds.append('darken')
+        f = float(np.median(lr[hr > 0.05] / hr[hr > 0.05]))
+        assert 0.4 - 1e-6 <= f <= 0.7 + 1e-6
+        np.testing.assert_allclose(lr, hr * f, atol=1e-6)
+  assert set(kinds) == {'salt_pepper', 'darken'}, kinds
+
+
+def test_validation_lr_uses_fixed_per_image_seeds(embedded_eval):
+  cfg = _config('model.scale=1', 'data.degradation=salt_pepper(0.3, 0.6)', 'data.val_patch_size=64')
+  val = input_pipeline.validation_batch(embedded_eval, cfg)
+  assert val['lr'].shape == val['hr'].shape == (len(embedded_eval), 64, 64, 3)
+  np.testing.assert_array_equal(input_pipeline.validation_batch(embedded_eval, cfg)['lr'], val['lr'])
+  np.testing.assert_array_equal(np.stack(input_pipeline.degrade_fixed(val['hr'], cfg)), val['lr'])
+  masks = [np.any(lr != hr, axis=-1) for lr, hr in zip(val['lr'], val['hr'])]
+  for mask in masks:
+    assert 0.3 - 0.05 <= mask.mean() <= 0.6 + 0.05
+  assert not np.array_equal(masks[0], masks[1])  # a seed per image, not one for all
+  # the seed is (config.seed, offset + index): a single image gets the noise it gets in the batch
+  one = input_pipeline.degrade_fixed(val['hr'][1:], cfg, seed_offset=1)[0]
+  np.testing.assert_array_equal(one, val['lr'][1])
+  other = input_pipeline.validation_batch(embedded_eval, _config(
+      'model.scale=1', 'data.degradation=salt_pepper(0.3, 0.6)', 'data.val_patch_size=64', 'seed=1'))
+  assert not np.array_equal(other['lr'], val['lr'])
+  np.testing.assert_array_equal(other['hr'], val['hr'])
+
+
+def test_patch_sides_may_differ():
+  assert input_pipeline.patch_hw(_config()) == (PATCH, PATCH)
+  assert input_pipeline.patch_hw(ml_collections.ConfigDict({'data': {'patch_size': (16, 24)}})) == (16, 24)
+  image = (np.arange(16 * 24 * 3).reshape(16, 24, 3) % 251).astype(np.uint8)  # the patch itself
+  hr = image.astype(np.float32) / 255
+  flips = {np.ascontiguousarray(degradations.flip_rot90(hr, h, v, False)).tobytes()
+           for h in (False, True) for v in (False, True)}
+  degrade = degradations.parse('bicubic(4)')
+  seen = set()
+  for seed in range(32):
+    pair = input_pipeline.make_pair(image, np.random.default_rng(seed), patch_size=(16, 24),
+                                    augment=True, degrade=degrade)
+    assert pair['hr'].shape == (16, 24, 3) and pair['lr'].shape == (4, 6, 3)
+    np.testing.assert_allclose(pair['lr'], degradations.bicubic_down(pair['hr'], 4), atol=1e-6)
+    seen.add(pair['hr'].tobytes())
+  assert seen == flips  # both flips occur; rot90, which would swap the sides, never does
 
 
 def test_prefetch_to_device_pairs_batches_with_their_state(embedded_train):

@@ -19,7 +19,8 @@ def l1_run(tmp_path_factory):
   """A small ESRGAN's L1 stage, trained for a couple of CPU minutes on the embedded photos."""
   workdir = tmp_path_factory.mktemp('esrgan_l1')
   config = config_lib.get_config('esrgan_cpu', [
-      'train.pretrain_steps=400', 'train.num_steps=400', 'train.steps_per_epoch=200',
+      'train.pretrain_steps=400', 'train.num_steps=400', 'train.eval_every_steps=200',
+      'train.checkpoint_every_steps=200',
       'train.progress=False'])
   train.train_and_evaluate(config, workdir)
   return workdir

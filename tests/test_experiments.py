@@ -1,5 +1,5 @@
-"""Every experiment of reports 003 and 004 builds, trains through `train_and_evaluate` on the embedded
-photos, writes a checkpoint that evaluate restores, and learns on a fixed batch."""
+"""Every experiment of reports 000, 001, 003 and 004 builds, trains through `train_and_evaluate` on the
+embedded photos, writes a checkpoint that evaluate restores, and learns on a fixed batch."""
 
 import json
 
@@ -10,16 +10,21 @@ import pytest
 from conftest import fast_jit, photo_batch
 from enhance_jax import config as config_lib
 from enhance_jax import evaluate
+from enhance_jax import frozen as frozen_lib
+from enhance_jax import input_pipeline
 from enhance_jax import models
 from enhance_jax import train
 from enhance_jax import trainer
-from enhance_jax import weights
 
-FAMILY = ('srgan', 'srgan6', 'dcgan_sr', 'refine_ae', 'refine_gan')
-GANS = ('srgan', 'srgan6', 'dcgan_sr', 'refine_gan')
+REPORT_000 = ('celeba_cnn', 'celeba_rbf', 'celeba_gan')
+REPORT_001 = ('cifar10_denoise_ae', 'cifar10_denoise_vae', 'catsdogs_deconv', 'catsdogs_resnet')
+FAMILY = ('srgan', 'srgan6', 'dcgan_sr', 'refine_ae', 'refine_gan', *REPORT_000, *REPORT_001)
+GANS = ('srgan', 'srgan6', 'dcgan_sr', 'refine_gan', 'celeba_gan')
+SAME_SIZE = ('celeba_cnn', 'celeba_rbf', 'celeba_gan', 'cifar10_denoise_ae', 'cifar10_denoise_vae')
 
-_RUN = ('train.batch_size=4', 'train.steps_per_epoch=2', 'train.progress=False',
-        'train.log_every_steps=1')
+_RUN = ('train.batch_size=4', 'train.eval_every_steps=2', 'train.checkpoint_every_steps=2',
+        'train.progress=False', 'train.log_every_steps=1')
+_CELEBA = ('data.patch_size=(64, 48)', 'train.num_steps=4', 'train.batch_size=2')
 # Each experiment at test size: a narrow, shallow network on small patches.
 TINY = {
     'srgan': ('model.num_blocks=1', 'model.num_features=8', 'discriminator.num_features=8',
@@ -36,6 +41,13 @@ TINY = {
     'refine_gan': ('model.num_features=8', 'model.num_layers=1', 'discriminator.num_features=8',
                    'data.hr_resize=64', 'data.patch_size=64', 'data.val_patch_size=64',
                    'train.num_steps=4'),
+    'celeba_cnn': ('model.num_features=8', *_CELEBA),
+    'celeba_rbf': ('model.num_units=16', *_CELEBA),
+    'celeba_gan': ('model.num_features=8', 'discriminator.num_features=8', *_CELEBA),
+    'cifar10_denoise_ae': ('train.num_steps=4',),
+    'cifar10_denoise_vae': ('train.num_steps=4',),
+    'catsdogs_deconv': ('train.num_steps=4', 'train.batch_size=2'),  # the report's 180 -> 360
+    'catsdogs_resnet': ('model.num_features=8', 'train.num_steps=4', 'train.batch_size=2'),  # 90 -> 360
 }
 
 
@@ -52,20 +64,20 @@ def test_report_config_builds_at_full_size(name):
   """The experiment's own config (the reports' sizes) gives modules whose output shapes are right."""
   config = config_lib.get_config(name)
   task = trainer.make_task(config)
-  hr = config.data.patch_size
-  lr = hr // config.model.scale
-  state = jax.eval_shape(lambda k: trainer.init_state(task, k, (2, lr, lr, 3), (2, hr, hr, 3)),
+  hh, hw = input_pipeline.patch_hw(config)
+  lh, lw = hh // config.model.scale, hw // config.model.scale
+  state = jax.eval_shape(lambda k: trainer.init_state(task, k, (2, lh, lw, 3), (2, hh, hw, 3)),
                          jax.random.key(0))
   sr = jax.eval_shape(lambda v, x: trainer.predict(task, v, x),
                       {'params': state.g_params, **({'batch_stats': state.g_stats}
                                                     if state.g_stats else {})},
-                      jax.ShapeDtypeStruct((2, lr, lr, 3), np.float32))
-  assert sr.shape == (2, hr, hr, 3)
+                      jax.ShapeDtypeStruct((2, lh, lw, 3), np.float32))
+  assert sr.shape == (2, hh, hw, 3)
   if name in GANS:
     logits = jax.eval_shape(
         lambda v, x: task.discriminator.apply(v, x),
         {'params': state.d_params, 'batch_stats': state.d_stats},
-        jax.ShapeDtypeStruct((2, hr, hr, 3), np.float32))
+        jax.ShapeDtypeStruct((2, hh, hw, 3), np.float32))
     assert logits.shape == (2,)
   else:
     assert task.discriminator is None and state.d_params == {}
@@ -85,16 +97,43 @@ def test_report_sizes_of_the_family():
   assert (ae.train.optimizer, ae.train.pretrain_lr, ae.loss.pixel_criterion) == ('adamw', 1e-4, 'l2')
   for n in ('srgan6', 'refine_ae', 'refine_gan'):
     c = config_lib.get_config(n)
-    assert (c.data.degradation, c.data.blur_sigma, c.data.hr_resize) == ('bicubic_blur', 1.5, 640)
+    assert (c.data.degradation, c.data.hr_resize) == ('bicubic_blur(4, 1.5)', 640)
     assert c.train.early_stopping_patience == 4
   affine = config_lib.get_config('srgan6').data.affine
   assert dict(affine) == {'rotation': 90.0, 'shift': 0.2, 'shear': 0.2, 'zoom': 0.2, 'hflip': True}
 
 
-def test_discriminator_none_needs_a_supervised_only_run():
-  from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  with pytest.raises(UserError, match='pretrain_steps'):
-    config_lib.get_config('refine_ae', ['train.pretrain_steps=10', 'train.num_steps=20'])
+def test_report_000_and_001_sizes_and_data():
+  """The reports' sizes and data settings as the experiments' defaults."""
+  for n in REPORT_000:
+    c = config_lib.get_config(n)
+    assert (input_pipeline.patch_hw(c), c.model.scale, c.data.degradation) == ((218, 178), 1,
+                                                                              'down_up(5)')
+    assert (c.data.normalize, c.data.val_fraction) == ('minmax', 0.4)
+  gan = config_lib.get_config('celeba_gan')
+  assert (gan.train.g_lr, gan.train.d_lr, gan.train.batch_size) == (1e-4, 5e-5, 64)  # table 2, exp 3
+  assert dict(gan.loss.gan) == {'mse': 1.0, 'adversarial': 1.0} and gan.loss.gan_type == 'vanilla'
+  assert gan.model.backbone == gan.discriminator.backbone == 'conv'
+  for n in ('cifar10_denoise_ae', 'cifar10_denoise_vae'):
+    c = config_lib.get_config(n)
+    assert (c.data.patch_size, c.model.scale, c.data.train_on) == (32, 1, 'noisy')
+    for noise in ('salt_pepper(0.3, 0.6)', 'color_noise(0.3, 0.6)', 'darken(0.3, 0.6)',
+                  'brighten(0.3, 0.6)'):
+      assert noise in c.data.degradation
+  assert config_lib.get_config('cifar10_denoise_vae').loss.pretrain.kl > 0
+  for n, scale in (('catsdogs_deconv', 2), ('catsdogs_resnet', 4)):
+    c = config_lib.get_config(n)
+    assert (c.data.hr_resize, c.data.hr_resize_mode, c.model.scale) == (360, 'crop_or_resize', scale)
+    assert c.data.degradation == f'bicubic({scale})'
+
+
+@pytest.mark.parametrize('name', ['refine_ae', 'srgan', 'esrgan', 'celeba_gan', 'cifar10_denoise_vae'])
+def test_num_steps_alone_always_works(name):
+  """`--set train.num_steps=N` alone is a valid run for any experiment: it ends at N in whatever
+  stage (was: 'pretrain_steps exceeds num_steps')."""
+  config = config_lib.get_config(name, ['train.num_steps=3'])
+  meta = {'stage': train.first_stage(config), 'gan_start': None}
+  assert train._stage_end(config, meta) <= 3  # pylint: disable=protected-access
 
 
 def _check_run(name, config, workdir, val_steps):
@@ -103,6 +142,8 @@ def _check_run(name, config, workdir, val_steps):
   records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   steps = [r for r in records if r['split'] == 'train']
   assert steps[-1]['step'] == config.train.num_steps
+  term = next(k for k, w in config.loss.pretrain.items() if w)
+  assert all(f'loss_{term}' in r for r in steps if r['stage'] == 'pretrain')
   if name in GANS:
     gan = [r for r in steps if r['stage'] == 'gan']
     assert gan and all({'d_loss', 'd_real', 'd_fake', 'loss_adversarial'} <= set(r) for r in gan)
@@ -112,6 +153,8 @@ def _check_run(name, config, workdir, val_steps):
   assert result['checkpoint']['step'] == config.train.num_steps
   assert result['experiment'] == name
   assert [r['name'] for r in result['images']] == ['astronaut', 'coffee']
+  kinds = ('model', 'input') if name in SAME_SIZE else ('model', 'bicubic', 'nearest')
+  assert tuple(result['kinds']) == kinds and set(result['mean']) == set(kinds)
   for r in result['images']:
     assert np.isfinite(r['model']['psnr']) and (workdir / 'eval' / f'{r["name"]}.png').is_file()
     if config.data.hr_resize:  # scored at the training resolution
@@ -126,15 +169,20 @@ def test_trains_through_the_cli_entry_point_and_evaluates(name, tmp_path):
   _check_run(name, config, tmp_path, range(2, config.train.num_steps + 1, 2))
 
 
+# Report 000's same-size models start near the identity's loss and move slowly at 1e-3.
+FIXED_BATCH_LR = {'celeba_rbf': 1e-2, 'celeba_gan': 3e-3}
+
+
 def _fixed_batch_losses(name, steps):
   """The experiment's own step (the GAN step for GANs) run STEPS times on one fixed batch."""
   stage = 'gan' if name in GANS else 'pretrain'
-  config = tiny(name, 'train.g_lr=1e-3', 'train.d_lr=1e-3', 'train.pretrain_lr=1e-3')
+  lr = FIXED_BATCH_LR.get(name, 1e-3)
+  config = tiny(name, f'train.g_lr={lr}', f'train.d_lr={lr}', f'train.pretrain_lr={lr}')
   batch = jax.tree.map(np.asarray, photo_batch(config, n=4))
   task = trainer.make_task(config)
   state = jax.jit(lambda k: trainer.init_state(task, k, batch['lr'].shape, batch['hr'].shape))(
       jax.random.key(0))
-  vgg = (weights.load_vgg19(None, (config.loss.content_layer,)) if trainer.uses_vgg(task) else None)
+  vgg = frozen_lib.load(tuple(task.frozen), config)
   fn = trainer.gan_step if stage == 'gan' else trainer.pretrain_step
   step = fast_jit(lambda s, b, v: fn(task, s, b, v), state, batch, vgg)
   history = []
@@ -147,7 +195,9 @@ def _fixed_batch_losses(name, steps):
 @pytest.mark.parametrize('name', FAMILY)
 def test_loss_falls_on_a_fixed_batch(name):
   config, history = _fixed_batch_losses(name, 25)
-  term = 'loss_content' if 'content' in config.loss.gan and name in GANS else 'loss_pixel'
+  weights_ = config.loss.gan if name in GANS else config.loss.pretrain
+  term = 'loss_content' if weights_.get('content') else 'loss_' + next(
+      k for k, w in weights_.items() if w and k not in ('adversarial', 'kl'))
   first, last = history[0][term], np.mean([h[term] for h in history[-3:]])
   assert last < 0.8 * first, (term, first, last)
   if name in GANS:  # D learns to tell this batch's HR from its SR
@@ -173,8 +223,9 @@ def test_generators_with_batchnorm_keep_running_statistics():
 
 
 def test_models_registry_lists_the_family():
-  assert {'srresnet', 'dcgan_sr', 'refine_ae', 'refine_gan', 'rrdbnet'} <= set(models.GENERATORS)
-  assert {'vgg_style', 'dcgan_sr', 'refine'} <= set(models.DISCRIMINATORS)
+  assert {'srresnet', 'dcgan_sr', 'refine_ae', 'refine_gan', 'rrdbnet', 'celeba_cnn', 'celeba_rbf',
+          'celeba_gan', 'denoise_ae', 'denoise_vae', 'deconv_sr', 'resnet_sr'} <= set(models.GENERATORS)
+  assert {'vgg_style', 'dcgan_sr', 'refine', 'celeba'} <= set(models.DISCRIMINATORS)
 
 
 SRGAN_VAL_STEPS = (250, 500, 520)
@@ -188,7 +239,8 @@ def srgan_run(tmp_path_factory):
   config = config_lib.get_config('srgan', [
       'model.num_blocks=2', 'model.num_features=32', 'discriminator.num_features=16',
       'discriminator.dense_features=64', 'train.batch_size=8', 'train.pretrain_lr=1e-3',
-      'train.pretrain_steps=500', 'train.num_steps=520', 'train.steps_per_epoch=250',
+      'train.pretrain_steps=500', 'train.num_steps=520', 'train.eval_every_steps=250',
+      'train.checkpoint_every_steps=250',
       'loss.gan.pixel=1.0', 'train.progress=False'])
   train.train_and_evaluate(config, workdir)
   return workdir, config

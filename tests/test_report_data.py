@@ -1,5 +1,5 @@
 """Reports 003/004 data handling: data.hr_resize (centre square + bicubic resize), data.affine (Keras
-ImageDataGenerator-style rotate/shift/shear/zoom/flip), and evaluate's nearest-neighbour baseline."""
+ImageDataGenerator-style rotate/shift/shear/zoom/flip), and the evaluator's baselines."""
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from enhance_jax import config as config_lib
 from enhance_jax import datasets
 from enhance_jax import degradations as deg
 from enhance_jax import evaluate
+from enhance_jax import evaluators
 from enhance_jax import input_pipeline
 from enhance_jax.errors import UserError
 
@@ -23,7 +24,7 @@ def _config(*overrides):
 
 def _report_003(*overrides):
   """CelebA 16 -> 64: whole images resized to 64, plain bicubic x4."""
-  return _config('data.hr_resize=64', 'data.patch_size=64', 'data.degradation=bicubic', *overrides)
+  return _config('data.hr_resize=64', 'data.patch_size=64', 'data.degradation=bicubic(4)', *overrides)
 
 
 @pytest.fixture(scope='module')
@@ -200,7 +201,7 @@ def test_affine_in_the_pipeline_is_seeded_and_keeps_lr_aligned(chelsea):
 
 def test_report_004_pair_is_160_from_640():
   cfg = _config('data.hr_resize=640', 'data.patch_size=640', *REPORT_004_AFFINE)
-  assert cfg.data.degradation == 'bicubic_blur' and cfg.data.blur_sigma == 1.5
+  assert cfg.data.degradation == 'bicubic_blur(4, 1.5)'
   image = skimage.data.rocket()  # 427x640: its centre square is upscaled to 640
   pair = lambda seed: input_pipeline.make_pair(
       image, np.random.default_rng(seed), patch_size=640, augment=cfg.data.augment,
@@ -228,24 +229,33 @@ def test_validation_batch_with_hr_resize_uses_whole_resized_images():
 
 
 def test_bad_data_configs_are_user_errors():
-  src = datasets.ArraySource([np.zeros((80, 80, 3), np.uint8)], ['black'])
+  # checked once, when the config is made (config.validate -> input_pipeline.check_config)
   with pytest.raises(UserError, match=r'data\.patch_size=64 is larger than data\.hr_resize=32'):
-    cfg = _config('data.hr_resize=32', 'data.patch_size=64')  # the check may also live in config.py
-    input_pipeline.train_dataset(src, cfg)
+    _config('data.hr_resize=32', 'data.patch_size=64')
   cfg = _config()  # a locked ConfigDict still takes new values for existing fields
   cfg.data.hr_resize, cfg.data.patch_size = 32, 64
-  for fn in (input_pipeline.check_data_config, lambda c: input_pipeline.validation_batch(src, c)):
+  for fn in (input_pipeline.check_config, lambda c: config_lib.apply_overrides(c, [])):
     with pytest.raises(UserError, match=r'lower data\.patch_size to at most 32'):
       fn(cfg)
   cfg.data.hr_resize = 66
   with pytest.raises(UserError, match=r'data\.hr_resize=66 is not a multiple of 4.*set it to 64'):
-    input_pipeline.check_data_config(cfg)
+    input_pipeline.check_config(cfg)
+  cfg.data.hr_resize = -64
+  with pytest.raises(UserError, match=r'data\.hr_resize=-64 is negative'):
+    input_pipeline.check_config(cfg)
   cfg.data.hr_resize, cfg.data.affine.shift = 64, 1.5
   with pytest.raises(UserError, match=r'data\.affine\.shift'):
-    input_pipeline.check_data_config(cfg)
-  cfg.data.affine.shift = 0.0
-  input_pipeline.check_data_config(cfg)
+    input_pipeline.check_config(cfg)
+  cfg.data.affine.shift, cfg.data.affine.zoom = 0.0, -0.1
+  with pytest.raises(UserError, match=r'data\.affine\.zoom'):
+    input_pipeline.check_config(cfg)
+  cfg.data.affine.zoom = 0.0
+  input_pipeline.check_config(cfg)
   assert input_pipeline.affine_kwargs(cfg) is None  # all off: make_pair skips the op
+  # at x2 RRDBNet pixel-unshuffles its input by 2: HR sides are multiples of 4 again
+  with pytest.raises(UserError, match=r'data\.hr_resize=66 is not a multiple of 4'):
+    _config('model.scale=2', 'data.degradation=bicubic(2)', 'data.hr_resize=66')
+  _config('model.scale=3', 'data.degradation=bicubic(3)', 'data.patch_size=48', 'data.hr_resize=66')
 
 
 # ------------------------------------------------------------------------------------ evaluate
@@ -254,35 +264,67 @@ def test_bad_data_configs_are_user_errors():
 def test_nearest_baseline_is_worse_than_bicubic_on_a_photo():
   hr = skimage.data.astronaut()[128:384, 128:384].astype(np.float32) / 255.0
   lr = deg.bicubic_down(hr, 4)
-  base = evaluate.baselines(lr, hr.shape)
-  assert set(base) == set(evaluate.BASELINES) == {'bicubic', 'nearest'}
+  base = evaluators.baselines(lr, hr.shape, 4)
+  assert set(base) == set(evaluators.baseline_kinds(4)) == {'bicubic', 'nearest'}
+  assert set(evaluators.baselines(lr, hr.shape)) == set(base)  # the scale inferred from the sizes
   for up in base.values():
     assert up.shape == hr.shape and up.dtype == np.float32 and 0 <= up.min() and up.max() <= 1
   np.testing.assert_array_equal(base['nearest'], lr.repeat(4, axis=0).repeat(4, axis=1))
   np.testing.assert_allclose(base['bicubic'], np.clip(deg.resize(lr, (256, 256)), 0, 1), atol=1e-6)
-  scores = {k: evaluate.score(v, hr, 4) for k, v in base.items()}
+  scores = {k: evaluators.score(v[None], hr[None], 4)[0] for k, v in base.items()}
   assert scores['nearest']['psnr'] < scores['bicubic']['psnr'] - 0.5
   assert scores['nearest']['ssim'] < scores['bicubic']['ssim']
 
 
-def test_evaluate_images_resizes_held_out_images_and_scores_nearest(monkeypatch):
+def test_same_size_tasks_score_the_input_itself():
+  hr = skimage.data.astronaut()[128:192, 128:192].astype(np.float32) / 255.0
+  noisy = deg.parse('salt_pepper(0.3, 0.3)')(hr, np.random.default_rng(0))
+  for scale in (1, None):
+    base = evaluators.baselines(noisy, hr.shape, scale)
+    assert set(base) == {'input'} == set(evaluators.baseline_kinds(1))
+    np.testing.assert_array_equal(base['input'], noisy)
+  over = evaluators.baselines(noisy * 1.5, hr.shape, 1)['input']  # clipped like every baseline
+  assert over.dtype == np.float32 and over.max() == 1.0
+  # held out at x1: the input is the noisy image itself, with the same noise at every evaluation
+  cfg = _config('model.scale=1', 'data.degradation=salt_pepper(0.3, 0.6)', 'data.hr_resize=64',
+                'data.patch_size=64')
+  src = datasets.embedded(datasets.EMBEDDED_EVAL)
+  pairs = evaluate.held_out_pairs(cfg, src)
+  for (lr, hr), again in zip(pairs, evaluate.held_out_pairs(cfg, src)):
+    assert lr.shape == hr.shape == (64, 64, 3)
+    np.testing.assert_array_equal(lr, again[0])
+    assert 0.3 - 0.05 <= np.any(lr != hr, axis=-1).mean() <= 0.6 + 0.05
+  assert not np.array_equal(pairs[0][0] != pairs[0][1], pairs[1][0] != pairs[1][1])
+  evaluator = evaluators.Evaluator(lambda variables, lr: lr, pairs, 1, names=src.names)
+  for record, sr in evaluator.records(None):
+    assert set(record) == {'name', 'height', 'width', 'model', 'input'}
+    assert record['model'] == pytest.approx(record['input'])  # the identity model scores as the input
+    assert record['input']['psnr'] < 15  # a third or more of the pixels black or white
+
+
+def test_held_out_pairs_resize_images_and_score_nearest():
   # A stand-in generator (bicubic upscaling) keeps this a data test: no model, no checkpoint.
-  monkeypatch.setattr(evaluate.trainer, 'predict',
-                      lambda task, params, lr: deg.resize(lr, (lr.shape[1] * 4, lr.shape[2] * 4)).clip(0, 1))
+  predict = lambda variables, lr: deg.resize(lr, (lr.shape[1] * 4, lr.shape[2] * 4)).clip(0, 1)
   src = datasets.embedded(datasets.EMBEDDED_EVAL)
   cfg = _report_003()
-  out = list(evaluate.evaluate_images(cfg, None, None, src, list(src.names)))
+  pairs = evaluate.held_out_pairs(cfg, src)
+  evaluator = evaluators.Evaluator(predict, pairs, 4, names=src.names)
+  out = list(evaluator.records(None))
   records = [r for r, _ in out]
-  for record, (lr, bicubic, sr, hr) in out:
+  assert [r['name'] for r in records] == list(src.names)
+  for (record, sr), (lr, hr) in zip(out, pairs):
     assert (record['height'], record['width']) == (64, 64) and hr.shape == (64, 64, 3)
     np.testing.assert_array_equal(hr, deg.square_resize(src[src.names.index(record['name'])], 64))
-    assert lr.shape == (16, 16, 3) and bicubic.shape == sr.shape == hr.shape
+    assert lr.shape == (16, 16, 3) and sr.shape == hr.shape
+    np.testing.assert_allclose(lr, deg.bicubic_down(hr, 4), atol=1e-6)
     assert set(record) >= {'model', 'bicubic', 'nearest'}
     assert record['nearest']['psnr'] < record['bicubic']['psnr']
     assert abs(record['model']['psnr'] - record['bicubic']['psnr']) < 1e-3
-  mean = {k: {m: float(np.mean([r[k][m] for r in records])) for m in evaluate.METRICS}
-          for k in evaluate.KINDS}
-  table = evaluate.markdown_table({'images': records, 'mean': mean})
+  kinds = ('model', *evaluator.kinds)
+  mean = evaluators.mean_scores(records, kinds)
+  for k in kinds:
+    assert mean[k]['psnr'] == pytest.approx(np.mean([r[k]['psnr'] for r in records]))
+  table = evaluate.markdown_table({'images': records, 'mean': mean, 'kinds': list(kinds)})
   header = table.splitlines()[0]
   assert 'psnr model | psnr bicubic | psnr nearest' in header
   assert all(line.count('|') == header.count('|') for line in table.splitlines())

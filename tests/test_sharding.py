@@ -107,7 +107,7 @@ def _child(out):
   assert config.discriminator.norm == 'batch'
   task = trainer.make_task(config)
   host_batch = photo_batch(config)
-  host_vgg = weights.load_vgg19(None, (config.loss.content_layer,))
+  host_vgg = {'vgg19': {'params': weights.load_vgg19(None, (config.loss.content_layer,))}}  # frozen
   shapes = host_batch['lr'].shape, host_batch['hr'].shape
   result = {'devices': len(jax.devices())}
   states, evals = {}, {}
@@ -134,7 +134,7 @@ def _child(out):
           state, m = steps[stage](state, batch, vgg)
           metrics.append(m)
     with jax.transfer_guard('disallow'):
-      evals[n] = steps['eval'](trainer.eval_variables(state), batch)
+      evals[n] = steps['predict'](trainer.eval_variables(state), batch['lr'])
     states[n] = state
     result[f'mesh{n}'] = {
         'batch': {'devices': len(batch['hr'].sharding.device_set),

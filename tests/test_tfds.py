@@ -101,7 +101,7 @@ def test_srgan_trains_on_a_celeba_shaped_tfds_dataset_resized_to_64(tmp_path):
       'data.source=tfds:tiny_faces', f'data.data_dir={data_dir}', 'data.hr_resize=64',
       'model.num_blocks=1', 'model.num_features=8', 'discriminator.num_features=8',
       'discriminator.dense_features=16', 'loss.content_layer=conv2_2', 'train.batch_size=4',
-      'train.steps_per_epoch=2', 'train.pretrain_steps=2', 'train.num_steps=4',
+      'train.eval_every_steps=2', 'train.checkpoint_every_steps=2', 'train.pretrain_steps=2', 'train.num_steps=4',
       'train.progress=False'])
   train.train_and_evaluate(config, tmp_path / 'run')
   result = evaluate.run(tmp_path / 'run', 'latest')

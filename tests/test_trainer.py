@@ -16,6 +16,7 @@ import pytest
 from conftest import fast_jit
 from conftest import photo_batch
 from conftest import tiny_config
+from enhance_jax import config as config_lib
 from enhance_jax import losses
 from enhance_jax import parallel
 from enhance_jax import train
@@ -71,7 +72,7 @@ def setup():
   config = tiny_config(*BASE)
   task = trainer.make_task(config)
   batch = jax.device_put(photo_batch(config))
-  vgg = weights.load_vgg19(None, (config.loss.content_layer,))
+  vgg = {'vgg19': {'params': weights.load_vgg19(None, (config.loss.content_layer,))}}  # `frozen`
   key = jax.random.key(config.seed)
   init = fast_jit(lambda rng: trainer.init_state(task, rng, batch['lr'].shape, batch['hr'].shape), key)
   state = init(key)
@@ -246,9 +247,15 @@ def test_pretrain_steps_lower_l1_on_a_fixed_batch(setup):
 
 
 def test_ema_update_is_the_exponential_moving_average(setup):
+  """The EMA is warmed up as TensorFlow's: decay min(0.9, (1 + t) / (10 + t)) after t updates, so
+  the first update (t = 1) keeps 2/11 of the old average, not 0.9 of the random init."""
   state, batch = setup['state'], setup['batch']
   new, _ = setup['pretrain'](state, batch)
-  want = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, state.ema_params, new.g_params)
+  d = 2.0 / 11.0
+  assert float(trainer.ema_decay_at(0.9, 1)) == pytest.approx(d)
+  assert float(trainer.ema_decay_at(0.9, 10_000)) == pytest.approx(0.9)
+  assert float(trainer.ema_decay_at(0.999, 1000)) == pytest.approx(1001 / 1010)
+  want = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema_params, new.g_params)
   assert _max_rel_diff(new.ema_params, want) < 1e-6
   assert _max_rel_diff(new.ema_params, new.g_params) > 1e-5
   assert trainer.eval_params(new) is new.ema_params
@@ -279,7 +286,7 @@ def _reference_losses(task, state, batch, vgg):
   real, upd = task.discriminator.apply(variables, hr, train=True, mutable=['batch_stats'])
   fake, _ = task.discriminator.apply({'params': state.d_params, **upd}, sr, train=True,
                                      mutable=['batch_stats'])
-  content = losses.content(task.vgg.apply({'params': vgg}, sr), task.vgg.apply({'params': vgg}, hr))
+  content = losses.content(task.frozen['vgg19'].apply(vgg['vgg19'], sr), task.frozen['vgg19'].apply(vgg['vgg19'], hr))
   return {'loss_pixel': losses.l1(sr, hr), 'loss_content': content,
           'loss_adversarial': losses.generator_adversarial(real, fake, 'relativistic'),
           'd_loss': losses.discriminator_adversarial(real, fake, 'relativistic'),
@@ -335,15 +342,15 @@ def _naive_gan_step(task, state, batch, vgg):
     return logits, updates.get('batch_stats', {})
 
   def vgg19(x):
-    return task.vgg.apply({'params': vgg}, x)
+    return task.frozen['vgg19'].apply(vgg['vgg19'], x)
 
   def g_objective(g_params):
     sr = task.generator.apply({'params': g_params}, lr)
     real, stats = discriminate(state.d_params, state.d_stats, hr)
     fake, _ = discriminate(state.d_params, stats, sr)
-    terms = {'pixel': losses.PIXEL_CRITERIA[task.pixel_criterion](sr, hr),
+    terms = {'pixel': losses.PIXEL_CRITERIA[task.options.pixel_criterion](sr, hr),
              'content': losses.content(vgg19(sr), vgg19(hr)),
-             'adversarial': losses.generator_adversarial(real, fake, task.gan_type)}
+             'adversarial': losses.generator_adversarial(real, fake, task.options.gan_type)}
     return sum(w * terms[k] for k, w in weights_.items()), sr
 
   (g_loss, sr), g_grads = jax.value_and_grad(g_objective, has_aux=True)(state.g_params)
@@ -351,7 +358,7 @@ def _naive_gan_step(task, state, batch, vgg):
   def d_objective(d_params):
     real, stats = discriminate(d_params, state.d_stats, hr)
     fake, stats = discriminate(d_params, stats, jax.lax.stop_gradient(sr))
-    return losses.discriminator_adversarial(real, fake, task.gan_type), stats
+    return losses.discriminator_adversarial(real, fake, task.options.gan_type), stats
 
   (d_loss, d_stats), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state.d_params)
   g_updates, g_opt = task.g_tx_gan.update(g_grads, state.g_opt, state.g_params)
@@ -442,8 +449,8 @@ def test_degrade_on_device_gives_the_host_pipelines_lr_and_step(setup):
   host = input_pipeline.train_dataset(photos, setup['config'])[0]
   np.testing.assert_allclose(host['hr'], hr_only['hr'])  # the same crops and flips
   task = trainer.make_task(config)
-  lr, _ = jax.jit(functools.partial(trainer.lr_hr, task))({'hr': hr_only['hr']})
-  np.testing.assert_allclose(np.asarray(lr), host['lr'], atol=2e-6)
+  made = jax.jit(functools.partial(trainer.model_batch, task))({'hr': hr_only['hr']}, jax.random.key(0))
+  np.testing.assert_allclose(np.asarray(made['lr']), host['lr'], atol=2e-6)
   batch = {'hr': setup['batch']['hr']}
   on_device, m_device = fast_jit(functools.partial(trainer.pretrain_step, task), setup['state'],
                                  batch)(setup['state'], batch)
@@ -550,7 +557,7 @@ def test_bad_loss_settings_fail_before_any_step(override, match):
   whole L1 stage."""
   from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   with pytest.raises(UserError, match=match):
-    trainer.make_task(tiny_config(override))
+    tiny_config(override)  # checked once, when the config is made
 
 
 def test_unknown_loss_term_is_named():
@@ -558,4 +565,4 @@ def test_unknown_loss_term_is_named():
   config = tiny_config().unlock()
   config.loss.gan.perceptual = 1.0
   with pytest.raises(UserError, match=r"unknown terms \['perceptual'\]"):
-    trainer.make_task(config)
+    config_lib.validate(config)

@@ -241,6 +241,7 @@ class Trainer:
     self.opt_g, self.sched_g = _adam(self.g_params, t.g_lr, t.gan_milestones, config)
     self.opt_d, self.sched_d = _adam(self.d_params, t.d_lr, t.gan_milestones, config)
     self.ema_decay = float(t.ema_decay)
+    self.updates = 0  # G updates so far: the EMA decay warms up with it, as enhance_jax's
     self.reset_ema()
 
   def reset_ema(self, ema_params=None):
@@ -255,6 +256,7 @@ class Trainer:
   def load_jax_state(self, state, vgg_params=None):
     """Loads an enhance_jax TrainState's G, D (+ BatchNorm stats) and EMA; VGG19 if given."""
     load_jax_params(self.generator, state.g_params)
+    self.updates = int(state.step)
     load_jax_params(self.discriminator, state.d_params, state.d_stats)
     if vgg_params is not None:
       load_jax_params(self.perceptual.vgg, vgg_params)
@@ -279,9 +281,10 @@ class Trainer:
   @torch.no_grad()
   def _finish(self, out, sr, hr, extra=None):
     """EMA update, then the step's outputs (+ psnr/ssim, norms, `extra()` when `metrics`)."""
-    if self.ema is not None:
-      torch._foreach_lerp_(  # pylint: disable=protected-access
-          self.ema, self.g_params, 1.0 - self.ema_decay)
+    self.updates += 1
+    if self.ema is not None:  # decay min(d, (1 + t) / (10 + t)) after t updates
+      decay = min(self.ema_decay, (1.0 + self.updates) / (10.0 + self.updates))
+      torch._foreach_lerp_(self.ema, self.g_params, 1.0 - decay)  # pylint: disable=protected-access
     out = {k: v.detach() for k, v in out.items()}
     if self.metrics:
       sr = sr.detach().float().clamp(0.0, 1.0)

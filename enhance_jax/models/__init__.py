@@ -1,19 +1,32 @@
-"""Model registries (plain dicts) and builders that map a config section to a module."""
+"""Model registries (plain dicts) and builders that map a config section to a module.
+
+Each generator states the multiple its input sides need as `input_multiple` (default 1); `hr_multiple`
+turns that into the target side's multiple, which data, training, evaluate and enhance all ask for.
+A generator returns an image or a dict holding one under 'image' (`as_outputs`).
+"""
 
 import jax.numpy as jnp
 
 from enhance_jax.errors import UserError
+from enhance_jax.models.celeba import CelebACNN, CelebADiscriminator, CelebAGenerator, CelebARBF
 from enhance_jax.models.dcgan_sr import DCGANSRDiscriminator, DCGANSRGenerator
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
+from enhance_jax.models.iqiwa import DeconvSR, DenoiseAutoencoder, DenoiseVAE, ResNetSR
 from enhance_jax.models.refine import RefineAutoencoder, RefineDiscriminator, RefineGenerator
 from enhance_jax.models.rrdbnet import RRDBNet
 from enhance_jax.models.srgan import SRResNet
 
 GENERATORS = {'rrdbnet': RRDBNet, 'srresnet': SRResNet, 'dcgan_sr': DCGANSRGenerator,
-              'refine_ae': RefineAutoencoder, 'refine_gan': RefineGenerator}
+              'refine_ae': RefineAutoencoder, 'refine_gan': RefineGenerator,
+              'celeba_cnn': CelebACNN, 'celeba_rbf': CelebARBF, 'celeba_gan': CelebAGenerator,
+              'denoise_ae': DenoiseAutoencoder, 'denoise_vae': DenoiseVAE, 'deconv_sr': DeconvSR,
+              'resnet_sr': ResNetSR}
 DISCRIMINATORS = {'vgg_style': VGGStyleDiscriminator, 'dcgan_sr': DCGANSRDiscriminator,
-                  'refine': RefineDiscriminator}
+                  'refine': RefineDiscriminator, 'celeba': CelebADiscriminator}
+# Config fields that are not module fields: where initial weights come from.
+NOT_MODULE_FIELDS = ('name', 'backbone_weights')
 DTYPES = {'fp32': jnp.float32, 'bf16': jnp.bfloat16}
+SCALES = (1, 2, 3, 4, 8)
 
 
 def _lookup(registry, name, kind):
@@ -29,7 +42,7 @@ def compute_dtype(config):
 def _build(registry, section, kind, config):
   """registry[section.name](**other fields of section, dtype=compute dtype): config keys are module fields."""
   cls = _lookup(registry, section.name, kind)
-  kwargs = {k: v for k, v in section.items() if k != 'name'}
+  kwargs = {k: v for k, v in section.items() if k not in NOT_MODULE_FIELDS}
   try:
     return cls(**kwargs, dtype=compute_dtype(config))
   except TypeError as e:
@@ -44,3 +57,29 @@ def build_generator(config):
 def build_discriminator(config):
   """The discriminator named by config.discriminator.name, its fields taken from config.discriminator."""
   return _build(DISCRIMINATORS, config.discriminator, 'discriminator.name', config)
+
+
+def input_multiple(generator):
+  """The multiple the generator's input height and width must be (its `input_multiple`, else 1)."""
+  return int(getattr(generator, 'input_multiple', 1))
+
+
+def hr_multiple(config):
+  """The multiple every target (HR) side must be for config.model: input multiple x scale."""
+  return input_multiple(build_generator(config)) * config.model.scale
+
+
+def as_outputs(out):
+  """A generator's return value as a dict with the image under 'image'."""
+  return out if isinstance(out, dict) else {'image': out}
+
+
+def check_config(config):
+  """UserError for a model section that cannot build (names, fields, scale, precision)."""
+  compute_dtype(config)
+  if config.model.scale not in SCALES:
+    raise UserError(f'model.scale={config.model.scale} is not supported; use one of '
+                    f'{", ".join(map(str, SCALES))}.')
+  build_generator(config)
+  if config.discriminator.name != 'none':
+    build_discriminator(config)

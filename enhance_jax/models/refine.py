@@ -35,6 +35,7 @@ class RefineAutoencoder(nn.Module):
   scale: int = 4
   input_norm: bool = True
   dtype: Any = jnp.float32
+  input_multiple = 4  # two 2x2 max-pools
 
   @nn.compact
   def __call__(self, x, train: bool = False):

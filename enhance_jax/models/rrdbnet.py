@@ -87,6 +87,11 @@ class RRDBNet(nn.Module):
   remat: bool = False
   dtype: Any = jnp.float32
 
+  @property
+  def input_multiple(self):
+    """x1 and x2 pixel-unshuffle the input by 4 // scale, so its sides must be multiples of that."""
+    return 4 // self.scale if self.scale < 4 else 1
+
   def trunk(self, x):
     """The num_blocks RRDBs (parameters body_0, body_1, ...). With remat, one rematerialised block
     scanned over their stacked parameters: the backward pass keeps only each block's input (an

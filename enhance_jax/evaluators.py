@@ -1,0 +1,127 @@
+"""The evaluator shared by in-training validation and the evaluate command (big_vision's shape: a
+cached jitted predict function and `run(variables) -> {name: value}`).
+
+It scores a generator on fixed (input, target) pairs with the SR protocol (uint8-quantised output,
+RGB and Y with a border crop of `scale`) and scores the baselines once: the degraded input itself for
+same-size tasks ('input'), bicubic and nearest-neighbour upscaling where there is a scale.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from enhance_jax import degradations
+from enhance_jax import metrics as metrics_lib
+
+METRICS = ('psnr', 'ssim', 'psnr_y', 'ssim_y', 'mse')
+HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'psnr_y': True, 'ssim_y': True, 'mse': False}
+
+
+def baseline_kinds(scale):
+  """The baselines scored beside the model: the input itself at x1, bicubic and nearest otherwise."""
+  return ('input',) if scale == 1 else ('bicubic', 'nearest')
+
+
+def baselines(lr, hr_shape, scale=None):
+  """{kind: LR brought to HR_SHAPE's height and width} for `baseline_kinds`, float32 in [0, 1]."""
+  hw = tuple(hr_shape[:2])
+  if scale == 1 or (scale is None and tuple(lr.shape[:2]) == hw):
+    return {'input': np.clip(np.asarray(lr, np.float32), 0.0, 1.0)}
+  return {'bicubic': np.clip(degradations.resize(lr, hw), 0.0, 1.0),
+          'nearest': np.asarray(degradations.resize(lr, hw, 'nearest'), np.float32)}
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sr_metrics(sr, hr, scale):
+  return metrics_lib.sr_metrics(metrics_lib.quantize(sr), hr, scale)
+
+
+def score(sr, hr, scale):
+  """SR-protocol metrics of each image of a batch (NHWC in [0, 1]) as a list of {metric: float}."""
+  out = jax.device_get(_sr_metrics(jnp.asarray(sr), jnp.asarray(hr), scale))
+  return [{k: float(out[k][i]) for k in METRICS} for i in range(len(sr))]
+
+
+def better(metric, new, old):
+  """Whether NEW beats OLD for METRIC (higher PSNR/SSIM, lower MSE and losses); None is beaten."""
+  if old is None:
+    return True
+  return new > old if HIGHER_IS_BETTER.get(metric, False) else new < old
+
+
+class Evaluator:
+  """Scores `predict(variables, lr_batch) -> sr_batch` on fixed pairs; baselines computed once.
+
+  PAIRS is a list of (lr, hr) float32 HWC arrays. Images of one shape run together in chunks of
+  CHUNK (the last padded by repetition); PLACE puts a numpy chunk where `predict` wants it.
+  LOSSES, when given, is `(variables, lr, hr) -> {'loss': ..., 'loss_TERM': ...}` on a chunk: the
+  stage's loss terms on held-out data, averaged over chunks, for `train.best_metric=loss`.
+  """
+
+  def __init__(self, predict, pairs, scale, chunk=1, place=jnp.asarray, names=None, losses=None):
+    self.predict, self.pairs, self.scale, self.losses = predict, list(pairs), scale, losses
+    self.chunk, self.place = max(1, chunk), place
+    self.names = list(names) if names is not None else [f'image_{i}' for i in range(len(self.pairs))]
+    self.kinds = baseline_kinds(scale)
+    self._baselines = None
+
+  def _groups(self):
+    """Indices of same-shape pairs, to run together; in pair order when chunks are single images."""
+    if self.chunk == 1:
+      return [[i] for i in range(len(self.pairs))]
+    groups = {}
+    for i, (lr, hr) in enumerate(self.pairs):
+      groups.setdefault((lr.shape, hr.shape), []).append(i)
+    return groups.values()
+
+  def _chunks(self):
+    """(indices, lr chunk, hr chunk) over the pairs, same-shape images together, padded to CHUNK."""
+    for idx in self._groups():
+      for start in range(0, len(idx), self.chunk):
+        part = idx[start:start + self.chunk]
+        pad = lambda a: np.concatenate([a, np.repeat(a[-1:], self.chunk - len(part), 0)])
+        lr, hr = (pad(np.stack([self.pairs[i][j] for i in part])) for j in (0, 1))
+        yield part, lr, hr
+
+  def predictions(self, variables):
+    """Yields (index, sr) for every pair, SR as a float32 HWC numpy array in [0, 1]."""
+    for part, lr, _ in self._chunks():
+      sr = np.asarray(jax.device_get(self.predict(variables, self.place(lr))), np.float32)
+      yield from zip(part, sr[:len(part)])
+
+  def loss_means(self, variables):
+    """The LOSSES function's values averaged over the chunks ({} without one)."""
+    if self.losses is None:
+      return {}
+    values = [jax.device_get(self.losses(variables, self.place(lr), self.place(hr)))
+              for _, lr, hr in self._chunks()]
+    return {k: float(np.mean([v[k] for v in values])) for k in values[0]} if values else {}
+
+  def baseline_scores(self):
+    """[{kind: metrics}] per pair for the baselines (computed once, cached)."""
+    if self._baselines is None:
+      self._baselines = []
+      for lr, hr in self.pairs:
+        base = baselines(lr, hr.shape, self.scale)
+        self._baselines.append({k: score(v[None], hr[None], self.scale)[0] for k, v in base.items()})
+    return self._baselines
+
+  def records(self, variables):
+    """Yields (record, sr) per image: {'name', 'height', 'width', 'model': metrics, kind: metrics}."""
+    base = self.baseline_scores()
+    for i, sr in self.predictions(variables):
+      hr = self.pairs[i][1]
+      yield ({'name': self.names[i], 'height': hr.shape[0], 'width': hr.shape[1],
+              'model': score(sr[None], hr[None], self.scale)[0], **base[i]}, sr)
+
+  def run(self, variables):
+    """{metric: mean over the pairs} for the model (what validation logs and best_metric reads)."""
+    recs = [r for r, _ in self.records(variables)]
+    return {**mean_scores(recs, ('model',))['model'], **self.loss_means(variables)}
+
+
+def mean_scores(records, kinds):
+  """{kind: {metric: mean over RECORDS}}."""
+  return {k: {m: float(np.mean([r[k][m] for r in records])) for m in METRICS} for k in kinds}

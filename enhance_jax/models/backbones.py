@@ -1,0 +1,98 @@
+"""torchvision's ResNet18 and VGG16 feature extractors (no classifier) as linen modules, for report 000's
+backbone generator and discriminator.
+
+Submodule names are torchvision's state_dict keys with '.' written '_' (`layer1.0.downsample.1` ->
+`layer1_0/downsample_1`, `features.28` -> `features_28`), so `enhance_jax.weights.load_backbone` is a
+key table. Input: NHWC, already ImageNet-normalised by the caller; output: [N, H/32, W/32, 512] features
+(ceil for ResNet's strided convs, floor for VGG's max-pools, as in torchvision).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from enhance_jax.conv import Conv
+from enhance_jax.models.srgan import batch_norm
+
+# torchvision resnet18: (layer, output channels, stride of its first block); two BasicBlocks each.
+RESNET18_LAYERS = (('layer1', 64, 1), ('layer2', 128, 2), ('layer3', 256, 2), ('layer4', 512, 2))
+RESNET18_BLOCKS = 2
+# torchvision vgg16 (cfg 'D') `features`: conv widths with 'M' for a 2x2 max-pool; the index of each
+# entry (a conv is followed by its ReLU) is its key `features.{i}`.
+VGG16_CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M')
+
+
+def vgg16_conv_indices():
+  """[(torchvision index i of `features.{i}`, in channels, out channels)] for the 13 convs."""
+  convs, index, c_in = [], 0, 3
+  for v in VGG16_CFG:
+    if v == 'M':
+      index += 1
+    else:
+      convs.append((index, c_in, v))
+      index, c_in = index + 2, v
+  return convs
+
+
+class BasicBlock(nn.Module):
+  """torchvision BasicBlock: conv3x3(stride)-BN-ReLU-conv3x3-BN + identity (or 1x1 conv-BN), ReLU."""
+  features: int
+  strides: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = lambda f, k, s, p, name: Conv(f, (k, k), strides=s, padding=p, use_bias=False, dtype=self.dtype,
+                                         param_dtype=jnp.float32, name=name)
+    y = conv(self.features, 3, self.strides, 1, 'conv1')(x)
+    y = nn.relu(batch_norm(train, self.dtype, 'bn1')(y))
+    y = batch_norm(train, self.dtype, 'bn2')(conv(self.features, 3, 1, 1, 'conv2')(y))
+    if self.strides != 1 or x.shape[-1] != self.features:
+      x = batch_norm(train, self.dtype, 'downsample_1')(conv(self.features, 1, self.strides, 0,
+                                                             'downsample_0')(x))
+    return nn.relu(x + y)
+
+
+class ResNet18Features(nn.Module):
+  """torchvision resnet18 up to layer4 (no avgpool/fc): conv1 7x7/2, bn1, ReLU, max-pool 3x3/2, layer1..4.
+
+  BatchNorm keeps its running statistics in `batch_stats` (used when train=False). 11,176,512 params.
+  """
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = Conv(64, (7, 7), strides=2, padding=3, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+             name='conv1')(x.astype(self.dtype))
+    x = nn.relu(batch_norm(train, self.dtype, 'bn1')(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for layer, features, strides in RESNET18_LAYERS:
+      for i in range(RESNET18_BLOCKS):
+        x = BasicBlock(features, strides if i == 0 else 1, self.dtype, name=f'{layer}_{i}')(x, train)
+    return x
+
+
+class VGG16Features(nn.Module):
+  """torchvision vgg16 `features`: 13 conv3x3+ReLU, 5 max-pools 2x2 (the last included). 14,714,688 params.
+
+  `train` is accepted for a uniform call signature (there is no BatchNorm or dropout here).
+  """
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x = x.astype(self.dtype)
+    convs = iter(vgg16_conv_indices())
+    for v in VGG16_CFG:
+      if v == 'M':
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      else:
+        index, _, features = next(convs)
+        x = nn.relu(Conv(features, (3, 3), padding=1, dtype=self.dtype, param_dtype=jnp.float32,
+                         name=f'features_{index}')(x))
+    return x
+
+
+BACKBONES = {'resnet18': ResNet18Features, 'vgg16': VGG16Features}

@@ -1,0 +1,50 @@
+"""Report 001's denoising autoencoder on CIFAR-10: kernel-4 stride-2 convs, a max-pool, an 8x8x2
+bottleneck, a mirrored decoder of transposed convs and upsampling (enhance_jax/models/iqiwa.py).
+
+Noise as the report: each image gets one of salt and pepper, random colour noise, darkening or
+brightening, at a proportion drawn per image from 30-60 %. data.train_on='noisy' is the report's
+model B (noisy in, clean target); 'clean' is its model A (trained to reproduce clean images, scored
+on noisy ones). Data: `--set data.source=tfds:cifar10` or `folder:PATH`; with none named, 32x32
+crops of the embedded photos. Chosen where the report is silent (from the authors' code where it
+says): MSE, Adam lr 1e-3, batch 32 (their notebook used 1), 3 epochs of CIFAR-10's 50,000 images.
+"""
+
+import ml_collections
+
+from enhance_jax.config import load_experiment
+
+REPORT = '001'
+NOISE = ("one_of('salt_pepper(0.3, 0.6)', 'color_noise(0.3, 0.6)', 'darken(0.3, 0.6)', "
+         "'brighten(0.3, 0.6)')")
+
+
+def get_config():
+  c = load_experiment('esrgan')
+  c.unlock()
+  c.name = 'cifar10_denoise_ae'
+  c.model = ml_collections.ConfigDict({'name': 'denoise_ae', 'features': (32, 16),
+                                       'latent_channels': 2, 'inner_stride': 1, 'scale': 1})
+  c.discriminator = ml_collections.ConfigDict({'name': 'none'})
+
+  c.data.patch_size = 32
+  c.data.val_patch_size = 32
+  c.data.degradation = NOISE
+  c.data.train_on = 'noisy'              # 'noisy' (model B) | 'clean' (model A)
+  c.data.augment = True
+
+  c.loss.pretrain = ml_collections.ConfigDict({'mse': 1.0})
+  c.loss.gan = ml_collections.ConfigDict({'mse': 1.0})
+
+  steps_per_epoch = 50_000 // 32
+  c.train.batch_size = 32
+  c.train.pretrain_lr = 1e-3
+  c.train.b2 = 0.999
+  c.train.pretrain_milestones = ()
+  c.train.num_steps = 3 * steps_per_epoch
+  c.train.steps_per_epoch = 0
+  c.train.eval_every_steps = steps_per_epoch
+  c.train.checkpoint_every_steps = steps_per_epoch
+  c.train.ema_decay = 0.0
+  c.train.early_stopping_patience = 0
+  c.train.log_every_steps = 50
+  return c.lock()

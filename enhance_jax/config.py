@@ -137,9 +137,12 @@ def validate(config):
   losses.check_config(config)
   input_pipeline.check_config(config)
   metric = config.train.best_metric
-  known = (*evaluators.METRICS, 'loss', *(f'loss_{k}' for k in losses.LOSSES))
+  terms = [k for section in (config.loss.pretrain, config.loss.gan) for k, w in section.items()
+           if w and k not in losses.ADVERSARIAL]
+  known = (*evaluators.METRICS, 'loss', *(f'loss_{k}' for k in dict.fromkeys(terms)))
   if metric not in known:
     raise UserError(f'train.best_metric={metric!r}; valid: {", ".join(known)}.')
+  trainer.check_shapes(config)  # last: G and D built abstractly on the data's shapes
 
 
 def get_config(name, overrides=()):

@@ -294,6 +294,41 @@ def _split_indices(n, fraction):
   return [i for i in range(n) if i not in val_idx], sorted(val_idx)
 
 
+@dataclasses.dataclass(frozen=True)
+class Subset:
+  """The records of SOURCE at INDICES (a share of a dataset, or one side of a split)."""
+  source: object
+  indices: Sequence[int]
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    return self.source[self.indices[i]]
+
+  @property
+  def names(self):
+    names = list(self.source.names)
+    return [names[i] for i in self.indices]
+
+  def sizes(self):
+    sizes = self.source.sizes()
+    return None if sizes is None else [sizes[i] for i in self.indices]
+
+
+def take_fraction(source, fraction):
+  """Every (1/fraction)-th record of SOURCE (report 000's data.fraction; at least one), spread over it."""
+  if fraction >= 1 or len(source) <= 1:
+    return source
+  n = max(1, int(round(len(source) * fraction)))
+  keep = np.linspace(0, len(source) - 1, n).round().astype(int).tolist()
+  if isinstance(source, FolderSource):
+    return FolderSource([source.paths[i] for i in keep])
+  if isinstance(source, RecordsSource):
+    return source.subset(keep)
+  return Subset(source, keep)
+
+
 def _split(source, fraction):
   """Deterministic hold-out of a folder's files, or of a records dataset's source images.
 
@@ -306,7 +341,9 @@ def _split(source, fraction):
     return (source.subset([i for i, h in enumerate(held) if not h]),
             source.subset([i for i, h in enumerate(held) if h]))
   train, val = _split_indices(len(source), fraction)
-  return FolderSource([source.paths[i] for i in train]), FolderSource([source.paths[i] for i in val])
+  if isinstance(source, FolderSource):
+    return FolderSource([source.paths[i] for i in train]), FolderSource([source.paths[i] for i in val])
+  return Subset(source, train), Subset(source, val)
 
 
 def open_source(spec, data_dir='', split='train'):
@@ -326,17 +363,25 @@ def open_source(spec, data_dir='', split='train'):
 
 
 def train_val_sources(data):
-  """(train, val) sources for the config's data section."""
+  """(train, val) sources for the config's data section: data.fraction of the data (report 000),
+  then the held-out share: data.val_source, the embedded hold-outs, a tfds dataset's validation
+  (else test) split, or every k-th image (data.val_fraction, 40 % in report 000)."""
+  fraction = data.get('fraction', 1.0)
   if data.val_source:
-    return open_source(data.source, data.data_dir, 'train'), open_source(
-        data.val_source, data.data_dir, 'validation')
+    return (take_fraction(open_source(data.source, data.data_dir, 'train'), fraction),
+            open_source(data.val_source, data.data_dir, 'validation'))
   kind = data.source.partition(':')[0]
   if kind == 'embedded':
     return embedded(EMBEDDED_TRAIN), embedded(EMBEDDED_EVAL)
-  if kind == 'tfds':
-    return open_source(data.source, data.data_dir, 'train'), open_source(
-        data.source, data.data_dir, 'validation')
-  return _split(open_source(data.source), data.val_fraction)
+  if kind == 'tfds' and ':' not in data.source.partition(':')[2]:
+    train = take_fraction(open_source(data.source, data.data_dir, 'train'), fraction)
+    for split in ('validation', 'test'):
+      try:
+        return train, take_fraction(open_source(data.source, data.data_dir, split), fraction)
+      except UserError:
+        continue
+    return _split(train, data.val_fraction)  # e.g. cats_vs_dogs: a train split only
+  return _split(take_fraction(open_source(data.source, data.data_dir), fraction), data.val_fraction)
 
 
 def check_sizes(source, min_side, what):

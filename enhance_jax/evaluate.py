@@ -63,16 +63,29 @@ def held_out_hr(image, config):
   return degradations.mod_crop(hr, models.hr_multiple(config))
 
 
-def held_out_pairs(config, source):
-  """[(input, target)] for every image of SOURCE: the target as `held_out_hr`, the input degraded
-  as in training with a fixed per-image seed."""
-  pairs = []
-  for i in range(len(source)):
-    hr = held_out_hr(source[i], config)
+class HeldOutPairs:
+  """(input, target) for each image of SOURCE, made when asked (a test set need not fit in memory):
+  the target as `held_out_hr`, the input degraded as in training with a fixed per-image seed."""
+
+  def __init__(self, config, source):
+    self.config, self.source = config, source
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    if not 0 <= i < len(self):
+      raise IndexError(i)
+    hr = held_out_hr(self.source[i], self.config)
     if min(hr.shape[:2]) < 8:
-      raise UserError(f'image {list(source.names)[i]} is too small to evaluate this model; remove it.')
-    pairs.append((input_pipeline.degrade_fixed([hr], config, seed_offset=i)[0], hr))
-  return pairs
+      raise UserError(f'image {list(self.source.names)[i]} is too small to evaluate this model; '
+                      'remove it.')
+    return input_pipeline.degrade_fixed([hr], self.config, seed_offset=i)[0], hr
+
+
+def held_out_pairs(config, source):
+  """[(input, target)] for every image of SOURCE (see HeldOutPairs), in memory."""
+  return list(HeldOutPairs(config, source))
 
 
 def markdown_table(result):
@@ -105,7 +118,7 @@ def run(workdir, checkpoint='best', data=None, out=None):
             else datasets.train_val_sources(config.data)[1])
   scale = config.model.scale
   evaluator = evaluators.Evaluator(jax.jit(functools.partial(trainer.predict, task)),
-                                   held_out_pairs(config, source), scale, chunk=1,
+                                   HeldOutPairs(config, source), scale, chunk=1,
                                    names=source.names)  # chunk 1: records in the source's order
   kinds = ('model', *evaluator.kinds)
   out = pathlib.Path(out or pathlib.Path(workdir) / 'eval')

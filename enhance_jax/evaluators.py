@@ -61,7 +61,7 @@ class Evaluator:
   """
 
   def __init__(self, predict, pairs, scale, chunk=1, place=jnp.asarray, names=None, losses=None):
-    self.predict, self.pairs, self.scale, self.losses = predict, list(pairs), scale, losses
+    self.predict, self.pairs, self.scale, self.losses = predict, pairs, scale, losses
     self.chunk, self.place = max(1, chunk), place
     self.names = list(names) if names is not None else [f'image_{i}' for i in range(len(self.pairs))]
     self.kinds = baseline_kinds(scale)
@@ -82,7 +82,8 @@ class Evaluator:
       for start in range(0, len(idx), self.chunk):
         part = idx[start:start + self.chunk]
         pad = lambda a: np.concatenate([a, np.repeat(a[-1:], self.chunk - len(part), 0)])
-        lr, hr = (pad(np.stack([self.pairs[i][j] for i in part])) for j in (0, 1))
+        items = [self.pairs[i] for i in part]
+        lr, hr = (pad(np.stack([item[j] for item in items])) for j in (0, 1))
         yield part, lr, hr
 
   def predictions(self, variables):
@@ -95,9 +96,12 @@ class Evaluator:
     """The LOSSES function's values averaged over the chunks ({} without one)."""
     if self.losses is None:
       return {}
-    values = [jax.device_get(self.losses(variables, self.place(lr), self.place(hr)))
-              for _, lr, hr in self._chunks()]
-    return {k: float(np.mean([v[k] for v in values])) for k in values[0]} if values else {}
+    values, counts = [], []
+    for part, lr, hr in self._chunks():
+      values.append(jax.device_get(self.losses(variables, self.place(lr), self.place(hr))))
+      counts.append(len(part))
+    return ({k: float(np.average([v[k] for v in values], weights=counts)) for k in values[0]}
+            if values else {})
 
   def baseline_scores(self):
     """[{kind: metrics}] per pair for the baselines (computed once, cached)."""
@@ -116,9 +120,14 @@ class Evaluator:
       yield ({'name': self.names[i], 'height': hr.shape[0], 'width': hr.shape[1],
               'model': score(sr[None], hr[None], self.scale)[0], **base[i]}, sr)
 
-  def run(self, variables):
-    """{metric: mean over the pairs} for the model (what validation logs and best_metric reads)."""
-    recs = [r for r, _ in self.records(variables)]
+  def run(self, variables, samples=0):
+    """{metric: mean over the pairs} for the model (what validation logs and best_metric reads);
+    the outputs for the first SAMPLES pairs are kept in `self.samples` (for sample grids)."""
+    recs, self.samples = [], []
+    for record, sr in self.records(variables):
+      recs.append(record)
+      if len(self.samples) < samples:
+        self.samples.append(sr)
     return {**mean_scores(recs, ('model',))['model'], **self.loss_means(variables)}
 
 

@@ -151,43 +151,12 @@ def _random_flips(img, rng):
   return degradations.flip_rot90(img, hflip, vflip, False)
 
 
-def subset(source, fraction):
-  """The first FRACTION of SOURCE (report 000's data.fraction), at least one image."""
-  if fraction >= 1:
-    return source
-  n = max(1, int(round(len(source) * fraction)))
-  return _Subset(source, n)
-
-
-class _Subset:
-  """The first N records of a source."""
-
-  def __init__(self, source, n):
-    self.source, self.n = source, n
-
-  def __len__(self):
-    return self.n
-
-  def __getitem__(self, i):
-    if not 0 <= i < self.n:
-      raise IndexError(i)
-    return self.source[i]
-
-  @property
-  def names(self):
-    return list(self.source.names)[:self.n]
-
-  def sizes(self):
-    sizes = self.source.sizes()
-    return None if sizes is None else sizes[:self.n]
-
-
 def train_dataset(source, config, *, process_index=0, process_count=1):
   """Infinite, shuffled-per-epoch MapDataset of this process's share of the global batches."""
   batch = config.train.batch_size
   if batch % process_count:
     raise ValueError(f'train.batch_size={batch} is not divisible by {process_count} processes.')
-  ds = grain.MapDataset.source(subset(source, config.data.get('fraction', 1.0)))
+  ds = grain.MapDataset.source(source)
   if process_count > 1:
     ds = ds[process_index::process_count]
   pair = functools.partial(make_pair, patch_size=patch_hw(config), augment=config.data.augment,
@@ -224,7 +193,8 @@ def validation_batch(source, config):
   """All validation images as one batch: centre crops of one common size (data.val_patch_size, or
   the training patch when 0), or, with data.hr_resize, each image fitted to hr_resize whole."""
   from enhance_jax import models  # pylint: disable=g-import-not-at-top
-  images = [source[i] for i in range(len(source))]
+  n = min(len(source), config.data.get('val_max_images', 0) or len(source))
+  images = [source[int(i)] for i in np.linspace(0, len(source) - 1, n).round()] if n else []
   norm = config.data.get('normalize', 'none')
   if config.data.get('hr_resize', 0):
     hr = np.stack([normalize(prepare_hr(im, config.data.hr_resize,

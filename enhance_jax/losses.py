@@ -115,6 +115,9 @@ def adversarial_loss(x):
 
 def kl_loss(x):
   """KL(q(z|x) || N(0, I)) of a VAE's latent, averaged over latent units and the batch."""
+  if 'mean' not in x.outputs or 'logvar' not in x.outputs:
+    raise UserError("loss term 'kl' needs a model that returns 'mean' and 'logvar' (a VAE, e.g. "
+                    "model.name=denoise_vae); drop the kl weight for this model.")
   mean, logvar = (x.outputs[k].astype(jnp.float32) for k in ('mean', 'logvar'))
   return -0.5 * jnp.mean(1.0 + logvar - jnp.square(mean) - jnp.exp(logvar))
 
@@ -158,6 +161,14 @@ def check_config(config):
     unknown = sorted(set(l[stage]) - set(LOSSES))
     if unknown:
       raise UserError(f'loss.{stage} names unknown terms {unknown}; valid: {", ".join(LOSSES)}.')
+  with_d = config.discriminator.name != 'none'
+  stages = [('gan', l.gan)] if with_d else []
+  if config.train.pretrain_steps > 0 or not with_d:
+    stages.append(('pretrain', l.pretrain))
+  for stage, section in stages:
+    if not any(w for w in section.values()):
+      raise UserError(f'loss.{stage} weights no term, but that stage runs; give a term a weight, e.g. '
+                      f'--set loss.{stage}.{next(iter(section), "pixel")}=1.0.')
   adversarial = [k for k, w in l.pretrain.items() if w and k in ADVERSARIAL]
   if adversarial:
     raise UserError(f'loss.pretrain weights {adversarial}, which need a discriminator; move them to '

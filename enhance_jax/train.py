@@ -46,8 +46,7 @@ def _stage_end(config, meta):
   t = config.train
   if meta['stage'] == 'pretrain':
     return min(t.pretrain_steps, t.num_steps) if has_gan_stage(config) else t.num_steps
-  start = meta['gan_start'] if meta['gan_start'] is not None else t.pretrain_steps
-  return start + t.num_steps - min(t.pretrain_steps, t.num_steps)
+  return t.num_steps
 
 
 def _every(step, n):
@@ -117,7 +116,8 @@ class _Loop:
     """Validation at STEP: metrics, the best checkpoint's bookkeeping, samples, curves, patience."""
     c, meta = self.config, self.meta
     g_vars = trainer.eval_variables(self.state)
-    val = self.evaluator.run(g_vars)
+    k = min(4, len(self.val['lr']))
+    val = self.evaluator.run(g_vars, samples=k)
     metric = c.train.best_metric
     improved = evaluators.better(metric, val[metric], meta['best'])
     if improved:
@@ -125,9 +125,7 @@ class _Loop:
     else:
       meta['bad_evals'] += 1
     self.report.write(step, 'val', val, epoch=meta['epoch'], stage=meta['stage'])
-    k = min(4, len(self.val['lr']))
-    sr = [s for _, s in zip(range(k), (s for _, s in self.evaluator.predictions(g_vars)))]
-    grid = reporting.sample_grid(self.val['lr'][:k], sr, self.val['hr'][:k])
+    grid = reporting.sample_grid(self.val['lr'][:k], self.evaluator.samples, self.val['hr'][:k])
     reporting.save_png(self.workdir / 'samples' / f'step_{step:07d}.png', grid)
     reporting.save_png(self.workdir / 'samples.png', grid)
     self.report.plot_curves()
@@ -167,21 +165,31 @@ class _Meter:
   def __init__(self, batch_size):
     self.batch_size = batch_size
     self.sums, self.n, self.start = None, 0, time.perf_counter()
+    self.untimed = 0  # steps of this window whose time is not in the clock (the compiling one)
 
   def add(self, metrics):
     self.sums = metrics if self.sums is None else trainer.accumulate(self.sums, metrics)
     self.n += 1
 
   def _rates(self, steps, seconds):
+    if steps <= 0 or seconds <= 0:
+      return {}
     return {'step_time': seconds / steps, 'images_per_sec': steps * self.batch_size / seconds}
+
+  def exclude_compilation(self, metrics):
+    """Called after the process's first step: waits for it, so the clock starts after compiling."""
+    jax.block_until_ready(metrics)
+    self.untimed = self.n
+    self.restart_clock()
 
   def window(self, step):
     """Means over the steps since the last call (one host transfer); NaN/Inf raises."""
     host = {k: float(v) for k, v in jax.device_get(self.sums).items()}
     _check_finite(host, step, self.n)
     elapsed = time.perf_counter() - self.start
-    means = {**{k: v / self.n for k, v in host.items()}, **self._rates(self.n, elapsed)}
-    self.sums, self.n = None, 0
+    means = {**{k: v / self.n for k, v in host.items()},
+             **self._rates(self.n - self.untimed, elapsed)}
+    self.sums, self.n, self.untimed = None, 0, 0
     self.restart_clock()
     return means
 
@@ -204,6 +212,8 @@ def train_and_evaluate(config, workdir):
   until train.num_steps; validation and samples every train.eval_every_steps, checkpoints every
   train.checkpoint_every_steps and at every evaluation that improves train.best_metric.
   """
+  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  config_lib.validate(config)  # also configs made in Python, not through get_config
   parallel.initialize()
   loop = _Loop(config, workdir)
   t, meta, step = config.train, loop.meta, loop.start_step
@@ -220,6 +230,8 @@ def train_and_evaluate(config, workdir):
       with jax.transfer_guard('disallow'):  # the step loop moves nothing between host and device
         loop.state, metrics = loop.jitted[meta['stage']](loop.state, batch, loop.frozen)
         meter.add(metrics)
+      if step == loop.start_step:
+        meter.exclude_compilation(metrics)
       data_state, step = next_data_state, step + 1
       if bar is not None:
         bar.update(1)
@@ -228,7 +240,8 @@ def train_and_evaluate(config, workdir):
       evaluate = _every(step, t.eval_every_steps) or stage_done
       if _every(step, t.log_every_steps) or evaluate:
         means = meter.window(step)
-        means['epoch_seconds'] = means['step_time'] * loop.steps_per_epoch
+        if 'step_time' in means:
+          means['epoch_seconds'] = means['step_time'] * loop.steps_per_epoch
         loop.report.write(step, 'train', means, epoch=meta['epoch'], stage=meta['stage'])
         if bar is not None:
           bar.set_postfix({k: f'{means[k]:.4g}' for k in ('g_loss', 'psnr', 'd_loss') if k in means})

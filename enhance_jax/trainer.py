@@ -57,6 +57,7 @@ class Task:
   scale: int
   degrade: Any = None  # op hr -> lr run on the device (data.degrade_on_device); None: batches carry 'lr'
   train_on: str = 'degraded'
+  fixed: tuple = ()    # top-level submodules frozen (lr_multipliers 0): their BatchNorm stats kept too
 
 
 def _weights(section):
@@ -103,6 +104,29 @@ def check_config(config):
       raise UserError(f'train.{k}={t[k]} must be at least 1.')
   if any(float(v) < 0 for v in dict(t.get('lr_multipliers', {})).values()):
     raise UserError('train.lr_multipliers must be >= 0 (0 freezes that submodule).')
+  if config.data.get('train_on', 'degraded') == 'clean' and config.model.scale != 1:
+    raise UserError(f'data.train_on=clean feeds the target itself to the model, which only works at '
+                    f'model.scale=1 (got {config.model.scale}); use train_on=degraded.')
+
+
+def check_shapes(config):
+  """Builds G and D abstractly (jax.eval_shape: no compute) on the training shapes: a field a module
+  rejects when it first runs, or an output that is not the target's size, is a UserError now."""
+  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (sizes only)
+  (ph, pw), s = input_pipeline.patch_hw(config), config.model.scale
+  lr = jax.ShapeDtypeStruct((1, ph // s, pw // s, 3), jnp.float32)
+  hr = jax.ShapeDtypeStruct((1, ph, pw, 3), jnp.float32)
+  rngs = {k: jax.random.key(0) for k in ('params', 'dropout', 'sample')}
+  try:
+    out, _ = jax.eval_shape(lambda x: models.build_generator(config).init_with_output(rngs, x), lr)
+    if config.discriminator.name != 'none':
+      jax.eval_shape(lambda x: models.build_discriminator(config).init(rngs, x), hr)
+  except (ValueError, TypeError) as e:
+    raise UserError(f'the model or discriminator config does not build: {e}') from None
+  got = models.as_outputs(out)['image'].shape[1:3]
+  if tuple(got) != (ph, pw):
+    raise UserError(f'model {config.model.name} at x{s} makes {got[0]}x{got[1]} of a '
+                    f'{ph // s}x{pw // s} input, not the {ph}x{pw} target; check model.scale.')
 
 
 def make_task(config):
@@ -119,6 +143,7 @@ def make_task(config):
       g_tx_gan=_optimizer(t.g_lr, t.gan_milestones, config),
       d_tx=_optimizer(t.d_lr, t.gan_milestones, config),
       pretrain_weights=pretrain, gan_weights=gan, options=l,
+      fixed=tuple(k for k, v in dict(t.get('lr_multipliers', {})).items() if float(v) == 0),
       ema_decay=float(t.ema_decay), scale=config.model.scale,
       degrade=degradations.parse(config.data.degradation) if config.data.degrade_on_device else None,
       train_on=config.data.get('train_on', 'degraded'))
@@ -198,6 +223,13 @@ def model_batch(task, batch, key):
   return {**batch, 'lr': degradations.apply_batch(task.degrade, hr, key)}
 
 
+def _keep_fixed(task, new_stats, old_stats):
+  """BatchNorm statistics with those of frozen submodules (lr_multipliers 0) left as they were."""
+  if not task.fixed or not new_stats:
+    return new_stats
+  return {**new_stats, **{k: old_stats[k] for k in task.fixed if k in old_stats}}
+
+
 def _g_update(task, state, tx, grads, **changes):
   """Applies G's gradients with TX; the EMA follows."""
   updates, g_opt = tx.update(grads, state.g_opt, state.g_params)
@@ -219,7 +251,8 @@ def pretrain_step(task, state, batch, frozen=None):
     return loss, (out['image'], g_stats, terms)
 
   (g_loss, (sr, g_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-  state = _g_update(task, state, task.g_tx_pretrain, grads, g_stats=g_stats)
+  state = _g_update(task, state, task.g_tx_pretrain, grads,
+                    g_stats=_keep_fixed(task, g_stats, state.g_stats))
   return state, {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()},
                  **_image_metrics(sr, batch['hr']), 'g_grad_norm': optax.tree.norm(grads),
                  'g_param_norm': optax.tree.norm(state.g_params)}
@@ -262,9 +295,9 @@ def gan_step(task, state, batch, frozen=None):
       lambda r, f: losses.discriminator_adversarial(r, f, task.options.gan_type), (0, 1))(real, fake)
   d_grads = jax.tree.map(jnp.add, real_pullback(dreal)[0], fake_pullback(dfake_d)[0])
   d_updates, d_opt = task.d_tx.update(d_grads, state.d_opt, state.d_params)
-  state = _g_update(task, state, task.g_tx_gan, g_grads, g_stats=g_stats, d_opt=d_opt,
-                    d_params=optax.apply_updates(state.d_params, d_updates),
-                    d_stats=upd.get('batch_stats', {}))
+  state = _g_update(task, state, task.g_tx_gan, g_grads, g_stats=_keep_fixed(task, g_stats, state.g_stats),
+                    d_opt=d_opt, d_params=optax.apply_updates(state.d_params, d_updates),
+                    d_stats=_keep_fixed(task, upd.get('batch_stats', {}), state.d_stats))
   return state, {'g_loss': g_loss, 'd_loss': d_loss, **{f'loss_{k}': v for k, v in terms.items()},
                  **_image_metrics(outputs['image'], hr), 'd_real': jnp.mean(jax.nn.sigmoid(real)),
                  'd_fake': jnp.mean(jax.nn.sigmoid(fake)), 'g_grad_norm': optax.tree.norm(g_grads),

@@ -8,6 +8,8 @@ together for a config key. Importers so far:
   - BasicSR / Real-ESRGAN RRDBNet (`conv_first`, `body.{i}.rdb{j}.conv{k}`, `conv_body`, `conv_up1`,
     `conv_up2`, `conv_hr`, `conv_last`) and the ESRGAN release names (`RRDB_trunk.{i}.RDB{j}.conv{k}`,
     `trunk_conv`, `upconv1`, `upconv2`, `HRconv`) -> RRDBNet (`body_{i}/rdb{j}/conv{k}`).
+  - torchvision ResNet18 and VGG16 (`conv1`, `layer{i}.{j}...`, `features.{i}`) -> the `backbone`
+    submodule of report 000's CelebA generator and discriminator (`load_backbone`).
 To add one (EDSR, MSRResNet, ...): write a `{flax path: torch key}` table and the expected kernel shapes,
 convert each key with `_torch_conv`, and let `_check_convs` report missing or mis-shaped keys as one
 UserError (see `rrdbnet_params_from_state_dict`).

@@ -34,6 +34,7 @@ def get_config():
   c.data.source = 'embedded'             # 'embedded' | 'folder:PATH' | 'records:PATH' | 'tfds:NAME'
   c.data.val_source = ''                 # '' = held-out split of `source`
   c.data.val_fraction = 0.1              # held-out fraction for folder sources
+  c.data.val_max_images = 64             # images validated during training (evaluate scores all)
   c.data.data_dir = ''                   # tfds data_dir ('' = tfds default)
   c.data.patch_size = 128                # HR patch side (LR = patch_size / scale)
   c.data.val_patch_size = 256            # HR centre crop used for in-training validation

@@ -154,6 +154,16 @@ def test_the_best_checkpoint_follows_train_best_metric(cadence_run):
   assert {'loss', 'loss_pixel', 'loss_content'} <= set(gan[0])  # held-out loss terms, for best_metric
 
 
+def test_after_an_early_stop_the_gan_stage_runs_to_num_steps():
+  """An early-stopped supervised stage hands over to the GAN stage, which still ends at num_steps
+  (so evaluation keeps its cadence and does not run every step)."""
+  config = tiny_config('train.pretrain_steps=5', 'train.num_steps=9')
+  assert train._stage_end(config, {'stage': 'pretrain', 'gan_start': None}) == 5  # pylint: disable=protected-access
+  assert train._stage_end(config, {'stage': 'gan', 'gan_start': 3}) == 9  # pylint: disable=protected-access
+  one_stage = config_lib.get_config('cifar10_denoise_ae', ['train.num_steps=9'])
+  assert train._stage_end(one_stage, {'stage': 'pretrain', 'gan_start': None}) == 9  # pylint: disable=protected-access
+
+
 def test_better_knows_each_metrics_direction():
   assert evaluators.better('psnr', 20.0, 19.0) and not evaluators.better('psnr', 19.0, 20.0)
   assert evaluators.better('ssim', 0.9, 0.8) and evaluators.better('psnr', -1.0, None)
@@ -224,6 +234,9 @@ def test_a_backbone_can_be_frozen_or_get_its_own_learning_rate(backbone_gan, mul
     new, _ = jax.jit(functools.partial(trainer.gan_step, task))(
         trainer.start_gan_stage(task, state), batch)
     moved[m] = jax.tree.map(jnp.subtract, new.g_params, state.g_params)
+    if m == 0:  # frozen: its BatchNorm statistics stay too, while the decoder's move
+      assert _max_abs(new.g_stats['backbone'], state.g_stats['backbone']) == 0
+      assert _max_abs(new.g_stats, state.g_stats) > 0
   rest = [k for k in state.g_params if k != 'backbone']
   assert rest and _max_abs({k: moved[1.0][k] for k in rest},
                            {k: moved[multiplier][k] for k in rest}) < 1e-7  # others as before
@@ -281,3 +294,33 @@ def test_imagenet_backbone_weights_from_a_user_file_go_into_g_and_d(tmp_path):
     assert _max_abs({k: getattr(loaded, params)[k] for k in rest},
                     {k: getattr(state, params)[k] for k in rest}) == 0
   assert _max_abs(loaded.ema_params, loaded.g_params) == 0
+
+
+# ------------------------------------------------------------------------------ report data
+
+
+def test_data_fraction_takes_an_even_share_before_the_split(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  for i in range(20):
+    Image.fromarray(np.full((40, 40, 3), i * 10, np.uint8)).save(tmp_path / f'{i:02d}.png')
+  config = config_lib.get_config('celeba_cnn', [f'data.source=folder:{tmp_path}', 'data.fraction=0.5',
+                                                'data.patch_size=(32, 32)'])
+  train_src, val_src = datasets.train_val_sources(config.data)
+  assert len(train_src) + len(val_src) == 10 and len(val_src) == 4  # 40 % of the half held out
+  names = sorted(list(train_src.names) + list(val_src.names))
+  assert names[0] == '00' and names[-1] == '19'  # spread over the folder, not its first half
+  generic = datasets.Subset(datasets.embedded(('camera', 'moon', 'brick', 'grass')), [0, 2])
+  assert list(generic.names) == ['camera', 'brick'] and generic[1].shape == (512, 512, 3)
+  assert len(datasets.take_fraction(datasets.embedded(('camera', 'moon', 'brick', 'grass')), 0.5)) == 2
+
+
+def test_minmax_and_crop_or_resize_prepare_the_target():
+  image = np.linspace(40, 200, 500 * 400 * 3).reshape(500, 400, 3).astype(np.uint8)
+  stretched = input_pipeline.normalize(image.astype(np.float32) / 255, 'minmax')
+  assert stretched.min() == 0 and stretched.max() == pytest.approx(1)
+  big = input_pipeline.prepare_hr(image, 360, 'crop_or_resize')  # larger: a centre crop
+  np.testing.assert_array_equal(big, image[70:430, 20:380].astype(np.float32) / 255)
+  small = image[:300, :300]  # smaller: bicubic rescale of the square
+  np.testing.assert_allclose(input_pipeline.prepare_hr(small, 360, 'crop_or_resize'),
+                             degradations.square_resize(small, 360), atol=1e-6)
+  assert input_pipeline.prepare_hr(small, 360, 'crop_or_resize').shape == (360, 360, 3)

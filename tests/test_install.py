@@ -38,7 +38,7 @@ PROBE = textwrap.dedent('''
     importlib.util.spec_from_file_location = _record
     import enhance_jax
     from enhance_jax import config
-    c = config.load_experiment('esrgan_cpu')
+    c = config.get_config('esrgan_cpu', ['train.num_steps=1'])  # loaded, overridden and validated
     print(json.dumps({'package': enhance_jax.__file__, 'dir': str(config.EXPERIMENTS_DIR),
                       'name': c.name, 'loaded': loaded}))
 ''')

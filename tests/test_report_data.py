@@ -255,7 +255,9 @@ def test_bad_data_configs_are_user_errors():
   # at x2 RRDBNet pixel-unshuffles its input by 2: HR sides are multiples of 4 again
   with pytest.raises(UserError, match=r'data\.hr_resize=66 is not a multiple of 4'):
     _config('model.scale=2', 'data.degradation=bicubic(2)', 'data.hr_resize=66')
-  _config('model.scale=3', 'data.degradation=bicubic(3)', 'data.patch_size=48', 'data.hr_resize=66')
+  c = config_lib.get_config('catsdogs_resnet', ['model.scale=3', 'data.degradation=bicubic(3)',
+                                                'data.patch_size=48', 'data.hr_resize=66'])
+  assert c.data.hr_resize == 66  # x3 ResNet-SR: any multiple of 3
 
 
 # ------------------------------------------------------------------------------------ evaluate

@@ -45,7 +45,7 @@ def _build(registry, section, kind, config):
   kwargs = {k: v for k, v in section.items() if k not in NOT_MODULE_FIELDS}
   try:
     return cls(**kwargs, dtype=compute_dtype(config))
-  except TypeError as e:
+  except (TypeError, ValueError) as e:
     raise UserError(f'{kind}={section.name!r} does not accept these config fields: {e}.') from None
 
 

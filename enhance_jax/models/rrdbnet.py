@@ -111,6 +111,9 @@ class RRDBNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # no BatchNorm or dropout
+    if self.scale not in (1, 2, 4):
+      raise ValueError(f'RRDBNet upsamples x4 after a pixel-unshuffle for x1/x2: scale must be 1, 2 or '
+                       f'4, got {self.scale}.')
     if self.scale in (1, 2):
       x = pixel_unshuffle(x, 4 // self.scale)
     x = x.astype(self.dtype)

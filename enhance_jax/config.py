@@ -74,6 +74,17 @@ def load_experiment(name):
   return module.get_config()
 
 
+def supervised_run(c, *, batch_size, lr, steps_per_epoch, epochs):
+  """Sets C (unlocked) to one supervised stage of EPOCHS epochs: Adam(LR, 0.9, 0.999) without decay,
+  EMA or early stopping, validated and checkpointed once an epoch (reports 000 and 001)."""
+  t = c.train
+  t.batch_size, t.pretrain_lr, t.b2, t.pretrain_milestones = batch_size, lr, 0.999, ()
+  t.num_steps, t.steps_per_epoch = epochs * steps_per_epoch, 0
+  t.eval_every_steps = t.checkpoint_every_steps = steps_per_epoch
+  t.ema_decay, t.early_stopping_patience, t.log_every_steps = 0.0, 0, 50
+  return c
+
+
 def _leaf_keys(config, prefix=''):
   keys = []
   for k, v in config.items():

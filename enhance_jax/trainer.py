@@ -8,12 +8,14 @@ losses), and runs the frozen networks the loss terms need from `frozen`, a pytre
 
 import dataclasses
 import functools
+import json
 from typing import Any
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from enhance_jax import degradations
@@ -111,9 +113,22 @@ def check_config(config):
 
 def check_shapes(config):
   """Builds G and D abstractly (jax.eval_shape: no compute) on the training shapes: a field a module
-  rejects when it first runs, or an output that is not the target's size, is a UserError now."""
+  rejects when it first runs, or an output that is not the target's size, is a UserError now.
+  Memoised on what the answer depends on (the model sections, patch, precision, module classes)."""
   from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (sizes only)
-  (ph, pw), s = input_pipeline.patch_hw(config), config.model.scale
+  m, d = config.model.to_dict(), config.discriminator.to_dict()
+  parts = json.dumps({'model': m, 'discriminator': d, 'patch': input_pipeline.patch_hw(config),
+                      'precision': config.train.precision}, sort_keys=True, default=str)
+  _check_shapes(parts, models.GENERATORS.get(m['name']), models.DISCRIMINATORS.get(d['name']))
+
+
+@functools.lru_cache(maxsize=512)
+def _check_shapes(parts, *classes):
+  del classes  # (in the key: a test may swap a registry entry)
+  parts = json.loads(parts)
+  config = ml_collections.ConfigDict({'model': parts['model'], 'discriminator': parts['discriminator'],
+                                      'train': {'precision': parts['precision']}})
+  (ph, pw), s = parts['patch'], config.model.scale
   lr = jax.ShapeDtypeStruct((1, ph // s, pw // s, 3), jnp.float32)
   hr = jax.ShapeDtypeStruct((1, ph, pw, 3), jnp.float32)
   rngs = {k: jax.random.key(0) for k in ('params', 'dropout', 'sample')}

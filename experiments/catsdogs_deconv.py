@@ -10,7 +10,7 @@ bicubic rescale when not (data.hr_resize_mode='crop_or_resize'), the input its b
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.config import load_experiment, supervised_run
 
 REPORT = '001'
 
@@ -33,16 +33,5 @@ def get_config():
   c.loss.pretrain = ml_collections.ConfigDict({'mse': 1.0})
   c.loss.gan = ml_collections.ConfigDict({'mse': 1.0})
 
-  steps_per_epoch = int(23_262 * 0.8) // 5
-  c.train.batch_size = 5
-  c.train.pretrain_lr = 1e-4
-  c.train.b2 = 0.999
-  c.train.pretrain_milestones = ()
-  c.train.num_steps = 5 * steps_per_epoch
-  c.train.steps_per_epoch = 0
-  c.train.eval_every_steps = steps_per_epoch
-  c.train.checkpoint_every_steps = steps_per_epoch
-  c.train.ema_decay = 0.0
-  c.train.early_stopping_patience = 0
-  c.train.log_every_steps = 50
+  supervised_run(c, batch_size=5, lr=1e-4, epochs=5, steps_per_epoch=int(23_262 * 0.8) // 5)
   return c.lock()

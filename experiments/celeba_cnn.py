@@ -12,7 +12,7 @@ named, 218x178 crops of the embedded photos. Chosen where the report is silent: 
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.config import load_experiment, supervised_run
 
 REPORT = '000'
 CELEBA_IMAGES = 202_599
@@ -38,16 +38,6 @@ def get_config():
   c.loss.pretrain = ml_collections.ConfigDict({'mse': 1.0})
   c.loss.gan = ml_collections.ConfigDict({'mse': 1.0})
 
-  steps_per_epoch = int(CELEBA_IMAGES * 0.05 * 0.6) // 32
-  c.train.batch_size = 32
-  c.train.pretrain_lr = 1e-3
-  c.train.b2 = 0.999
-  c.train.pretrain_milestones = ()
-  c.train.num_steps = 100 * steps_per_epoch
-  c.train.steps_per_epoch = 0            # one pass over the training images
-  c.train.eval_every_steps = steps_per_epoch
-  c.train.checkpoint_every_steps = steps_per_epoch
-  c.train.ema_decay = 0.0
-  c.train.early_stopping_patience = 0
-  c.train.log_every_steps = 50
+  supervised_run(c, batch_size=32, lr=1e-3, epochs=100,
+                 steps_per_epoch=int(CELEBA_IMAGES * 0.05 * 0.6) // 32)
   return c.lock()

@@ -11,7 +11,7 @@ says): MSE, Adam lr 1e-3, batch 32 (their notebook used 1), 3 epochs of CIFAR-10
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.config import load_experiment, supervised_run
 
 REPORT = '001'
 NOISE = ("one_of('salt_pepper(0.3, 0.6)', 'color_noise(0.3, 0.6)', 'darken(0.3, 0.6)', "
@@ -35,16 +35,5 @@ def get_config():
   c.loss.pretrain = ml_collections.ConfigDict({'mse': 1.0})
   c.loss.gan = ml_collections.ConfigDict({'mse': 1.0})
 
-  steps_per_epoch = 50_000 // 32
-  c.train.batch_size = 32
-  c.train.pretrain_lr = 1e-3
-  c.train.b2 = 0.999
-  c.train.pretrain_milestones = ()
-  c.train.num_steps = 3 * steps_per_epoch
-  c.train.steps_per_epoch = 0
-  c.train.eval_every_steps = steps_per_epoch
-  c.train.checkpoint_every_steps = steps_per_epoch
-  c.train.ema_decay = 0.0
-  c.train.early_stopping_patience = 0
-  c.train.log_every_steps = 50
+  supervised_run(c, batch_size=32, lr=1e-3, epochs=3, steps_per_epoch=50_000 // 32)
   return c.lock()

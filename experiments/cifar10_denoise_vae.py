@@ -11,7 +11,7 @@ Adam lr 1e-3 as that notebook.
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.config import load_experiment, supervised_run
 
 REPORT = '001'
 
@@ -23,9 +23,5 @@ def get_config():
   c.model.name = 'denoise_vae'
   c.loss.pretrain = ml_collections.ConfigDict({'mse': 1.0, 'kl': 0.04})
   c.loss.gan = ml_collections.ConfigDict({'mse': 1.0, 'kl': 0.04})
-  steps_per_epoch = 50_000 // 128
-  c.train.batch_size = 128
-  c.train.num_steps = 20 * steps_per_epoch
-  c.train.eval_every_steps = steps_per_epoch
-  c.train.checkpoint_every_steps = steps_per_epoch
+  supervised_run(c, batch_size=128, lr=1e-3, epochs=20, steps_per_epoch=50_000 // 128)
   return c.lock()

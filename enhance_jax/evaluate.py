@@ -2,10 +2,12 @@
 [--data folder:PATH]`.
 
 Restores the checkpoint, degrades each held-out image as in training, enhances it whole, and writes
-under W/eval/: metrics.json, metrics.md and one LR | bicubic | model | HR grid per image. Scores follow
+under W/eval/: metrics.json, metrics.md and one input | bicubic | model | target grid per image (input |
+model | target for same-size tasks). Scores follow
 the SR protocol (uint8-quantised outputs, RGB and Y channel, border crop of `scale` pixels) for the
-model and for the BASELINES, bicubic and nearest-neighbour upscaling of the same input. With
-data.hr_resize the held-out images are square-resized first, as in training.
+model and for the baselines: bicubic and nearest-neighbour upscaling of the same input, or, at x1,
+the degraded input itself. With data.hr_resize the held-out images are fitted first, as in training;
+random degradations use a fixed seed per image.
 """
 
 import argparse
@@ -127,8 +129,11 @@ def run(workdir, checkpoint='best', data=None, out=None):
   for record, sr in evaluator.records(g_vars):
     records.append(record)
     lr, hr = evaluator.pairs[len(records) - 1]
-    base = evaluators.baselines(lr, hr.shape, scale)
-    row = [reporting.nearest_up(lr, hr.shape[:2])] + [base[k] for k in evaluator.kinds[:1]] + [sr, hr]
+    if scale == 1:  # input | model | target
+      row = [lr, sr, hr]
+    else:  # input (nearest-upscaled) | bicubic | model | target
+      row = [reporting.nearest_up(lr, hr.shape[:2]), evaluators.baselines(lr, hr.shape)['bicubic'],
+             sr, hr]
     reporting.save_png(out / f'{record["name"]}.png', reporting.image_grid([row]))
     print(f'{record["name"]}: ' + ' / '.join(f'{k} {record[k]["psnr"]:.3f} dB' for k in kinds),
           flush=True)

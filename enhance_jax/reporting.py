@@ -90,7 +90,8 @@ class Reporter:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
     records = self.records()
-    keys = [k for k in keys if any(k in r for r in records)]
+    terms = sorted({k for r in records for k in r if k.startswith('loss_')} - set(keys))
+    keys = [k for k in (*keys, *terms) if any(k in r for r in records)]
     if not keys:
       return
     cols = min(3, len(keys))

@@ -107,3 +107,29 @@ def test_srgan_trains_on_a_celeba_shaped_tfds_dataset_resized_to_64(tmp_path):
   result = evaluate.run(tmp_path / 'run', 'latest')
   assert [(r['height'], r['width']) for r in result['images']] == [(64, 64), (64, 64)]
   assert result['checkpoint']['step'] == 4
+
+
+class TrainOnlyPhotos(TinyPhotos):
+  """Like cats_vs_dogs: one 'train' split of ten photos (values 0, 25, ..., 225), nothing held out."""
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples(0, 10)}
+
+  def _generate_examples(self, start, stop):
+    for i in range(start, stop):
+      yield i, {'image': _png(25 * i)}
+
+
+def test_a_tfds_dataset_without_a_validation_split_holds_out_its_own_share(tmp_path):
+  TrainOnlyPhotos(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  config = tiny_config('data.source=tfds:train_only_photos', f'data.data_dir={tmp_path}',
+                       'data.val_fraction=0.2', 'train.batch_size=4')
+  train, val = datasets.train_val_sources(config.data)
+  assert (len(train), len(val)) == (8, 2)
+  values = sorted(int(s[i][0, 0, 0]) for s in (train, val) for i in range(len(s)))
+  assert values == [25 * i for i in range(10)]  # every photo once, on one side
+  half = tiny_config('data.source=tfds:train_only_photos', f'data.data_dir={tmp_path}',
+                     'data.val_fraction=0.2', 'data.fraction=0.5', 'train.batch_size=4')
+  train, val = datasets.train_val_sources(half.data)
+  assert len(train) + len(val) == 5 and len(val) == 1

@@ -23,6 +23,7 @@ from enhance_jax import input_pipeline
 from enhance_jax import parallel
 from enhance_jax import reporting
 from enhance_jax import trainer
+from enhance_jax import weights
 from enhance_jax.errors import UserError
 
 
@@ -99,7 +100,7 @@ class _Loop:
     except ValueError as e:
       raise UserError(f'the model or discriminator config does not build: {e}') from None
     if not self.ckpts.has_checkpoint() or self.ckpts.latest.latest_step() is None:
-      return trainer.with_backbone_weights(init(jax.random.key(c.seed)), c), _fresh_meta(c)
+      return weights.with_backbone_weights(init(jax.random.key(c.seed)), c), _fresh_meta(c)
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(self.mesh)),
         abstract)

@@ -369,27 +369,3 @@ def eval_losses(task, g_vars, frozen, lr, hr):
   total = sum(w * terms[k] for k, w in task.pretrain_weights if k in terms)
   return {'loss': jnp.asarray(total, jnp.float32), **{f'loss_{k}': v for k, v in terms.items()}}
 
-
-def with_backbone_weights(state, config):
-  """STATE with G's and D's 'backbone' submodules loaded from model/discriminator.backbone_weights
-  (torchvision ResNet18/VGG16 state_dicts); a backbone without a file stays random, said once."""
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
-  changes = {}
-  for section, params, stats in ((config.model, 'g_params', 'g_stats'),
-                                 (config.discriminator, 'd_params', 'd_stats')):
-    name = section.get('backbone', 'conv')
-    if name == 'conv' and not section.get('backbone_weights', ''):
-      continue
-    loaded = weights.load_backbone(name, section.get('backbone_weights', '') or None)
-    if loaded is None:
-      continue
-    place = lambda tree, like: jax.tree.map(lambda a, b: jax.device_put(jnp.asarray(a, b.dtype),
-                                                                        b.sharding), tree, like)
-    old = getattr(state, params)
-    changes[params] = {**old, 'backbone': place(loaded['params'], old['backbone'])}
-    if 'batch_stats' in loaded:
-      old_stats = getattr(state, stats)
-      changes[stats] = {**old_stats, 'backbone': place(loaded['batch_stats'], old_stats['backbone'])}
-  if 'g_params' in changes and state.ema_params is not None:
-    changes['ema_params'] = jax.tree.map(jnp.copy, changes['g_params'])
-  return state.replace(**changes)

@@ -460,3 +460,27 @@ def load_backbone(name: str, path: str | os.PathLike | None) -> dict | None:
   except UserError as err:
     raise UserError(f"Cannot use '{path}' as {name} weights: {err}") from err
   return jax.tree.map(jnp.asarray, variables)
+
+
+def with_backbone_weights(state, config):
+  """STATE with G's and D's 'backbone' submodules loaded from model/discriminator.backbone_weights
+  (torchvision ResNet18/VGG16 state_dicts); a backbone without a file stays random, said once."""
+  changes = {}
+  for section, params, stats in ((config.model, 'g_params', 'g_stats'),
+                                 (config.discriminator, 'd_params', 'd_stats')):
+    name = section.get('backbone', 'conv')
+    if name == 'conv' and not section.get('backbone_weights', ''):
+      continue
+    loaded = load_backbone(name, section.get('backbone_weights', '') or None)
+    if loaded is None:
+      continue
+    place = lambda tree, like: jax.tree.map(lambda a, b: jax.device_put(jnp.asarray(a, b.dtype),
+                                                                        b.sharding), tree, like)
+    old = getattr(state, params)
+    changes[params] = {**old, 'backbone': place(loaded['params'], old['backbone'])}
+    if 'batch_stats' in loaded:
+      old_stats = getattr(state, stats)
+      changes[stats] = {**old_stats, 'backbone': place(loaded['batch_stats'], old_stats['backbone'])}
+  if 'g_params' in changes and state.ema_params is not None:
+    changes['ema_params'] = jax.tree.map(jnp.copy, changes['g_params'])
+  return state.replace(**changes)

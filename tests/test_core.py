@@ -284,7 +284,7 @@ def test_imagenet_backbone_weights_from_a_user_file_go_into_g_and_d(tmp_path):
       f'discriminator.backbone_weights={tmp_path / "resnet18.pth"}', 'train.ema_decay=0.9'])
   task = trainer.make_task(config)
   state = trainer.init_state(task, jax.random.key(0), (1, 64, 64, 3), (1, 64, 64, 3))
-  loaded = trainer.with_backbone_weights(state, config)
+  loaded = weights.with_backbone_weights(state, config)
   want = weights.load_backbone('resnet18', tmp_path / 'resnet18.pth')
   for params, stats in (('g_params', 'g_stats'), ('d_params', 'd_stats')):
     assert _max_abs(getattr(loaded, params)['backbone'], want['params']) == 0

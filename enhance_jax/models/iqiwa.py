@@ -129,7 +129,7 @@ class DenoiseAutoencoder(nn.Module):
     return self.decoder(self.encode(x))
 
 
-class DenoiseVAE(nn.Module):
+class DenoiseVAE(DenoiseAutoencoder):
   """Report 001's variational autoencoder: [N,H,W,3] -> {'image': [N,H,W,3] in [0,1], 'mean', 'logvar'}.
 
   The report only names it ("convolutional and variational autoencoders"; the VAE did worse). Chosen:
@@ -138,17 +138,9 @@ class DenoiseVAE(nn.Module):
   autoencoder's decoder. The authors' notebook VAE (two k4 s2 convs of width 64/128, dense 10-d latent)
   is not used: the report found a dense layer in the bottleneck made reconstructions worse.
   Training: z = mean + exp(logvar / 2) * eps, eps ~ N(0, 1) from the 'sample' rng; eval: z = mean.
-  mean/logvar are float32 and unclipped (the KL term reads them as they are).
+  mean/logvar are float32 and unclipped (the KL term reads them as they are). Fields and
+  input_multiple are the autoencoder's.
   """
-  scale: int = 1
-  features: Sequence[int] = (32, 16)
-  latent_channels: int = 2
-  inner_stride: int = 1
-  dtype: Any = jnp.float32
-
-  @property
-  def input_multiple(self) -> int:
-    return 4 * self.inner_stride ** 2
 
   def setup(self):
     _check_scale(type(self).__name__, self.scale, {1})

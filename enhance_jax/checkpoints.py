@@ -19,8 +19,8 @@ META_FORMAT = 2  # 1: before the open training core (cadence by epochs, best by 
 
 def model_signature(config):
   """What must match for a checkpoint to load into this config: the G and D architectures."""
-  # remat gives the same weights; *_weights name where initial weights came from, not the model
-  same = lambda k: k == 'remat' or k.endswith('_weights')
+  # remat gives the same weights; *_weights and init_from name where initial weights came from
+  same = lambda k: k in ('remat', 'init_from') or k.endswith('_weights')
   model = {k: v for k, v in config.model.to_dict().items() if not same(k)}
   disc = {k: v for k, v in config.discriminator.to_dict().items() if not same(k)}
   return json.loads(json.dumps({'model': model, 'discriminator': disc}))

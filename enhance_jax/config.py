@@ -71,7 +71,11 @@ def load_experiment(name):
   spec = importlib.util.spec_from_file_location(f'enhance_jax_experiments.{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  config = module.get_config()
+  if 'init_from' not in config.model:  # every generator can start from trained or released weights
+    with config.unlocked():  # a training workdir, an enhance_jax.convert directory or a .pth
+      config.model.init_from = ''
+  return config
 
 
 def supervised_run(c, *, batch_size, lr, steps_per_epoch, epochs):

@@ -90,20 +90,39 @@ def build(prefix, out_dir):
 
 
 @functools.cache
-def _load():
-  """Builds, loads and registers the oneDNN FFI targets once per process; the error, or None."""
+def _library():
+  """The kernel library, built and loaded once per process (ctypes.CDLL), or why not (a str)."""
   prefix = onednn_prefix()
   if prefix is None:
     return ('oneDNN is not installed (pip install onednn-devel-cpu-gomp, a dependency of '
             'enhance_jax on Linux x86-64)')
   try:
-    lib = ctypes.cdll.LoadLibrary(str(build(prefix, cache_dir())))
+    return ctypes.cdll.LoadLibrary(str(build(prefix, cache_dir())))
   except (RuntimeError, OSError) as e:
     return f'could not build the oneDNN convolution kernels: {e}'
+
+
+@functools.cache
+def _load():
+  """Registers the oneDNN FFI targets once per process; the error, or None."""
+  lib = _library()
+  if isinstance(lib, str):
+    return lib
   for kind, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(f'enhance_jax_conv_{kind}', jax.ffi.pycapsule(getattr(lib, symbol)),
                                 platform='cpu')
   return None
+
+
+def cached_primitives():
+  """(oneDNN primitives cached now, the cache's bound): one per convolution shape, least recently
+  used evicted first, so a server seeing every image size stays bounded. (0, 0) without oneDNN."""
+  lib = _library() if onednn_prefix() is not None else 'none'
+  if isinstance(lib, str):
+    return 0, 0
+  count, limit = lib.EnhanceConvCachedPrimitives, lib.EnhanceConvCacheLimit
+  count.restype = limit.restype = ctypes.c_int64
+  return int(count()), int(limit())
 
 
 def _mode():

@@ -34,7 +34,14 @@ METRICS = evaluators.METRICS
 
 
 def restore_generator(workdir, which='best'):
-  """(config, task, generator variables, step) from WORKDIR's checkpoint WHICH (EMA weights if kept)."""
+  """(config, task, generator variables, step) from WORKDIR's checkpoint WHICH (EMA weights if kept);
+  a converted model directory or a weights file is scored as its architecture's classic x`scale`
+  bicubic protocol (inference.model_config)."""
+  from enhance_jax import inference  # pylint: disable=g-import-not-at-top
+  if inference.kind_of(workdir) != 'workdir':
+    restored = inference.restore(workdir)
+    config = inference.model_config(restored)
+    return config, trainer.make_task(config), restored.variables, 0
   workdir = pathlib.Path(workdir)
   if not (workdir / 'checkpoints').is_dir():
     raise UserError(f'{workdir} holds no checkpoints; train first '
@@ -123,7 +130,10 @@ def run(workdir, checkpoint='best', data=None, out=None):
                                    HeldOutPairs(config, source), scale, chunk=1,
                                    names=source.names)  # chunk 1: records in the source's order
   kinds = ('model', *evaluator.kinds)
-  out = pathlib.Path(out or pathlib.Path(workdir) / 'eval')
+  if out is None:
+    workdir = pathlib.Path(workdir)
+    out = workdir / 'eval' if workdir.is_dir() else workdir.with_name(f'{workdir.stem}_eval')
+  out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   records = []
   for record, sr in evaluator.records(g_vars):

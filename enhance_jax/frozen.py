@@ -7,23 +7,25 @@ replicated, never donated and never optimised; the steps see `{name: x -> module
 
 import functools
 
+from enhance_jax import losses
 from enhance_jax import models
 from enhance_jax.errors import UserError
 
 
 def vgg19(config):
-  """torchvision VGG19 features up to loss.content_layer, from loss.vgg_weights (random if unset)."""
+  """torchvision VGG19 features up to the last content layer, from loss.vgg_weights (random if unset)."""
   from enhance_jax import weights  # pylint: disable=g-import-not-at-top
   l = config.loss
   return vgg19_module(config), {'params': weights.load_vgg19(l.vgg_weights or None,
-                                                             (l.content_layer,))}
+                                                             tuple(losses.content_layers(l)))}
 
 
 def vgg19_module(config):
   """The VGG19Features module the content loss runs (no weights read)."""
   from enhance_jax.models.vgg import VGG19Features  # pylint: disable=g-import-not-at-top
   l = config.loss
-  return VGG19Features(layers=(l.content_layer,), before_activation=l.content_before_activation,
+  return VGG19Features(layers=tuple(losses.content_layers(l)),
+                       before_activation=l.content_before_activation,
                        dtype=models.compute_dtype(config))
 
 

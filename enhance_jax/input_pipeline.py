@@ -19,8 +19,9 @@ AFFINE_FIELDS = ('rotation', 'shift', 'shear', 'zoom', 'hflip')
 
 
 def degrade_fn(config):
-  """The config's degradation spec (data.degradation) as one op (image, rng) -> image."""
-  return degradations.parse(config.data.degradation)
+  """The config's degradation spec (data.degradation) as one op (image, rng) -> image, its ops'
+  options taken from the data config's sections (data.realesrgan)."""
+  return degradations.parse(config.data.degradation, degradations.config_options(config.data))
 
 
 def patch_hw(config):

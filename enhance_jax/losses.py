@@ -3,7 +3,8 @@
 An experiment weights them per stage (`loss.pretrain = {'pixel': 1.0}`, `loss.gan = {'pixel': 0.01,
 'content': 1.0, 'adversarial': 0.005}`) and `total` assembles every step's loss the same way, each term
 logged as `loss_NAME`. A new loss is one function of `LossInputs` and one line in LOSSES (plus one in
-NEEDS when it runs a frozen network). All images are float32 NHWC in [0, 1]; logits are [N].
+NEEDS when it runs a frozen network). All images are float32 NHWC in [0, 1]; logits are [N], or
+[N, H, W, 1] from a per-pixel discriminator (unet_sn): the GAN losses average over every logit.
 """
 
 import dataclasses
@@ -33,11 +34,25 @@ PIXEL_CRITERIA = {'l1': l1, 'l2': l2, 'mse': l2, 'charbonnier': charbonnier}
 GAN_TYPES = ('vanilla', 'relativistic')
 
 
-def content(sr_features, hr_features, criterion='l1'):
-  """Perceptual loss between VGG feature maps, summed over layers: L1 (BasicSR, ESRGAN) or 'l2'
-  (SRGAN's MSE). Compared in float32 whatever dtype the VGG computed in."""
+def content(sr_features, hr_features, criterion='l1', layer_weights=None):
+  """Perceptual loss between VGG feature maps, summed over layers, each weighted by LAYER_WEIGHTS
+  ({layer: weight}, 1 when None): L1 (BasicSR, ESRGAN) or 'l2' (SRGAN's MSE). Compared in float32
+  whatever dtype the VGG computed in."""
   f32 = lambda a: a.astype(jnp.float32)
-  return sum(PIXEL_CRITERIA[criterion](f32(sr_features[k]), f32(hr_features[k])) for k in sr_features)
+  w = layer_weights or {}
+  return sum(w.get(k, 1.0) * PIXEL_CRITERIA[criterion](f32(sr_features[k]), f32(hr_features[k]))
+             for k in sr_features)
+
+
+def content_layers(options):
+  """{VGG19 layer: weight} of the perceptual loss: the weighted layers of loss.content_layers when
+  it is set (Real-ESRGAN's {'conv1_2': 0.1, 'conv2_2': 0.1, 'conv3_4': 1, 'conv4_4': 1, 'conv5_4': 1};
+  a weight of 0 drops a layer, and the VGG stops at the last one left), else loss.content_layer alone
+  at weight 1 (SRGAN, ESRGAN)."""
+  layers = options.get('content_layers', None)
+  if layers:
+    return {k: float(w) for k, w in layers.items() if w}
+  return {options.content_layer: 1.0}
 
 
 def bce(logits, target):
@@ -102,9 +117,11 @@ def ssim_loss(x):
 
 
 def content_loss(x):
-  """VGG19 perceptual loss on the frozen 'vgg19' features (layer and activation from the config)."""
+  """VGG19 perceptual loss on the frozen 'vgg19' features (layers, their weights and the activation
+  from the config: `content_layers`)."""
   vgg = x.frozen['vgg19']
-  return content(vgg(x.image), jax.lax.stop_gradient(vgg(x.target)), x.options.content_criterion)
+  return content(vgg(x.image), jax.lax.stop_gradient(vgg(x.target)), x.options.content_criterion,
+                 content_layers(x.options))
 
 
 def adversarial_loss(x):
@@ -157,6 +174,14 @@ def check_config(config):
       raise UserError(f'unknown loss.{key} {l[key]!r}; valid: {", ".join(PIXEL_CRITERIA)}.')
   if l.gan_type not in GAN_TYPES:
     raise UserError(f'unknown loss.gan_type {l.gan_type!r}; valid: {", ".join(GAN_TYPES)}.')
+  from enhance_jax.models import vgg  # pylint: disable=g-import-not-at-top
+  for layer, w in (l.get('content_layers', None) or {l.content_layer: 1.0}).items():
+    vgg.conv_name(layer)  # UserError naming the valid layers
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+      raise UserError(f'loss.content_layers.{layer}={w!r} must be a weight >= 0.')
+  if not content_layers(l):
+    raise UserError('loss.content_layers weights no layer; give one a weight, e.g. '
+                    '--set loss.content_layers.conv5_4=1.0.')
   for stage in ('pretrain', 'gan'):
     unknown = sorted(set(l[stage]) - set(LOSSES))
     if unknown:

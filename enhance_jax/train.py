@@ -19,6 +19,7 @@ from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import datasets
 from enhance_jax import evaluators
 from enhance_jax import frozen as frozen_lib
+from enhance_jax import inference
 from enhance_jax import input_pipeline
 from enhance_jax import parallel
 from enhance_jax import reporting
@@ -100,7 +101,9 @@ class _Loop:
     except ValueError as e:
       raise UserError(f'the model or discriminator config does not build: {e}') from None
     if not self.ckpts.has_checkpoint() or self.ckpts.latest.latest_step() is None:
-      return weights.with_backbone_weights(init(jax.random.key(c.seed)), c), _fresh_meta(c)
+      start = inference.initial_weights(c, abstract.g_params)  # a misfit fails before any compile
+      state = weights.with_backbone_weights(init(jax.random.key(c.seed)), c)
+      return inference.with_initial_weights(state, c, start), _fresh_meta(c)
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(self.mesh)),
         abstract)

@@ -60,6 +60,7 @@ class Task:
   degrade: Any = None  # op hr -> lr run on the device (data.degrade_on_device); None: batches carry 'lr'
   train_on: str = 'degraded'
   fixed: tuple = ()    # top-level submodules frozen (lr_multipliers 0): their BatchNorm stats kept too
+  sharpen: Any = None  # op hr -> the loss target, on the device (data.target_sharpen); None: hr itself
 
 
 def _weights(section):
@@ -109,6 +110,24 @@ def check_config(config):
   if config.data.get('train_on', 'degraded') == 'clean' and config.model.scale != 1:
     raise UserError(f'data.train_on=clean feeds the target itself to the model, which only works at '
                     f'model.scale=1 (got {config.model.scale}); use train_on=degraded.')
+  _check_device_ops(config)
+
+
+def _check_device_ops(config):
+  """UserError for the on-device data ops: the degradation with its config options (data.realesrgan),
+  jnp-only ops without data.degrade_on_device, and a data.target_sharpen that is no same-size op."""
+  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (sizes only)
+  data = config.data
+  degrade = degradations.parse(data.degradation, degradations.config_options(data))
+  if degradations.device_only(degrade) and not data.degrade_on_device:
+    raise UserError(f'data.degradation={data.degradation!r} runs on the device only (jnp, inside the '
+                    'train step); set data.degrade_on_device=True.')
+  if data.get('target_sharpen'):
+    hw = input_pipeline.patch_hw(config)
+    got = degradations.output_hw(degradations.parse(data.target_sharpen), hw)
+    if got != hw:
+      raise UserError(f'data.target_sharpen={data.target_sharpen!r} turns a {hw[0]}x{hw[1]} patch into '
+                      f'{got[0]}x{got[1]}; it must keep the size (e.g. usm, Real-ESRGAN\'s USM).')
 
 
 def check_shapes(config):
@@ -160,7 +179,9 @@ def make_task(config):
       pretrain_weights=pretrain, gan_weights=gan, options=l,
       fixed=tuple(k for k, v in dict(t.get('lr_multipliers', {})).items() if float(v) == 0),
       ema_decay=float(t.ema_decay), scale=config.model.scale,
-      degrade=degradations.parse(config.data.degradation) if config.data.degrade_on_device else None,
+      degrade=(degradations.parse(config.data.degradation, degradations.config_options(config.data))
+               if config.data.degrade_on_device else None),
+      sharpen=degradations.parse(config.data.target_sharpen) if config.data.get('target_sharpen') else None,
       train_on=config.data.get('train_on', 'degraded'))
 
 
@@ -229,7 +250,13 @@ def _image_metrics(sr, hr):
 
 def model_batch(task, batch, key):
   """The batch with 'lr' set to what the model sees in training: the pipeline's LR, the target itself
-  (data.train_on=clean), or the target degraded here on the device (data.degrade_on_device)."""
+  (data.train_on=clean), or the target degraded here on the device (data.degrade_on_device).
+  With data.target_sharpen, 'hr' (the pixel and perceptual losses' target) is the sharpened target
+  and 'hr_orig' the original (the discriminator's real images); as in Real-ESRGAN, the on-device
+  degradation starts from the sharpened one."""
+  if task.sharpen is not None:
+    sharp = degradations.apply_batch(task.sharpen, batch['hr'], jax.random.fold_in(key, 1))
+    batch = {**batch, 'hr': sharp, 'hr_orig': batch['hr']}
   hr = batch['hr']
   if task.train_on == 'clean':
     return {**batch, 'lr': hr}
@@ -287,9 +314,9 @@ def gan_step(task, state, batch, frozen=None):
   outputs, g_pullback, g_stats = jax.vjp(
       lambda p: generate(task, p, state.g_stats, batch['lr'], True, keys), state.g_params, has_aux=True)
 
-  def d_on_real(d_params):
-    return task.discriminator.apply({'params': d_params, 'batch_stats': state.d_stats}, hr,
-                                    train=True, mutable=['batch_stats'])
+  def d_on_real(d_params):  # D's real images: the unsharpened target when the loss's is sharpened
+    return task.discriminator.apply({'params': d_params, 'batch_stats': state.d_stats},
+                                    batch.get('hr_orig', hr), train=True, mutable=['batch_stats'])
 
   real, real_pullback, upd = jax.vjp(d_on_real, state.d_params, has_aux=True)
 

@@ -87,3 +87,24 @@ def stop_data_after(monkeypatch, n_batches, exc=KeyboardInterrupt):
       yield item
 
   monkeypatch.setattr(input_pipeline, 'prefetch_to_device', stream)
+
+
+@pytest.fixture(scope='session')
+def l1_run(tmp_path_factory):
+  """A small ESRGAN's L1 stage, trained for a couple of CPU minutes on the embedded photos: the one
+  trained model the suite shares (evaluate, enhance, init_from). Under pytest-xdist the workers
+  share one training too: the first to ask trains under a file lock, the others wait and reuse it."""
+  import filelock  # pylint: disable=g-import-not-at-top
+  from enhance_jax import train  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # the directory all workers' temp dirs live in
+  workdir, done = root / 'shared_esrgan_l1', root / 'shared_esrgan_l1.done'
+  with filelock.FileLock(str(root / 'shared_esrgan_l1.lock')):
+    if not done.exists():
+      config = config_lib.get_config('esrgan_cpu', [
+          'train.pretrain_steps=400', 'train.num_steps=400', 'train.eval_every_steps=200',
+          'train.checkpoint_every_steps=200', 'train.progress=False'])
+      train.train_and_evaluate(config, workdir)
+      done.touch()
+  return workdir

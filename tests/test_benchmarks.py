@@ -187,3 +187,22 @@ def test_bad_input_is_one_error_line(argv, match, capsys):
   assert throughput.main(argv) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('error: ') and match in err[0], err
+
+
+def test_enhance_benchmark_runs_both_frameworks_on_the_same_weights(tmp_path):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('enhance_benchmark', ROOT / 'benchmarks' / 'enhance.py')
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  out = tmp_path / 'enhance.json'
+  assert bench.main(['--tiny', '--size', '40', '--tile', '24', '--tile-overlap', '8', '--repeats',
+                     '1', '--json', str(out)]) == 0
+  r = json.loads(out.read_text())
+  assert r['photo'] == 'chelsea 40x40' and r['tile'] == 24 and r['versions']['torch']
+  for name in ('rrdbnet', 'srvgg_compact'):
+    m = r['models'][name]
+    assert m['output_megapixels'] == 160 * 160 / 1e6
+    assert m['jax']['megapixels_per_s'] > 0 and m['torch']['megapixels_per_s'] > 0
+    assert m['ratio'] == m['jax']['megapixels_per_s'] / m['torch']['megapixels_per_s']
+    # the same weights in both frameworks: the tilings differ only where tiles meet
+    assert m['mean_abs_diff'] < 1e-3 and m['model']['name'] == name

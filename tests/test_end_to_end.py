@@ -14,18 +14,6 @@ from enhance_jax import train
 from enhance_jax.errors import UserError
 
 
-@pytest.fixture(scope='module')
-def l1_run(tmp_path_factory):
-  """A small ESRGAN's L1 stage, trained for a couple of CPU minutes on the embedded photos."""
-  workdir = tmp_path_factory.mktemp('esrgan_l1')
-  config = config_lib.get_config('esrgan_cpu', [
-      'train.pretrain_steps=400', 'train.num_steps=400', 'train.eval_every_steps=200',
-      'train.checkpoint_every_steps=200',
-      'train.progress=False'])
-  train.train_and_evaluate(config, workdir)
-  return workdir
-
-
 def test_l1_stage_beats_bicubic_on_held_out_photos(l1_run):
   result = evaluate.run(l1_run, 'best')
   model, bicubic = result['mean']['model'], result['mean']['bicubic']
@@ -83,6 +71,9 @@ def test_evaluate_bad_inputs(l1_run, tmp_path):
     evaluate.run(l1_run, '12345')
   with pytest.raises(UserError, match='not best, latest or a step'):
     evaluate.run(l1_run, 'newest')
+  with pytest.raises(UserError, match='does not exist'):
+    evaluate.run(tmp_path / 'missing')
+  (tmp_path / 'empty').mkdir()
   with pytest.raises(UserError, match='holds no checkpoints'):
     evaluate.run(tmp_path / 'empty')
   with pytest.raises(UserError, match='holds no'):

@@ -1,7 +1,10 @@
 """PyTorch twins of enhance_jax's ESRGAN modules (torch only): same functions, NCHW, BasicSR names.
 
-RRDBNet keys match BasicSR's rrdbnet_arch, VGG19Features holds torchvision's `features` Sequential,
-and VGGStyleDiscriminator mirrors enhance_jax.models.discriminator (conv{i}, bn{i}, dense1, dense2).
+RRDBNet keys match BasicSR's rrdbnet_arch (`esrgan_state_dict` renames them to the ESRGAN release's),
+VGG19Features holds torchvision's `features` Sequential, and VGGStyleDiscriminator mirrors
+enhance_jax.models.discriminator (conv{i}, bn{i}, dense1, dense2). SRVGGNetCompact (Real-ESRGAN),
+MSRResNet and EDSR (BasicSR) and EDSR_PT (EDSR-PyTorch's names) are the released generators that
+enhance_jax.convert imports.
 """
 
 import torch
@@ -84,6 +87,159 @@ class RRDBNet(nn.Module):
     feat = lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode='nearest')))
     feat = lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode='nearest')))
     return self.conv_last(lrelu(self.conv_hr(feat)))
+
+
+# ESRGAN's release names (xinntao/ESRGAN RRDBNet_arch) for BasicSR's top-level RRDBNet convs.
+ESRGAN_NAMES = {'conv_body': 'trunk_conv', 'conv_up1': 'upconv1', 'conv_up2': 'upconv2',
+                'conv_hr': 'HRconv'}
+
+
+def esrgan_state_dict(sd):
+  """An RRDBNet state_dict under ESRGAN's release names: body.{i}.rdb{j} -> RRDB_trunk.{i}.RDB{j},
+  conv_body -> trunk_conv, conv_up1/2 -> upconv1/2, conv_hr -> HRconv."""
+  out = {}
+  for key, value in sd.items():
+    head, _, rest = key.partition('.')
+    if head == 'body':
+      i, rdb, rest = rest.split('.', 2)
+      key = f"RRDB_trunk.{i}.{rdb.replace('rdb', 'RDB')}.{rest}"
+    elif head in ESRGAN_NAMES:
+      key = f'{ESRGAN_NAMES[head]}.{rest}'
+    out[key] = value
+  return out
+
+
+# ---------------------------------------------------------------- SRVGGNetCompact, MSRResNet, EDSR
+
+
+class SRVGGNetCompact(nn.Module):
+  """Real-ESRGAN's compact net: `body` ModuleList of convs (even indices) and per-channel PReLUs (odd),
+  a pixel shuffle, plus the nearest-upsampled input."""
+
+  def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=16, upscale=4):
+    super().__init__()
+    self.upscale = upscale
+    self.body = nn.ModuleList([conv3x3(num_in_ch, num_feat), nn.PReLU(num_parameters=num_feat)])
+    for _ in range(num_conv):
+      self.body.extend([conv3x3(num_feat, num_feat), nn.PReLU(num_parameters=num_feat)])
+    self.body.append(conv3x3(num_feat, num_out_ch * upscale * upscale))
+
+  def forward(self, x):
+    out = x
+    for layer in self.body:
+      out = layer(out)
+    return F.pixel_shuffle(out, self.upscale) + F.interpolate(x, scale_factor=self.upscale,
+                                                               mode='nearest')
+
+
+class ResidualBlockNoBN(nn.Module):
+  """conv-ReLU-conv scaled by res_scale plus the identity (BasicSR arch_util names conv1, conv2)."""
+
+  def __init__(self, num_feat=64, res_scale=1.0):
+    super().__init__()
+    self.res_scale = res_scale
+    self.conv1 = conv3x3(num_feat, num_feat)
+    self.conv2 = conv3x3(num_feat, num_feat)
+
+  def forward(self, x):
+    return x + self.conv2(F.relu(self.conv1(x))) * self.res_scale
+
+
+class MSRResNet(nn.Module):
+  """BasicSR's modified SRResNet (srresnet_arch): x2/x3 one upconv1, x4 upconv1 and upconv2."""
+
+  def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4):
+    super().__init__()
+    self.upscale = upscale
+    self.conv_first = conv3x3(num_in_ch, num_feat)
+    self.body = nn.Sequential(*[ResidualBlockNoBN(num_feat) for _ in range(num_block)])
+    self.factors = (2, 2) if upscale == 4 else (upscale,)
+    for j, factor in enumerate(self.factors, 1):
+      setattr(self, f'upconv{j}', conv3x3(num_feat, num_feat * factor * factor))
+    self.conv_hr = conv3x3(num_feat, num_feat)
+    self.conv_last = conv3x3(num_feat, num_out_ch)
+
+  def forward(self, x):
+    out = self.body(F.leaky_relu(self.conv_first(x), 0.1))
+    for j, factor in enumerate(self.factors, 1):
+      out = F.leaky_relu(F.pixel_shuffle(getattr(self, f'upconv{j}')(out), factor), 0.1)
+    out = self.conv_last(F.leaky_relu(self.conv_hr(out), 0.1))
+    return out + F.interpolate(x, scale_factor=self.upscale, mode='bilinear', align_corners=False)
+
+
+def pixel_shuffle_upsampler(num_feat, scale):
+  """Sequential of conv(4*nf)+PixelShuffle(2) per doubling, or conv(9*nf)+PixelShuffle(3) for x3:
+  convs at indices 0, 2, 4 (BasicSR's Upsample, EDSR-PyTorch's Upsampler without act)."""
+  factors = (3,) if scale == 3 else (2,) * (scale.bit_length() - 1)
+  layers = []
+  for factor in factors:
+    layers += [conv3x3(num_feat, num_feat * factor * factor), nn.PixelShuffle(factor)]
+  return nn.Sequential(*layers)
+
+
+EDSR_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+class EDSR(nn.Module):
+  """BasicSR's edsr_arch: conv_first, body.{i}.conv1/conv2, conv_after_body, upsample.{0,2,..},
+  conv_last; input [0,1], mean shift in [0, img_range]."""
+
+  def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4, res_scale=1.0,
+               img_range=255.0, rgb_mean=EDSR_RGB_MEAN):
+    super().__init__()
+    self.img_range = img_range
+    self.register_buffer('mean', torch.tensor(rgb_mean).view(1, 3, 1, 1), persistent=False)
+    self.conv_first = conv3x3(num_in_ch, num_feat)
+    self.body = nn.Sequential(*[ResidualBlockNoBN(num_feat, res_scale) for _ in range(num_block)])
+    self.conv_after_body = conv3x3(num_feat, num_feat)
+    self.upsample = pixel_shuffle_upsampler(num_feat, upscale)
+    self.conv_last = conv3x3(num_feat, num_out_ch)
+
+  def forward(self, x):
+    x = self.conv_first((x - self.mean) * self.img_range)
+    x = self.conv_last(self.upsample(self.conv_after_body(self.body(x)) + x))
+    return x / self.img_range + self.mean
+
+
+class MeanShift(nn.Conv2d):
+  """EDSR-PyTorch's constant 1x1 conv: x + sign * rgb_range * mean (rgb_std 1)."""
+
+  def __init__(self, rgb_range, sign=-1, rgb_mean=EDSR_RGB_MEAN):
+    super().__init__(3, 3, kernel_size=1)
+    with torch.no_grad():
+      self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+      self.bias.copy_(sign * rgb_range * torch.tensor(rgb_mean))
+    self.requires_grad_(False)
+
+
+class EDSRResBlock(nn.Module):
+  """EDSR-PyTorch's ResBlock: `body` Sequential conv, ReLU, conv; times res_scale plus the input."""
+
+  def __init__(self, n_feats, res_scale=1.0):
+    super().__init__()
+    self.res_scale = res_scale
+    self.body = nn.Sequential(conv3x3(n_feats, n_feats), nn.ReLU(True), conv3x3(n_feats, n_feats))
+
+  def forward(self, x):
+    return self.body(x) * self.res_scale + x
+
+
+class EDSR_PT(nn.Module):  # pylint: disable=invalid-name
+  """EDSR-PyTorch's model/edsr.py names: sub_mean, head.0, body.{i}.body.{0,2}, body.{n}, tail.0.{0,2},
+  tail.1, add_mean. Its images are in [0, rgb_range] (255), not [0, 1]."""
+
+  def __init__(self, n_feats=64, n_resblocks=16, scale=4, res_scale=1.0, rgb_range=255):
+    super().__init__()
+    self.sub_mean = MeanShift(rgb_range, -1)
+    self.add_mean = MeanShift(rgb_range, 1)
+    self.head = nn.Sequential(conv3x3(3, n_feats))
+    self.body = nn.Sequential(*[EDSRResBlock(n_feats, res_scale) for _ in range(n_resblocks)],
+                              conv3x3(n_feats, n_feats))
+    self.tail = nn.Sequential(pixel_shuffle_upsampler(n_feats, scale), conv3x3(n_feats, 3))
+
+  def forward(self, x):
+    x = self.head(self.sub_mean(x))
+    return self.add_mean(self.tail(self.body(x) + x))
 
 
 # ---------------------------------------------------------------- discriminator

@@ -7,7 +7,9 @@
 // w [KH,KW,Ci,Co], y [N,OH,OW,Co]; float32; strides and explicit (lo, hi) padding per spatial side.
 
 #include <cstdint>
-#include <map>
+#include <cstdlib>
+#include <list>
+#include <unordered_map>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -59,13 +61,30 @@ struct Cached {
   memory::desc weights;  // the layout the primitive wants its (diff) weights in
 };
 
+// The primitives, least recently used first evicted beyond CacheSize() (256, or the environment's
+// ENHANCE_JAX_ONEDNN_CACHE): a long-running server that sees many shapes (whole images of every size)
+// keeps a bounded set. Only Run calls Lookup, under its mutex, so an entry is never evicted while a
+// convolution uses it.
+size_t CacheSize() {
+  static const size_t size = [] {
+    const char* env = std::getenv("ENHANCE_JAX_ONEDNN_CACHE");
+    long long n = env ? std::atoll(env) : 0;
+    return n > 0 ? static_cast<size_t>(n) : size_t{256};
+  }();
+  return size;
+}
+using Entries = std::list<std::pair<std::string, Cached>>;
+Entries order;  // most recently used first
+std::unordered_map<std::string, Entries::iterator> index;
+std::mutex running;  // Run's: one convolution at a time (see Run)
+
 Cached& Lookup(char kind, const Geometry& g) {
-  static std::mutex mu;
-  static std::map<std::string, Cached> cache;
-  std::lock_guard<std::mutex> lock(mu);
   std::string key = g.Key(kind);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
+  auto it = index.find(key);
+  if (it != index.end()) {
+    order.splice(order.begin(), order, it->second);
+    return it->second->second;
+  }
   auto fwd = ForwardDesc(g);
   Cached c;
   if (kind == 'f') {
@@ -81,7 +100,13 @@ Cached& Lookup(char kind, const Geometry& g) {
         g.pad_lo, g.pad_hi, fwd);
     c = {dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()};
   }
-  return cache.emplace(key, std::move(c)).first->second;
+  order.emplace_front(key, std::move(c));
+  index[key] = order.begin();
+  while (order.size() > CacheSize()) {
+    index.erase(order.back().first);
+    order.pop_back();
+  }
+  return order.front().second;
 }
 
 ffi::Error MakeGeometry(ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
@@ -103,7 +128,6 @@ ffi::Error MakeGeometry(ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t
 // convolution at a time: each already uses every core, and XLA may call independent ones from several
 // threads at once, which would oversubscribe the cores with OpenMP teams.
 ffi::Error Run(char kind, const Geometry& g, void* src, void* weights, void* dst) {
-  static std::mutex running;
   std::lock_guard<std::mutex> lock(running);
   try {
     Cached& c = Lookup(kind, g);
@@ -176,3 +200,12 @@ auto Binding() {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EnhanceConvForward, Forward, Binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EnhanceConvInputGrad, InputGrad, Binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EnhanceConvWeightGrad, WeightGrad, Binding());
+
+// How many primitives the cache holds now (tests check it stays bounded).
+extern "C" int64_t EnhanceConvCachedPrimitives() {
+  std::lock_guard<std::mutex> lock(running);
+  return static_cast<int64_t>(order.size());
+}
+
+// The cache's bound.
+extern "C" int64_t EnhanceConvCacheLimit() { return static_cast<int64_t>(CacheSize()); }

@@ -11,20 +11,26 @@ from enhance_jax.errors import UserError
 from enhance_jax.models.celeba import CelebACNN, CelebADiscriminator, CelebAGenerator, CelebARBF
 from enhance_jax.models.dcgan_sr import DCGANSRDiscriminator, DCGANSRGenerator
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
+from enhance_jax.models.edsr import EDSR
 from enhance_jax.models.iqiwa import DeconvSR, DenoiseAutoencoder, DenoiseVAE, ResNetSR
+from enhance_jax.models.msrresnet import MSRResNet
 from enhance_jax.models.refine import RefineAutoencoder, RefineDiscriminator, RefineGenerator
 from enhance_jax.models.rrdbnet import RRDBNet
 from enhance_jax.models.srgan import SRResNet
+from enhance_jax.models.srvgg import SRVGGNetCompact
+from enhance_jax.models.unet_discriminator import UNetDiscriminatorSN
 
 GENERATORS = {'rrdbnet': RRDBNet, 'srresnet': SRResNet, 'dcgan_sr': DCGANSRGenerator,
               'refine_ae': RefineAutoencoder, 'refine_gan': RefineGenerator,
               'celeba_cnn': CelebACNN, 'celeba_rbf': CelebARBF, 'celeba_gan': CelebAGenerator,
               'denoise_ae': DenoiseAutoencoder, 'denoise_vae': DenoiseVAE, 'deconv_sr': DeconvSR,
-              'resnet_sr': ResNetSR}
+              'resnet_sr': ResNetSR, 'srvgg_compact': SRVGGNetCompact, 'edsr': EDSR,
+              'msrresnet': MSRResNet}
 DISCRIMINATORS = {'vgg_style': VGGStyleDiscriminator, 'dcgan_sr': DCGANSRDiscriminator,
-                  'refine': RefineDiscriminator, 'celeba': CelebADiscriminator}
+                  'refine': RefineDiscriminator, 'celeba': CelebADiscriminator,
+                  'unet_sn': UNetDiscriminatorSN}
 # Config fields that are not module fields: where initial weights come from.
-NOT_MODULE_FIELDS = ('name', 'backbone_weights')
+NOT_MODULE_FIELDS = ('name', 'backbone_weights', 'init_from')
 DTYPES = {'fp32': jnp.float32, 'bf16': jnp.bfloat16}
 SCALES = (1, 2, 3, 4, 8)
 

@@ -1,0 +1,108 @@
+"""Converts released PyTorch weights (.pth/.safetensors/...) into an enhance_jax model directory.
+
+  python -m enhance_jax.convert RealESRGAN_x4plus.pth --out models/realesrgan_x4plus
+  python -m enhance_jax.convert RealESRGAN_x2plus.pth --out models/realesrgan_x2plus
+  python -m enhance_jax.convert realesr-general-x4v3.pth --out models/realesr_general_x4v3
+  python -m enhance_jax.convert RRDB_ESRGAN_x4.pth --out models/esrgan_x4
+  python -m enhance_jax.convert EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth --out models/edsr_l_x4
+  python -m enhance_jax.convert edsr_baseline_x2-1bc95232.pt --out models/edsr_baseline_x2
+  python -m enhance_jax.convert vgg19-dcbb9e9d.pth --out models/vgg19
+  python -m enhance_jax.convert weights.safetensors --out models/mine --arch msrresnet --overwrite
+
+The architecture (rrdbnet, srvgg_compact, msrresnet, edsr, vgg19, resnet18, vgg16) is inferred from the
+tensor names and its sizes (blocks, features, scale) from their shapes; `--arch` names it instead.
+BasicSR's `params_ema` is used when a checkpoint holds it, else `params`, `state_dict` or `model`.
+Before anything is written the variables are checked against the Flax module the model section builds.
+OUT gets model.json (the config `model` section and where the weights came from) and variables.npz;
+`enhance_jax.weights.read_model_dir` reads it back. A file that does not fit stops with one sentence
+naming the first mismatched key, and nothing is written. An existing non-empty OUT is kept unless
+--overwrite, which replaces only a model directory (atomically).
+"""
+
+import argparse
+import hashlib
+import os
+import sys
+
+import flax
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+
+from enhance_jax import models
+from enhance_jax import weights
+from enhance_jax.errors import UserError
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """Hex SHA-256 of a file, read in 1 MiB chunks."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _shapes(variables):
+  """{'params/a/kernel': shape} of nested variables."""
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(variables), sep='/')
+  return {k: tuple(v.shape) for k, v in flat.items()}
+
+
+def check_fits(model_section, variables):
+  """Builds the module `model_section` describes and checks that `variables` are exactly its
+  variables (names and shapes), then traces it on zeros; returns (input shape, output shapes)."""
+  arch = weights.ARCHS[model_section['name']]
+  module = arch.module(model_section)
+  side = 32 * (models.input_multiple(module) if arch.generator else 1)
+  x = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+  want = _shapes(jax.eval_shape(module.init, jax.random.PRNGKey(0), x))
+  have = _shapes(variables)
+  if have != want:
+    first = sorted(set(have.items()) ^ set(want.items()))[0]
+    raise UserError(f'The converted variables do not fit {weights.describe(model_section)} (first '
+                    f'difference: {first}); report this as a bug of enhance_jax.convert.')
+  out = jax.eval_shape(module.apply, variables, x)
+  return x.shape, jax.tree.map(lambda a: tuple(a.shape), out)
+
+
+def convert(path, out, arch=None, overwrite=False):
+  """Reads PATH, infers (or takes) its architecture, checks and writes the model directory OUT.
+  Returns {'model': model section, 'meta': ..., 'num_params': ..., 'check': (input, output shapes)}."""
+  weights.check_out_dir(out, overwrite)  # before reading and converting the weights
+  sd = weights.load_state_dict(path)
+  try:
+    section, variables = weights.import_weights(sd, arch)
+  except UserError as err:
+    raise UserError(f"Cannot convert '{path}': {err}") from None
+  check = check_fits(section, variables)
+  meta = {'source': os.path.basename(os.fspath(path)), 'source_sha256': file_sha256(path),
+          'arch': section['name'], 'num_keys': len(sd)}
+  weights.write_model_dir(out, section, variables, meta, overwrite=overwrite)
+  num_params = sum(int(v.size) for v in jax.tree.leaves(variables))
+  return {'model': section, 'meta': meta, 'num_params': num_params, 'check': check}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('weights', help='a .pth/.pt/.bin/.safetensors/.npz state_dict file')
+  parser.add_argument('--out', required=True, help='the model directory to write')
+  parser.add_argument('--arch', default=None,
+                      help=f"{' | '.join(weights.ARCHS)} (default: inferred from the keys)")
+  parser.add_argument('--overwrite', action='store_true', help='replace an existing model directory')
+  args = parser.parse_args(argv)
+  try:
+    result = convert(args.weights, args.out, args.arch, args.overwrite)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  (shape_in, shape_out), meta = result['check'], result['meta']
+  print(f"read {args.weights}: {meta['num_keys']} tensors")
+  print(f"architecture: {weights.describe(result['model'])}")
+  print(f'checked: input {shape_in} -> output {shape_out}')
+  print(f"wrote {os.path.abspath(args.out)} ({result['num_params']:,} parameters)")
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

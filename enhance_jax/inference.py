@@ -1,0 +1,161 @@
+"""One `restore(source)` for everything that runs a trained generator (enhance, evaluate, serve, and
+training's `model.init_from`): a training workdir, a directory written by `enhance_jax.convert`, or
+a released weights file (.pth/.safetensors/.npz, architecture inferred from its keys).
+
+What comes back is a `Restored`: the generator's config section, its variables and where they came
+from. `generator(restored, precision)` builds the module at a compute precision; parameters stay
+float32.
+"""
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from enhance_jax import models
+from enhance_jax.errors import UserError
+
+PRECISIONS = ('fp32', 'bf16')
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A generator ready to run: `model` is its config section ({'name': ..., fields..., 'scale': S}),
+  `variables` {'params': ..., ['batch_stats': ...]}, `config` the full training config when the
+  source was a training workdir (None otherwise), `step` the checkpoint's step (0 for imports)."""
+  model: dict
+  variables: Any
+  source: str
+  config: ml_collections.ConfigDict | None = None
+  step: int = 0
+  meta: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def scale(self) -> int:
+    return int(self.model['scale'])
+
+  @property
+  def name(self) -> str:
+    return self.model['name']
+
+
+def kind_of(source) -> str:
+  """'workdir', 'model_dir' or 'weights' for SOURCE, or a UserError saying what to give."""
+  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(source)
+  if path.is_dir():
+    if weights.is_model_dir(path):
+      return 'model_dir'
+    if (path / 'checkpoints').is_dir() or (path / 'best').is_dir():
+      return 'workdir'
+    raise UserError(f'{path} holds no checkpoints and is not a converted model (no model.json); '
+                    f'train first (python -m enhance_jax.train --workdir {path}), or give a '
+                    'converted model directory or a weights file (.pth/.safetensors).')
+  if path.is_file():
+    return 'weights'
+  raise UserError(f"'{path}' does not exist; give a training workdir, a directory written by "
+                  'enhance_jax.convert, or a weights file.')
+
+
+def restore(source, arch: str | None = None, which: str = 'best') -> Restored:
+  """The generator stored at SOURCE (a workdir's WHICH checkpoint, EMA weights when kept; a converted
+  model directory; or a weights file whose architecture is ARCH or inferred)."""
+  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
+  kind = kind_of(source)
+  if arch and kind != 'weights':
+    raise UserError(f'--arch applies to weights files only; {source} already names its architecture.')
+  if kind == 'workdir':
+    from enhance_jax import evaluate  # pylint: disable=g-import-not-at-top
+    config, _, variables, step = evaluate.restore_generator(source, which)
+    return Restored(config.model.to_dict(), variables, os.fspath(source), config, step)
+  if kind == 'model_dir':
+    section, variables, meta = weights.read_model_dir(source)
+    return Restored(dict(section), variables, os.fspath(source), meta=meta)
+  section, variables = weights.import_weights(weights.load_state_dict(source), arch)
+  if section['name'] not in models.GENERATORS:
+    raise UserError(f"'{source}' holds {section['name']} weights, which are not an image generator; "
+                    'give a super-resolution model (RRDBNet, SRVGGNetCompact, EDSR, MSRResNet).')
+  return Restored(dict(section), variables, os.fspath(source))
+
+
+def generator(restored: Restored, precision: str = 'fp32'):
+  """The flax module of RESTORED computing in PRECISION ('fp32' | 'bf16'; parameters stay float32)."""
+  if precision not in PRECISIONS:
+    raise UserError(f'--precision {precision!r} is not supported; use one of {", ".join(PRECISIONS)}.')
+  section = {k: v for k, v in restored.model.items() if k != 'remat'}
+  config = ml_collections.ConfigDict({'model': section, 'train': {'precision': precision}})
+  return models.build_generator(config)
+
+
+def model_config(restored: Restored, experiment: str = 'esrgan') -> ml_collections.ConfigDict:
+  """A full config to evaluate RESTORED with: its training config when it has one; otherwise
+  EXPERIMENT's with this model, no discriminator and the classic bicubic degradation of its scale."""
+  if restored.config is not None:
+    return restored.config
+  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  c = config_lib.load_experiment(experiment)
+  c.model = ml_collections.ConfigDict({k: v for k, v in restored.model.items()})
+  c.discriminator = ml_collections.ConfigDict({'name': 'none'})
+  c.loss.pretrain = ml_collections.ConfigDict({'pixel': 1.0})
+  c.loss.gan = ml_collections.ConfigDict({})
+  c.train.pretrain_steps = c.train.num_steps
+  c.data.degradation = f'bicubic({restored.scale})' if restored.scale > 1 else 'identity'
+  config_lib.validate(c)
+  return c
+
+
+def _flat_shapes(tree) -> dict:
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(dict(tree), sep='/').items()}
+
+
+def check_fits(restored: Restored, model_section, params, what: str) -> None:
+  """UserError naming the first parameter of PARAMS that RESTORED lacks, has extra, or shapes
+  differently (after the architectures' names are compared)."""
+  if restored.name != model_section['name']:
+    raise UserError(f'{what}={restored.source} holds a {restored.name} generator but model.name is '
+                    f'{model_section["name"]!r}; give weights of the same architecture.')
+  want, got = _flat_shapes(params), _flat_shapes(restored.variables['params'])
+  for key in sorted(set(want) | set(got)):
+    if want.get(key) != got.get(key):
+      raise UserError(f'{what}={restored.source} does not fit model {model_section["name"]} as '
+                      f'configured: the first mismatched parameter is {key!r} (weights '
+                      f'{got.get(key, "missing")}, model {want.get(key, "missing")}); set the model '
+                      f'fields it was trained with ({_fields(restored.model)}).')
+
+
+def _fields(section) -> str:
+  return ', '.join(f'model.{k}={v}' for k, v in section.items() if k not in ('name', 'remat'))
+
+
+def initial_weights(config, g_params) -> Restored | None:
+  """The generator `model.init_from` names (None when unset), checked against G_PARAMS (arrays or
+  shape structs: the train loop checks before it builds anything)."""
+  source = config.model.get('init_from', '')
+  if not source:
+    return None
+  restored = restore(source)
+  check_fits(restored, config.model, g_params, 'model.init_from')
+  return restored
+
+
+def with_initial_weights(state, config, restored: Restored | None = None):
+  """STATE with the generator (and its EMA copy) started from `model.init_from` (a training workdir,
+  a converted model directory or a released weights file), when set; shapes checked key by key."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  restored = restored or initial_weights(config, state.g_params)
+  if restored is None:
+    return state
+  place = lambda tree, like: jax.tree.map(
+      lambda a, b: jax.device_put(jnp.asarray(a, b.dtype), b.sharding), dict(tree), dict(like))
+  changes = {'g_params': place(restored.variables['params'], state.g_params)}
+  if state.g_stats and 'batch_stats' in restored.variables:
+    changes['g_stats'] = place(restored.variables['batch_stats'], state.g_stats)
+  if state.ema_params is not None:
+    changes['ema_params'] = jax.tree.map(jnp.copy, changes['g_params'])
+  print(f'generator initialised from {restored.source} ({restored.name} x{restored.scale})',
+        flush=True)
+  return state.replace(**changes)

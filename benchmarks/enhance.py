@@ -198,9 +198,7 @@ def main(argv=None):
           f"{r['torch']['megapixels_per_s']:.4g} MP/s, ratio {r['ratio']:.2f}x "
           f"(max |diff| {r['max_abs_diff']:.2e}, compile {r['compile_s']:.1f} s)", flush=True)
   if args.json:
-    out = pathlib.Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
+    throughput.write_json(args.json, result)
   return 0
 
 

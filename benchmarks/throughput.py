@@ -411,10 +411,15 @@ def main(argv=None):
     result.update(run_framework(args, config, analytic))
   result['device'] = result['jax' if 'jax' in result else 'torch']['device']
   if args.json:
-    out = pathlib.Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
+    write_json(args.json, result)
   return 0
+
+
+def write_json(path, result):
+  """Writes a benchmark's RESULT as indented JSON at PATH, making its folder."""
+  out = pathlib.Path(path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(result, indent=2) + '\n')
 
 
 if __name__ == '__main__':

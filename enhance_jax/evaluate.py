@@ -76,8 +76,8 @@ class HeldOutPairs:
   """(input, target) for each image of SOURCE, made when asked (a test set need not fit in memory):
   the target as `held_out_hr`, the input degraded as in training with a fixed per-image seed."""
 
-  def __init__(self, config, source):
-    self.config, self.source = config, source
+  def __init__(self, config, source, scale=None):
+    self.config, self.source, self.scale = config, source, scale  # SCALE: a multi-scale model's
 
   def __len__(self):
     return len(self.source)
@@ -89,7 +89,7 @@ class HeldOutPairs:
     if min(hr.shape[:2]) < 8:
       raise UserError(f'image {list(self.source.names)[i]} is too small to evaluate this model; '
                       'remove it.')
-    return input_pipeline.degrade_fixed([hr], self.config, seed_offset=i)[0], hr
+    return input_pipeline.degrade_fixed([hr], self.config, seed_offset=i, scale=self.scale)[0], hr
 
 
 def held_out_pairs(config, source):
@@ -100,11 +100,14 @@ def held_out_pairs(config, source):
 def markdown_table(result):
   """One row per image and a mean row; for each metric a column per kind (model, then baselines)."""
   kinds = result['kinds']
-  header = '| image | ' + ' | '.join(f'{m} {k}' for m in METRICS for k in kinds) + ' |'
-  rule = '|---' * (1 + len(kinds) * len(METRICS)) + '|'
+  nima = list(result['mean'].get('nima', {}))  # NIMA columns: model, baselines, target
+  header = '| image | ' + ' | '.join([f'{m} {k}' for m in METRICS for k in kinds] +
+                                      [f'nima {k}' for k in nima]) + ' |'
+  rule = '|---' * (1 + len(kinds) * len(METRICS) + len(nima)) + '|'
   rows = [header, rule]
   for r in result['images'] + [{'name': '**mean**', **result['mean']}]:
     cells = [f'{r[k][m]:.{6 if m == "mse" else 4}f}' for m in METRICS for k in kinds]
+    cells += [f'{r["nima"][k]:.3f}' for k in nima]
     rows.append(f'| {r["name"]} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(rows) + '\n'
 
@@ -120,8 +123,47 @@ def epoch_seconds(workdir):
   return float(np.mean(values)) if values else None
 
 
-def run(workdir, checkpoint='best', data=None, out=None):
-  """Evaluates and writes WORKDIR/eval/{metrics.json, metrics.md, NAME.png}; returns the result dict."""
+def nima_scorer(path):
+  """image HxWx3 [0, 1] -> NIMA mean score, from a NIMA model directory or weights file (report
+  002's aesthetic metric; any image size, one compiled program per size)."""
+  from enhance_jax import nima as nima_lib  # pylint: disable=g-import-not-at-top
+  from enhance_jax.models.nima import mean_score  # pylint: disable=g-import-not-at-top
+  module, variables, _ = nima_lib.restore(path)
+  fn = jax.jit(lambda x: mean_score(module.apply(variables, x))[0])
+  return lambda image: float(fn(np.asarray(image, np.float32)[None]))
+
+
+def scale_results(config, task, g_vars, source, result, out):
+  """A multi-scale model's (task.scales, MDSR) scores at every scale: {S: {'mean', 'images', 'kinds'}}
+  on the held-out images degraded at S (data.scale_degradations), grids saved as NAME_xS.png; the
+  model.scale entry is RESULT's (already scored)."""
+  scales = {}
+  for s in task.scales:
+    if s == config.model.scale:
+      scales[s] = {k: result[k] for k in ('mean', 'images', 'kinds')}
+      continue
+    evaluator = evaluators.Evaluator(jax.jit(functools.partial(trainer.predict, task, scale=s)),
+                                     HeldOutPairs(config, source, scale=s), s, chunk=1,
+                                     names=source.names)
+    kinds, records = ('model', *evaluator.kinds), []
+    for record, sr in evaluator.records(g_vars):
+      records.append(record)
+      lr, hr = evaluator.pairs[len(records) - 1]
+      row = [reporting.nearest_up(lr, hr.shape[:2]), evaluators.baselines(lr, hr.shape)['bicubic'],
+             sr, hr]
+      reporting.save_png(out / f'{record["name"]}_x{s}.png', reporting.image_grid([row]))
+      print(f'{record["name"]} x{s}: ' + ' / '.join(f'{k} {record[k]["psnr"]:.3f} dB' for k in kinds),
+            flush=True)
+    scales[s] = {'mean': evaluators.mean_scores(records, kinds), 'images': records,
+                 'kinds': list(kinds)}
+  return scales
+
+
+def run(workdir, checkpoint='best', data=None, out=None, nima=None):
+  """Evaluates and writes WORKDIR/eval/{metrics.json, metrics.md, NAME.png}; returns the result dict.
+  With NIMA (a NIMA model directory or weights file) each image's record and the mean also hold
+  'nima': the NIMA mean score of the model's output, of each baseline and of the target."""
+  score_nima = nima_scorer(nima) if nima else None
   config, task, g_vars, step = restore_generator(workdir, checkpoint)
   source = (datasets.open_source(data) if data
             else datasets.train_val_sources(config.data)[1])
@@ -144,18 +186,29 @@ def run(workdir, checkpoint='best', data=None, out=None):
     else:  # input (nearest-upscaled) | bicubic | model | target
       row = [reporting.nearest_up(lr, hr.shape[:2]), evaluators.baselines(lr, hr.shape)['bicubic'],
              sr, hr]
+    if score_nima:
+      outputs = {'model': sr, 'target': hr, **({'input': lr} if scale == 1 else
+                                                evaluators.baselines(lr, hr.shape))}
+      record['nima'] = {k: score_nima(v) for k, v in outputs.items()
+                        if k in (*kinds, 'target')}
     reporting.save_png(out / f'{record["name"]}.png', reporting.image_grid([row]))
     print(f'{record["name"]}: ' + ' / '.join(f'{k} {record[k]["psnr"]:.3f} dB' for k in kinds),
           flush=True)
-  result = {'mean': evaluators.mean_scores(records, kinds), 'images': records, 'kinds': list(kinds),
+  mean = evaluators.mean_scores(records, kinds)
+  if score_nima:
+    mean['nima'] = {k: float(np.mean([r['nima'][k] for r in records])) for k in records[0]['nima']}
+  result = {'mean': mean, 'images': records, 'kinds': list(kinds),
             'checkpoint': {'which': str(checkpoint), 'step': step}, 'scale': scale,
             'experiment': config.get('name', ''), 'epoch_seconds': epoch_seconds(workdir),
             'data': data or f'held-out split of {config.data.source}'}
+  if task.scales:  # multi-scale (MDSR): every scale scored; the top level stays model.scale's
+    result['scales'] = scale_results(config, task, g_vars, source, result, out)
   tmp = out / 'metrics.json.tmp'
   tmp.write_text(json.dumps(result, indent=2))
   tmp.replace(out / 'metrics.json')
   (out / 'metrics.md').write_text(
       f'# {result["experiment"]} x{scale} at step {step} ({checkpoint})\n\n' + markdown_table(result)
+      + ''.join(f'\n## x{s}\n\n' + markdown_table(r) for s, r in result.get('scales', {}).items())
       + (f'\nmean epoch duration: {result["epoch_seconds"]:.2f} s\n' if result['epoch_seconds'] else ''))
   return result
 
@@ -167,10 +220,12 @@ def main(argv=None):
   parser.add_argument('--data', default=None, help='folder:PATH, tfds:NAME or embedded (default: '
                       'the held-out split of the training data)')
   parser.add_argument('--out', default=None, help='output directory (default WORKDIR/eval)')
+  parser.add_argument('--nima', default=None, help='a NIMA model directory or weights file: adds '
+                      'NIMA mean-score columns (model, baselines, target)')
   args = parser.parse_args(argv)
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes are not for users
   try:
-    result = run(args.workdir, args.checkpoint, args.data, args.out)
+    result = run(args.workdir, args.checkpoint, args.data, args.out, args.nima)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -178,6 +233,8 @@ def main(argv=None):
   for metric, unit in (('psnr', ' dB'), ('ssim', ''), ('psnr_y', ' dB'), ('mse', '')):
     others = ', '.join(f'{k} {mean[k][metric]:.4g}' for k in result['kinds'][1:])
     print(f'mean {metric} {mean["model"][metric]:.4g}{unit} ({others})')
+  if 'nima' in mean:
+    print('mean NIMA score ' + ', '.join(f'{k} {v:.3f}' for k, v in mean['nima'].items()))
   return 0
 
 

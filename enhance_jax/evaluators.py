@@ -131,6 +131,22 @@ class Evaluator:
     return {**mean_scores(recs, ('model',))['model'], **self.loss_means(variables)}
 
 
+class MultiScaleEvaluator:
+  """A multi-scale model's validation: one Evaluator per scale ({scale: Evaluator}, each on the
+  held-out images degraded at its scale). `run` gives every metric's mean over the scales (what
+  train.best_metric reads) and each scale's as `NAME_x{S}`; the samples are scale MAIN's."""
+
+  def __init__(self, evaluators, main):
+    self.evaluators, self.main, self.samples = dict(evaluators), main, []
+
+  def run(self, variables, samples=0):
+    per_scale = {s: e.run(variables, samples=samples if s == self.main else 0)
+                 for s, e in self.evaluators.items()}
+    self.samples = self.evaluators[self.main].samples
+    means = {k: float(np.mean([v[k] for v in per_scale.values()])) for k in per_scale[self.main]}
+    return {**means, **{f'{k}_x{s}': v for s, vals in per_scale.items() for k, v in vals.items()}}
+
+
 def mean_scores(records, kinds):
   """{kind: {metric: mean over RECORDS}}."""
   return {k: {m: float(np.mean([r[k][m] for r in records])) for m in METRICS} for k in kinds}

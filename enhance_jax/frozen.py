@@ -1,4 +1,5 @@
-"""Frozen networks that losses run (VGG19 today; NIMA and backbones next), one registry by name.
+"""Frozen networks that losses run (VGG19 for the perceptual loss, NIMA for report 002's aesthetic
+term), one registry by name.
 
 `FROZEN[name](config) -> (module, variables)`: the trainer loads those the loss terms need
 (`losses.NEEDS`) into one pytree `{name: variables}` that reaches every step beside the batch,
@@ -29,8 +30,41 @@ def vgg19_module(config):
                        dtype=models.compute_dtype(config))
 
 
-FROZEN = {'vgg19': vgg19}
-MODULES = {'vgg19': vgg19_module}   # the module alone (no weights read): for tasks and shapes
+def nima_module(config):
+  """Report 002's NIMA (loss.nima_backbone) that the aesthetic loss term runs (no weights read)."""
+  from enhance_jax.models.nima import NIMA  # pylint: disable=g-import-not-at-top
+  return NIMA(backbone=config.loss.get('nima_backbone', 'mnasnet'), dtype=models.compute_dtype(config))
+
+
+def nima(config):
+  """NIMA from loss.nima_from (a NIMA model directory or weights file), else random, said once."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from enhance_jax import nima as nima_lib  # pylint: disable=g-import-not-at-top
+  module, path = nima_module(config), config.loss.get('nima_from', '')
+  if path:
+    _, variables, section = nima_lib.restore(path)
+    if section['backbone'] != module.backbone:
+      raise UserError(f"loss.nima_from={path} holds a NIMA on {section['backbone']}; set "
+                      f"loss.nima_backbone={section['backbone']}.")
+    return module, variables
+  warn_random_nima()
+  return module, jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32))
+
+
+@functools.cache
+def warn_random_nima():
+  """Says once per process that the aesthetic term scores with an untrained NIMA."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  msg = ('WARNING: the NIMA loss term uses a RANDOM NIMA, so it rewards nothing meaningful; set '
+         'loss.nima_from to a NIMA model directory or weights file (a `nima` run, or converted).')
+  logging.warning(msg)
+  print(msg, file=sys.stderr, flush=True)
+
+
+FROZEN = {'vgg19': vgg19, 'nima': nima}
+MODULES = {'vgg19': vgg19_module, 'nima': nima_module}  # the module alone: for tasks and shapes
 
 
 def modules(names, config):

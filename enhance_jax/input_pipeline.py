@@ -18,10 +18,22 @@ from enhance_jax.errors import UserError
 AFFINE_FIELDS = ('rotation', 'shift', 'shear', 'zoom', 'hflip')
 
 
-def degrade_fn(config):
-  """The config's degradation spec (data.degradation) as one op (image, rng) -> image, its ops'
-  options taken from the data config's sections (data.realesrgan)."""
-  return degradations.parse(config.data.degradation, degradations.config_options(config.data))
+def degradation_spec(config, scale=None):
+  """data.degradation; for SCALE of a multi-scale model (MDSR), data.scale_degradations['x{SCALE}']
+  when the config has that section (each scale its own degradation, e.g. bicubic(3) at x3)."""
+  per_scale = config.data.get('scale_degradations', None)
+  if scale is None or not per_scale:
+    return config.data.degradation
+  if f'x{scale}' not in per_scale:
+    raise UserError(f'data.scale_degradations has no x{scale} entry (it needs one per model.scales: '
+                    f'e.g. x{scale}=\'bicubic({scale})\').')
+  return per_scale[f'x{scale}']
+
+
+def degrade_fn(config, scale=None):
+  """The config's degradation spec (data.degradation, or SCALE's: `degradation_spec`) as one op
+  (image, rng) -> image, its ops' options taken from the data config's sections (data.realesrgan)."""
+  return degradations.parse(degradation_spec(config, scale), degradations.config_options(config.data))
 
 
 def patch_hw(config):
@@ -54,20 +66,32 @@ def check_config(config):
   data, scale = config.data, config.model.scale
   step = models.hr_multiple(config)
   ph, pw = patch_hw(config)
+  multi = models.train_scales(models.build_generator(config))
   if min(ph, pw) < 8 or ph % step or pw % step:
     fit = lambda side: max(-(-8 // step) * step, round(side / step) * step)
+    at = ', '.join(f'x{s}' for s in multi) if multi else f'x{scale}'
     raise UserError(f'data.patch_size={data.patch_size} must be at least 8 and a multiple of {step} '
-                    f'(model {config.model.name} at x{scale}) on each side; set it to '
+                    f'(model {config.model.name} at {at}) on each side; set it to '
                     f'{fit(ph) if ph == pw else (fit(ph), fit(pw))}.')
-  op = degrade_fn(config)
-  try:
-    lr_hw = degradations.output_hw(op, (ph, pw))
-  except (ValueError, TypeError) as e:
-    raise UserError(f'data.degradation={data.degradation!r} fails on a {ph}x{pw} patch ({e}).') from None
-  if data.get('train_on', 'degraded') != 'clean' and (lr_hw[0] * scale, lr_hw[1] * scale) != (ph, pw):
-    raise UserError(f'data.degradation={data.degradation!r} turns a {ph}x{pw} patch into '
-                    f'{lr_hw[0]}x{lr_hw[1]}, but model.scale={scale} needs {ph // scale}x{pw // scale}; '
-                    'make the degradation factor equal the model scale.')
+  if multi and not data.degrade_on_device:
+    raise UserError(f'model {config.model.name} trains scales {multi}, each batch one scale degraded on '
+                    'the device: set data.degrade_on_device=True (the pipeline makes HR patches only).')
+  for s in ((None,) + multi if multi else (None,)):
+    scale = config.model.scale if s is None else s
+    spec = degradation_spec(config, s)
+    name = ('data.degradation' if s is None or not data.get('scale_degradations', None)
+            else f'data.scale_degradations.x{s}')
+    op = degrade_fn(config, s)
+    try:
+      lr_hw = degradations.output_hw(op, (ph, pw))
+    except (ValueError, TypeError) as e:
+      raise UserError(f'{name}={spec!r} fails on a {ph}x{pw} patch ({e}).') from None
+    if data.get('train_on', 'degraded') != 'clean' and (lr_hw[0] * scale, lr_hw[1] * scale) != (ph, pw):
+      raise UserError(f'{name}={spec!r} turns a {ph}x{pw} patch into '
+                      f'{lr_hw[0]}x{lr_hw[1]}, but {"model.scale=" if s is None else "x"}{scale} needs '
+                      f'{ph // scale}x{pw // scale}; '
+                      'make the degradation factor equal the model scale.')
+  scale = config.model.scale
   side = data.get('hr_resize', 0)
   if side < 0:
     raise UserError(f'data.hr_resize={side} is negative; set it to 0 (off) or the HR side to resize to.')
@@ -182,10 +206,11 @@ def train_iterator(ds, num_workers=0):
   return iter(it)
 
 
-def degrade_fixed(hr_images, config, seed_offset=0):
-  """LR of each HR image (list or batch) by the config's degradation, with a fixed per-image seed, so
-  random noise is the same at every validation and in every evaluation."""
-  op = degrade_fn(config)
+def degrade_fixed(hr_images, config, seed_offset=0, scale=None):
+  """LR of each HR image (list or batch) by the config's degradation (SCALE's for a multi-scale
+  model), with a fixed per-image seed, so random noise is the same at every validation and in every
+  evaluation."""
+  op = degrade_fn(config, scale)
   return [np.asarray(op(hr, np.random.default_rng([config.seed, seed_offset + i])), np.float32)
           for i, hr in enumerate(hr_images)]
 

@@ -139,6 +139,13 @@ def kl_loss(x):
   return -0.5 * jnp.mean(1.0 + logvar - jnp.square(mean) - jnp.exp(logvar))
 
 
+def nima_loss(x):
+  """Report 002's aesthetic term: 10 - the frozen NIMA's mean score of the output (batch mean); with
+  'mse' it makes the hybrid loss L2 + gamma * (10 - NIMA), gamma being this term's weight."""
+  from enhance_jax.models.nima import mean_score  # pylint: disable=g-import-not-at-top
+  return 10.0 - jnp.mean(mean_score(x.frozen['nima'](jnp.clip(x.image, 0.0, 1.0))))
+
+
 LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'pixel': pixel_loss,
     'l1': lambda x: l1(x.image, x.target),
@@ -149,8 +156,9 @@ LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'content': content_loss,
     'adversarial': adversarial_loss,
     'kl': kl_loss,
+    'nima': nima_loss,
 }
-NEEDS = {'content': ('vgg19',)}        # frozen networks a term runs (frozen.FROZEN names)
+NEEDS = {'content': ('vgg19',), 'nima': ('nima',)}  # frozen networks a term runs (frozen.FROZEN)
 ADVERSARIAL = ('adversarial',)         # terms that need D's logits: GAN stage only
 
 

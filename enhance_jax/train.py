@@ -78,10 +78,19 @@ class _Loop:
     n = self.mesh.devices.size
     chunk = -(-min(len(self.val['hr']), t.batch_size) // n) * n
     place = lambda x: input_pipeline.to_global(x, self.data_sharding)
-    self.evaluator = evaluators.Evaluator(
-        self.jitted['predict'], list(zip(self.val['lr'], self.val['hr'])), config.model.scale,
-        chunk=chunk, place=place,
-        losses=lambda v, lr, hr: self.jitted['losses'](v, self.frozen, lr, hr))
+    if self.task.scales:  # multi-scale (MDSR): the held-out images degraded at every scale
+      self.evaluator = evaluators.MultiScaleEvaluator(
+          {s: evaluators.Evaluator(
+              self.jitted['predict'][s],
+              list(zip(input_pipeline.degrade_fixed(self.val['hr'], config, scale=s), self.val['hr'])),
+              s, chunk=chunk, place=place,
+              losses=lambda v, lr, hr, s=s: self.jitted['losses'][s](v, self.frozen, lr, hr))
+           for s in self.task.scales}, main=config.model.scale)
+    else:
+      self.evaluator = evaluators.Evaluator(
+          self.jitted['predict'], list(zip(self.val['lr'], self.val['hr'])), config.model.scale,
+          chunk=chunk, place=place,
+          losses=lambda v, lr, hr: self.jitted['losses'](v, self.frozen, lr, hr))
     ds = input_pipeline.train_dataset(train_src, config, process_index=jax.process_index(),
                                       process_count=jax.process_count())
     self.iterator = input_pipeline.train_iterator(ds, config.data.num_workers)
@@ -232,9 +241,12 @@ def train_and_evaluate(config, workdir):
       loop.maybe_start_gan(step)
       batch, next_data_state = next(batches)
       with jax.transfer_guard('disallow'):  # the step loop moves nothing between host and device
-        loop.state, metrics = loop.jitted[meta['stage']](loop.state, batch, loop.frozen)
+        step_fn = loop.jitted[meta['stage']]
+        if isinstance(step_fn, dict):  # multi-scale: one compiled step per scale, cycling by step
+          step_fn = step_fn[trainer.step_scale(loop.task, step)]
+        loop.state, metrics = step_fn(loop.state, batch, loop.frozen)
         meter.add(metrics)
-      if step == loop.start_step:
+      if step < loop.start_step + max(1, len(loop.task.scales)):  # the compiling step(s)
         meter.exclude_compilation(metrics)
       data_state, step = next_data_state, step + 1
       if bar is not None:

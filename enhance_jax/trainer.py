@@ -61,6 +61,11 @@ class Task:
   train_on: str = 'degraded'
   fixed: tuple = ()    # top-level submodules frozen (lr_multipliers 0): their BatchNorm stats kept too
   sharpen: Any = None  # op hr -> the loss target, on the device (data.target_sharpen); None: hr itself
+  # A multi-scale generator (MDSR): the scales it trains, batch `step` at scales[step % len(scales)]
+  # (`step_scale`), one jitted step per scale; `degrades` ((scale, op), ...) each scale's on-device
+  # degradation (data.scale_degradations). () for every single-scale model.
+  scales: tuple = ()
+  degrades: tuple = ()
 
 
 def _weights(section):
@@ -169,8 +174,13 @@ def make_task(config):
   pretrain, gan = _weights(l.pretrain), _weights(l.gan)
   with_d = config.discriminator.name != 'none'
   needed = losses.frozen_needed([pretrain, gan] if with_d else [pretrain])
+  generator = models.build_generator(config)
+  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  scales = models.train_scales(generator)
   return Task(
-      generator=models.build_generator(config),
+      generator=generator, scales=scales,
+      degrades=tuple((s, input_pipeline.degrade_fn(config, s)) for s in scales
+                     if config.data.degrade_on_device),
       discriminator=models.build_discriminator(config) if with_d else None,
       frozen=frozen_lib.modules(needed, config),
       g_tx_pretrain=_optimizer(t.pretrain_lr, t.pretrain_milestones, config),
@@ -233,14 +243,28 @@ def step_keys(state):
   return dict(zip(KEY_NAMES, jax.random.split(key, len(KEY_NAMES))))
 
 
-def generate(task, g_params, g_stats, x, train=False, keys=None):
-  """(outputs dict with 'image', new G BatchNorm statistics); rngs for dropout and sampling in training."""
+def step_scale(task, step):
+  """The scale batch STEP trains: a multi-scale model cycles its scales (scales[step % len(scales)]),
+  so each batch is one scale and a resumed run continues the cycle; None for single-scale models."""
+  return task.scales[int(step) % len(task.scales)] if task.scales else None
+
+
+def _scale_kw(scale):
+  """apply() keywords for a multi-scale generator's static SCALE (none for single-scale models)."""
+  return {} if scale is None else {'scale': scale}
+
+
+def generate(task, g_params, g_stats, x, train=False, keys=None, scale=None):
+  """(outputs dict with 'image', new G BatchNorm statistics); rngs for dropout and sampling in training.
+  SCALE: the static scale of a multi-scale generator (None: single-scale, or its default scale)."""
   variables = {'params': g_params, **({'batch_stats': g_stats} if g_stats else {})}
   rngs = {'dropout': keys['dropout'], 'sample': keys['sample']} if (train and keys) else None
   if train and g_stats:
-    out, updates = task.generator.apply(variables, x, train=True, rngs=rngs, mutable=['batch_stats'])
+    out, updates = task.generator.apply(variables, x, train=True, rngs=rngs, mutable=['batch_stats'],
+                                        **_scale_kw(scale))
     return models.as_outputs(out), updates['batch_stats']
-  return models.as_outputs(task.generator.apply(variables, x, train=train, rngs=rngs)), g_stats
+  return models.as_outputs(task.generator.apply(variables, x, train=train, rngs=rngs,
+                                                **_scale_kw(scale))), g_stats
 
 
 def _image_metrics(sr, hr):
@@ -248,7 +272,7 @@ def _image_metrics(sr, hr):
   return {'psnr': jnp.mean(metrics_lib.psnr(sr, hr)), 'ssim': jnp.mean(metrics_lib.ssim(sr, hr))}
 
 
-def model_batch(task, batch, key):
+def model_batch(task, batch, key, scale=None):
   """The batch with 'lr' set to what the model sees in training: the pipeline's LR, the target itself
   (data.train_on=clean), or the target degraded here on the device (data.degrade_on_device).
   With data.target_sharpen, 'hr' (the pixel and perceptual losses' target) is the sharpened target
@@ -260,9 +284,10 @@ def model_batch(task, batch, key):
   hr = batch['hr']
   if task.train_on == 'clean':
     return {**batch, 'lr': hr}
-  if task.degrade is None:
+  degrade = dict(task.degrades).get(scale, task.degrade)  # SCALE's degradation (multi-scale)
+  if degrade is None:
     return batch
-  return {**batch, 'lr': degradations.apply_batch(task.degrade, hr, key)}
+  return {**batch, 'lr': degradations.apply_batch(degrade, hr, key)}
 
 
 def _keep_fixed(task, new_stats, old_stats):
@@ -280,14 +305,15 @@ def _g_update(task, state, tx, grads, **changes):
                        ema_params=_ema(task, state.ema_params, g_params, state.step + 1), **changes)
 
 
-def pretrain_step(task, state, batch, frozen=None):
-  """One supervised step of G on the loss.pretrain terms (L1 for ESRGAN, MSE + KL for a VAE, ...)."""
+def pretrain_step(task, state, batch, frozen=None, scale=None):
+  """One supervised step of G on the loss.pretrain terms (L1 for ESRGAN, MSE + KL for a VAE, ...).
+  SCALE (static): the scale this batch trains for a multi-scale generator (`jit_steps`)."""
   keys = step_keys(state)
-  batch = model_batch(task, batch, keys['degrade'])
+  batch = model_batch(task, batch, keys['degrade'], scale)
   nets = frozen_lib.bind(task.frozen, frozen or {})
 
   def loss_fn(g_params):
-    out, g_stats = generate(task, g_params, state.g_stats, batch['lr'], True, keys)
+    out, g_stats = generate(task, g_params, state.g_stats, batch['lr'], True, keys, scale)
     loss, terms = losses.total(task.pretrain_weights,
                                losses.LossInputs(out, batch, task.options, nets, keys['loss']))
     return loss, (out['image'], g_stats, terms)
@@ -300,7 +326,7 @@ def pretrain_step(task, state, batch, frozen=None):
                  'g_param_norm': optax.tree.norm(state.g_params)}
 
 
-def gan_step(task, state, batch, frozen=None):
+def gan_step(task, state, batch, frozen=None, scale=None):
   """One GAN step: G's and D's updates in one program, sharing D's forward passes.
 
   As in BasicSR, G is updated against the current D, and D against the same (detached) SR batch.
@@ -308,11 +334,12 @@ def gan_step(task, state, batch, frozen=None):
   and both pullbacks give D the gradient of its own loss, so no forward pass is repeated.
   """
   keys = step_keys(state)
-  batch = model_batch(task, batch, keys['degrade'])
+  batch = model_batch(task, batch, keys['degrade'], scale)
   nets = frozen_lib.bind(task.frozen, frozen or {})
   hr = batch['hr']
   outputs, g_pullback, g_stats = jax.vjp(
-      lambda p: generate(task, p, state.g_stats, batch['lr'], True, keys), state.g_params, has_aux=True)
+      lambda p: generate(task, p, state.g_stats, batch['lr'], True, keys, scale), state.g_params,
+      has_aux=True)
 
   def d_on_real(d_params):  # D's real images: the unsharpened target when the loss's is sharpened
     return task.discriminator.apply({'params': d_params, 'batch_stats': state.d_stats},
@@ -356,25 +383,33 @@ def eval_variables(state):
   return {'params': eval_params(state), **({'batch_stats': state.g_stats} if state.g_stats else {})}
 
 
-def predict(task, g_vars, lr):
+def predict(task, g_vars, lr, scale=None):
   """The image G makes of LR in [0, 1] with `eval_variables`: BatchNorm on running averages, no
-  dropout, a VAE's mean."""
-  out = models.as_outputs(task.generator.apply(g_vars, lr, train=False))
+  dropout, a VAE's mean. SCALE (static): a multi-scale generator's scale."""
+  out = models.as_outputs(task.generator.apply(g_vars, lr, train=False, **_scale_kw(scale)))
   return jnp.clip(out['image'].astype(jnp.float32), 0.0, 1.0)
 
 
 def jit_steps(task, mesh):
-  """The jitted steps with explicit shardings: state replicated and donated, batch split on 'data'."""
+  """The jitted steps with explicit shardings: state replicated and donated, batch split on 'data'.
+
+  For a multi-scale generator (task.scales) each entry is {scale: jitted function}, the scale bound
+  statically: one compiled program per scale, each with the same signature as a single-scale one
+  (`(state, batch, frozen) -> (state, metrics)` for the steps); the loop picks `step_scale`'s."""
   from enhance_jax import parallel  # pylint: disable=g-import-not-at-top
   rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   step_kw = dict(in_shardings=(rep, split, rep), out_shardings=(rep, rep), donate_argnums=0)
+
+  def jit(fn, **kw):
+    if not task.scales:
+      return jax.jit(functools.partial(fn, task), **kw)
+    return {s: jax.jit(functools.partial(fn, task, scale=s), **kw) for s in task.scales}
+
   return {
-      'pretrain': jax.jit(functools.partial(pretrain_step, task), **step_kw),
-      'gan': jax.jit(functools.partial(gan_step, task), **step_kw),
-      'predict': jax.jit(functools.partial(predict, task), in_shardings=(rep, split),
-                         out_shardings=split),
-      'losses': jax.jit(functools.partial(eval_losses, task), in_shardings=(rep, rep, split, split),
-                        out_shardings=rep),
+      'pretrain': jit(pretrain_step, **step_kw),
+      'gan': jit(gan_step, **step_kw),
+      'predict': jit(predict, in_shardings=(rep, split), out_shardings=split),
+      'losses': jit(eval_losses, in_shardings=(rep, rep, split, split), out_shardings=rep),
   }
 
 
@@ -384,10 +419,10 @@ def accumulate(total, metrics):
   return jax.tree.map(jnp.add, total, metrics)
 
 
-def eval_losses(task, g_vars, frozen, lr, hr):
+def eval_losses(task, g_vars, frozen, lr, hr, scale=None):
   """Held-out loss terms of a chunk: every non-adversarial term of either stage as `loss_NAME`, and
   `loss`, the supervised stage's weighted total (train.best_metric=loss)."""
-  out = models.as_outputs(task.generator.apply(g_vars, lr, train=False))
+  out = models.as_outputs(task.generator.apply(g_vars, lr, train=False, **_scale_kw(scale)))
   inputs = losses.LossInputs(out, {'lr': lr, 'hr': hr}, task.options,
                              frozen_lib.bind(task.frozen, frozen or {}))
   names = dict.fromkeys(k for k, _ in task.pretrain_weights + task.gan_weights

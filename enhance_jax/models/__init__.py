@@ -5,13 +5,15 @@ turns that into the target side's multiple, which data, training, evaluate and e
 A generator returns an image or a dict holding one under 'image' (`as_outputs`).
 """
 
+import math
+
 import jax.numpy as jnp
 
 from enhance_jax.errors import UserError
 from enhance_jax.models.celeba import CelebACNN, CelebADiscriminator, CelebAGenerator, CelebARBF
 from enhance_jax.models.dcgan_sr import DCGANSRDiscriminator, DCGANSRGenerator
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
-from enhance_jax.models.edsr import EDSR
+from enhance_jax.models.edsr import EDSR, MDSR
 from enhance_jax.models.iqiwa import DeconvSR, DenoiseAutoencoder, DenoiseVAE, ResNetSR
 from enhance_jax.models.msrresnet import MSRResNet
 from enhance_jax.models.refine import RefineAutoencoder, RefineDiscriminator, RefineGenerator
@@ -25,7 +27,7 @@ GENERATORS = {'rrdbnet': RRDBNet, 'srresnet': SRResNet, 'dcgan_sr': DCGANSRGener
               'celeba_cnn': CelebACNN, 'celeba_rbf': CelebARBF, 'celeba_gan': CelebAGenerator,
               'denoise_ae': DenoiseAutoencoder, 'denoise_vae': DenoiseVAE, 'deconv_sr': DeconvSR,
               'resnet_sr': ResNetSR, 'srvgg_compact': SRVGGNetCompact, 'edsr': EDSR,
-              'msrresnet': MSRResNet}
+              'msrresnet': MSRResNet, 'mdsr': MDSR}
 DISCRIMINATORS = {'vgg_style': VGGStyleDiscriminator, 'dcgan_sr': DCGANSRDiscriminator,
                   'refine': RefineDiscriminator, 'celeba': CelebADiscriminator,
                   'unet_sn': UNetDiscriminatorSN}
@@ -70,9 +72,17 @@ def input_multiple(generator):
   return int(getattr(generator, 'input_multiple', 1))
 
 
+def train_scales(generator):
+  """The scales a multi-scale generator (one with a `scales` field, e.g. MDSR) is trained and scored
+  at, each batch one scale (`model.apply(..., scale=S)`, S static); () for a single-scale one."""
+  return tuple(int(s) for s in getattr(generator, 'scales', ()))
+
+
 def hr_multiple(config):
-  """The multiple every target (HR) side must be for config.model: input multiple x scale."""
-  return input_multiple(build_generator(config)) * config.model.scale
+  """The multiple every target (HR) side must be for config.model: input multiple x scale (x the
+  least common multiple of every scale for a multi-scale model: 12 for MDSR's 2, 3, 4)."""
+  generator = build_generator(config)
+  return input_multiple(generator) * math.lcm(config.model.scale, *train_scales(generator))
 
 
 def as_outputs(out):

@@ -1,0 +1,128 @@
+"""Score images' aesthetics with NIMA: the mean rating (1..10) and its standard deviation.
+
+  python -m enhance_jax.score photo.jpg photos/ --nima nima_mnasnet.pth
+  python -m enhance_jax.score photos/ --nima runs/nima_model --json > scores.json
+
+--nima: a weights file in torchvision layout (.pth/.pt/.safetensors/.npz: mobilenet_v2 `features.*`
+or mnasnet1_0 `layers.*` plus the 10-way head `classifier.1.weight`/`.bias`), or a model directory
+(model.json {'name': 'nima', 'backbone': ...} + variables.npz). Each image is made RGB (grey
+repeated, alpha dropped) and resized to --size x --size (0 keeps its own size) before scoring.
+Unreadable images are skipped with a message (exit 1); bad weights stop before scoring (exit 2).
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from enhance_jax import image_io
+from enhance_jax import nima
+from enhance_jax.errors import UserError
+from enhance_jax.models import nima as nima_model
+
+
+def collect(inputs: list[str]) -> list[pathlib.Path]:
+  """Image files of INPUTS (files as given, folders searched recursively for image extensions)."""
+  found = []
+  for item in inputs:
+    path = pathlib.Path(item)
+    if path.is_dir():
+      files = sorted(p for p in path.rglob('*')
+                     if p.is_file() and p.suffix.lower() in image_io.EXTENSIONS)
+      if not files:
+        raise UserError(f'{path} holds no images ({", ".join(image_io.EXTENSIONS)}); '
+                        'give a folder of images or image files.')
+      found += files
+    elif path.is_file():
+      found.append(path)
+    else:
+      raise UserError(f"'{path}' does not exist; give image files or folders.")
+  return found
+
+
+def prepare(image: np.ndarray, size: int) -> np.ndarray:
+  """float HxWxC in [0, 1] -> RGB float32 [size, size, 3] (bilinear; size 0 keeps H x W)."""
+  colour, _ = image_io.split_alpha(image)
+  if size and colour.shape[:2] != (size, size):
+    im = Image.fromarray(np.round(np.clip(colour, 0, 1) * 255).astype(np.uint8))
+    colour = np.asarray(im.resize((size, size), Image.Resampling.BILINEAR), np.float32) / 255.0
+  return np.asarray(colour, np.float32)
+
+
+class Scorer:
+  """A restored NIMA and its jitted forward pass: image [H, W, 3] -> (mean, std)."""
+
+  def __init__(self, path, backbone=None):
+    self.model, self.variables, self.section = nima.restore(path, backbone)
+    self._predict = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
+
+  def __call__(self, image: np.ndarray) -> tuple[float, float]:
+    probs = self._predict(self.variables, jnp.asarray(image)[None])
+    return float(nima_model.mean_score(probs)[0]), float(nima_model.std_score(probs)[0])
+
+
+def run(args, out=None) -> int:
+  """Scores every input; returns how many were skipped (each reported on stderr)."""
+  out = out or sys.stdout
+  files = collect(args.inputs)
+  scorer = Scorer(args.nima, args.backbone)
+  rows, failed = [], 0
+  for path in files:
+    try:
+      image, _ = image_io.read(path)
+      mean, std = scorer(prepare(image, args.size))
+    except UserError as e:
+      failed += 1
+      print(f'skipped {path}: {e}', file=sys.stderr, flush=True)
+      continue
+    rows.append({'image': str(path), 'mean': round(mean, 4), 'std': round(std, 4)})
+  if args.json:
+    json.dump(rows, out, indent=2)
+    out.write('\n')
+  else:
+    width = max([len('image')] + [len(r['image']) for r in rows])
+    out.write(f"{'image':<{width}}  {'mean':>6}  {'std':>6}\n")
+    for r in rows:
+      out.write(f"{r['image']:<{width}}  {r['mean']:6.3f}  {r['std']:6.3f}\n")
+  out.flush()
+  return failed
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog='\n'.join(__doc__.splitlines()[2:4]))
+  p.add_argument('inputs', nargs='+', help='image files and/or folders (searched recursively)')
+  p.add_argument('--nima', required=True,
+                 help='NIMA weights (.pth/.safetensors/.npz, torchvision layout) or model directory')
+  p.add_argument('--backbone', choices=nima_model.IMPORTABLE + ('mobilenet',), default=None,
+                 help='the backbone of a weights file (default: told from its keys)')
+  p.add_argument('--size', type=int, default=224,
+                 help='images are resized to SIZE x SIZE before scoring; 0 keeps their size')
+  p.add_argument('--json', action='store_true', help='print a JSON list of {image, mean, std}')
+  return p.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.size < 0 or 0 < args.size < 32:
+    print(f'error: --size {args.size} must be 0 (keep) or at least 32.', file=sys.stderr)
+    return 2
+  try:
+    failed = run(args)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if failed:
+    print(f'{failed} file(s) skipped; see the messages above.', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,24 @@
+"""Report 002's NIMA-guided EDSR: the hybrid loss L2(ref, G(x)) + gamma * (10 - NIMA mean score of
+G(x)), gamma 0.4 for super-resolution (the report's best), NIMA frozen inside the jitted step.
+
+The NIMA comes from loss.nima_from: a NIMA model directory (enhance_jax.convert, or a `nima` run
+next) or weights file with torchvision MobileNetV2/MNASNet keys and a 10-way head; set
+loss.nima_backbone to its backbone. Without one the term runs on a random NIMA, said once.
+"""
+
+import ml_collections
+
+from enhance_jax.config import load_experiment
+
+REPORT = '002'
+GAMMA_SR = 0.4  # report 002: 0.4 for super-resolution, 0.1 for de-blurring
+
+
+def get_config():
+  c = load_experiment('edsr')
+  c.unlock()
+  c.name = 'edsr_nima'
+  c.loss.pretrain = ml_collections.ConfigDict({'mse': 1.0, 'nima': GAMMA_SR})  # the hybrid loss
+  c.loss.nima_from = ''                 # NIMA model directory or weights file; '' = random (warned)
+  c.loss.nima_backbone = 'mnasnet'      # the report's NIMA backbone ('mobilenet_v2', 'mobilenet')
+  return c.lock()

@@ -283,25 +283,6 @@ def enhance_image(enhancer: Enhancer, image: np.ndarray, outscale: float | None 
   return out
 
 
-def _collect(inputs: list[str]) -> list[tuple[pathlib.Path, pathlib.Path]]:
-  """[(file, path relative to its input)] for files and folders (recursively, image extensions)."""
-  found = []
-  for item in inputs:
-    path = pathlib.Path(item)
-    if path.is_dir():
-      files = sorted(p for p in path.rglob('*')
-                     if p.is_file() and p.suffix.lower() in image_io.EXTENSIONS)
-      if not files:
-        raise UserError(f'{path} holds no images ({", ".join(image_io.EXTENSIONS)}); '
-                        'give a folder of images or image files.')
-      found += [(p, p.relative_to(path)) for p in files]
-    elif path.is_file():
-      found.append((path, pathlib.Path(path.name)))
-    else:
-      raise UserError(f"'{path}' does not exist; give image files or folders.")
-  return found
-
-
 def _output_ext(src: pathlib.Path, ext: str, has_alpha: bool) -> str:
   """The output's extension: --ext, else the input's when writable (PNG when it has alpha and the
   format cannot hold it, or the input's format cannot be written)."""
@@ -335,7 +316,7 @@ def _restore(args) -> inference.Restored:
 
 def run(args) -> int:
   """Enhances every input; returns the number of files that failed (each reported, others written)."""
-  files = _collect(args.inputs)
+  files = image_io.collect(args.inputs)
   plan = plan_outputs(files, args.output, args.suffix)
   restored = _restore(args)
   enhancer = enhancer_for(restored, args.precision, tile=args.tile, overlap=args.tile_overlap,

@@ -189,3 +189,22 @@ def write(path, image: np.ndarray, bits: int = 8, icc_profile: bytes | None = No
     raise UserError(f'cannot write {path} ({e}); check the folder exists and is writable.') from None
   finally:
     tmp.unlink(missing_ok=True)
+
+
+def collect(inputs) -> list[tuple[pathlib.Path, pathlib.Path]]:
+  """[(file, path relative to its input)] for INPUTS: files as given, folders searched recursively
+  for image extensions; an empty folder or a missing path is a UserError."""
+  found = []
+  for item in inputs:
+    path = pathlib.Path(item)
+    if path.is_dir():
+      files = sorted(p for p in path.rglob('*') if p.is_file() and p.suffix.lower() in EXTENSIONS)
+      if not files:
+        raise UserError(f'{path} holds no images ({", ".join(EXTENSIONS)}); '
+                        'give a folder of images or image files.')
+      found += [(p, p.relative_to(path)) for p in files]
+    elif path.is_file():
+      found.append((path, pathlib.Path(path.name)))
+    else:
+      raise UserError(f"'{path}' does not exist; give image files or folders.")
+  return found

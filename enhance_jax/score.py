@@ -28,21 +28,7 @@ from enhance_jax.models import nima as nima_model
 
 def collect(inputs: list[str]) -> list[pathlib.Path]:
   """Image files of INPUTS (files as given, folders searched recursively for image extensions)."""
-  found = []
-  for item in inputs:
-    path = pathlib.Path(item)
-    if path.is_dir():
-      files = sorted(p for p in path.rglob('*')
-                     if p.is_file() and p.suffix.lower() in image_io.EXTENSIONS)
-      if not files:
-        raise UserError(f'{path} holds no images ({", ".join(image_io.EXTENSIONS)}); '
-                        'give a folder of images or image files.')
-      found += files
-    elif path.is_file():
-      found.append(path)
-    else:
-      raise UserError(f"'{path}' does not exist; give image files or folders.")
-  return found
+  return [path for path, _ in image_io.collect(inputs)]
 
 
 def prepare(image: np.ndarray, size: int) -> np.ndarray:

@@ -71,7 +71,10 @@ def train_step(config, stage, batch, patch):
   gan: D forward on HR and SR (2 F_D); D's input gradient on SR for G (F_D); D's weight and input
   gradients on HR and SR for D, but for conv0's input gradient (4 F_D - 2 F_D0); VGG forward on HR
   and SR plus the input gradient on SR (3 F_V), also in pretrain when its loss has a content term.
+  None for generators other than RRDBNet (their FLOPs come from XLA's cost analysis alone).
   """
+  if config.model.name != 'rrdbnet':
+    return None
   lr = patch // config.model.scale
   g = 3 * rrdbnet(lr, lr, config.model) - rrdbnet_first_conv(lr, lr, config.model)
   weights = config.loss.pretrain if stage == 'pretrain' else config.loss.gan

@@ -179,11 +179,21 @@ def lower_jax_step(args, config):
     state = trainer.start_gan_stage(task, state)
   vgg = jax.device_put(frozen.load(tuple(task.frozen), config), rep)  # the frozen networks
   keys = jax.random.split(jax.random.key(1), 2)
-  batch = {'lr': jax.device_put(jax.random.uniform(keys[0], shapes[0]), split),
-           'hr': jax.device_put(jax.random.uniform(keys[1], shapes[1]), split)}
+  if task.output == 'image':
+    batch = {'lr': jax.random.uniform(keys[0], shapes[0]), 'hr': jax.random.uniform(keys[1], shapes[1])}
+  else:  # a rating model (NIMA): images and their rating histograms
+    batch = {'image': jax.random.uniform(keys[0], shapes[0]),
+             'histogram': jax.nn.softmax(jax.random.normal(keys[1], (args.batch, 10)))}
+  batch = jax.device_put(batch, split)
   t0 = time.perf_counter()
-  lowered = trainer.jit_steps(task, mesh)[args.stage].lower(state, batch, vgg)
+  lowered = stage_step(trainer.jit_steps(task, mesh), args.stage, config).lower(state, batch, vgg)
   return lowered, state, batch, vgg, mesh, time.perf_counter() - t0
+
+
+def stage_step(steps, stage, config):
+  """STAGE's jitted step; a multi-scale model's (MDSR) at its default scale, model.scale."""
+  step = steps[stage]
+  return step[config.model.scale] if isinstance(step, dict) else step
 
 
 def compile_jax_step(args, config):
@@ -199,7 +209,8 @@ def xla_flops(config, state, batch, vgg, stage, mesh):
   XLA's own convolutions (the oneDNN path is an FFI call, opaque to the cost analysis)."""
   from enhance_jax import conv, trainer  # pylint: disable=g-import-not-at-top
   with conv.xla_convolutions():
-    lowered = trainer.jit_steps(trainer.make_task(config), mesh)[stage].lower(state, batch, vgg)
+    lowered = stage_step(trainer.jit_steps(trainer.make_task(config), mesh), stage, config).lower(
+        state, batch, vgg)
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get('flops', 0.0)) if cost else None
@@ -318,7 +329,7 @@ def run_framework(args, config, analytic):
   if args.framework == 'jax':
     per_step, info = bench_jax(args, config)
     out = {'jax': result_of(per_step, info, args, info['xla_flops_per_step'], analytic)}
-    if info['xla_flops_per_step']:
+    if info['xla_flops_per_step'] and analytic:
       out['jax']['xla_over_analytic'] = info['xla_flops_per_step'] / analytic
   else:
     out = {'torch': result_of(*bench_torch(args, config), args, None, analytic)}

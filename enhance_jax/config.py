@@ -154,7 +154,10 @@ def validate(config):
   metric = config.train.best_metric
   terms = [k for section in (config.loss.pretrain, config.loss.gan) for k, w in section.items()
            if w and k not in losses.ADVERSARIAL]
-  known = (*evaluators.METRICS, 'loss', *(f'loss_{k}' for k in dict.fromkeys(terms)))
+  if models.output_key(models.build_generator(config)) != 'image':  # a rating model (NIMA)
+    known = evaluators.RATING_METRICS
+  else:
+    known = (*evaluators.METRICS, 'loss', *(f'loss_{k}' for k in dict.fromkeys(terms)))
   if metric not in known:
     raise UserError(f'train.best_metric={metric!r}; valid: {", ".join(known)}.')
   trainer.check_shapes(config)  # last: G and D built abstractly on the data's shapes

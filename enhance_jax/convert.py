@@ -7,10 +7,14 @@
   python -m enhance_jax.convert EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth --out models/edsr_l_x4
   python -m enhance_jax.convert edsr_baseline_x2-1bc95232.pt --out models/edsr_baseline_x2
   python -m enhance_jax.convert vgg19-dcbb9e9d.pth --out models/vgg19
+  python -m enhance_jax.convert NIMA_mobilenet_v2.pth --out models/nima
   python -m enhance_jax.convert weights.safetensors --out models/mine --arch msrresnet --overwrite
 
-The architecture (rrdbnet, srvgg_compact, msrresnet, edsr, vgg19, resnet18, vgg16) is inferred from the
-tensor names and its sizes (blocks, features, scale) from their shapes; `--arch` names it instead.
+The architecture (rrdbnet, srvgg_compact, msrresnet, edsr, nima, vgg19, resnet18, vgg16) is inferred from
+the tensor names and its sizes (blocks, features, scale; NIMA's backbone) from their shapes; `--arch`
+names it instead. A NIMA is torchvision's mobilenet_v2 or mnasnet1_0 with a 10-way `classifier.1`; the
+bare ImageNet backbone (1000-way classifier) is refused: it is the nima experiment's
+model.backbone_weights.
 BasicSR's `params_ema` is used when a checkpoint holds it, else `params`, `state_dict` or `model`.
 Before anything is written the variables are checked against the Flax module the model section builds.
 OUT gets model.json (the config `model` section and where the weights came from) and variables.npz;

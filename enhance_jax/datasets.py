@@ -102,7 +102,7 @@ class FolderSource:
 
 @dataclasses.dataclass(frozen=True)
 class TfdsSource:
-  """A tfds data_source; records' `image` feature converted to uint8 RGB."""
+  """A tfds data_source; records' KEY image feature ('image', DIV2K's 'hr') converted to uint8 RGB."""
   source: object
   key: str = 'image'
 
@@ -270,18 +270,48 @@ def folder(path):
   return FolderSource(paths)
 
 
+# tfds features that hold the photo to train on, in order of preference: most datasets' 'image', else
+# DIV2K's 'hr' (its 'lr' goes unused: the pipeline degrades HR by the experiment's own protocol).
+TFDS_IMAGE_FEATURES = ('image', 'hr')
+
+
+def _tfds_image_key(tfds, name, features):
+  """The first of TFDS_IMAGE_FEATURES that FEATURES has as an Image, or UserError naming them."""
+  for key in TFDS_IMAGE_FEATURES:
+    if key in features and isinstance(features[key], tfds.features.Image):
+      return key
+  found = ', '.join(f'{k} ({type(v).__name__})' for k, v in features.items()) or 'none'
+  raise UserError(f'tfds dataset {name!r} has no photo to train on: its features are {found}, but '
+                  "data.source=tfds:NAME needs an Image feature named 'image' (or 'hr', as in div2k).")
+
+
+def _tfds_skip_others(tfds, features, key):
+  """Decoders that leave every Image feature but KEY encoded (DIV2K's 'lr'): decoding it is wasted."""
+  return {k: tfds.decode.SkipDecoding() for k, v in features.items()
+          if k != key and isinstance(v, tfds.features.Image)}
+
+
 def tfds_source(name, split, data_dir=None):
-  """A prepared tfds dataset split read without TensorFlow."""
+  """A prepared tfds dataset split (NAME or NAME/CONFIG, e.g. div2k/bicubic_x4) read without
+  TensorFlow, from its 'image' feature, else its 'hr' one; never downloads (DIV2K is gigabytes)."""
+  tfds = require_tfds(f'data.source=tfds:{name}')
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise UserError(f'data.source=tfds:{name} needs tensorflow-datasets: '
-                    "pip install 'enhance_jax[tfds]'.") from None
+    features = tfds.builder(name, data_dir=data_dir or None).info.features
+  except Exception as e:  # pylint: disable=broad-except  # tfds raises many types for unknown names
+    raise _tfds_missing(name, split, e) from None
+  key = _tfds_image_key(tfds, name, features)
   try:
-    return TfdsSource(tfds.data_source(name, split=split, data_dir=data_dir or None))
-  except Exception as e:  # tfds raises many types for a missing or unprepared dataset
-    raise UserError(f'cannot open tfds dataset {name!r} split {split!r} ({type(e).__name__}: {e}); '
-                    'prepare it first (tfds build, or data/prepare.py) and set data.data_dir.') from None
+    return TfdsSource(tfds.data_source(name, split=split, data_dir=data_dir or None, download=False,
+                                       decoders=_tfds_skip_others(tfds, features, key)), key)
+  except Exception as e:  # pylint: disable=broad-except  # and for an unprepared dataset or split
+    raise _tfds_missing(name, split, e) from None
+
+
+def _tfds_missing(name, split, e):
+  """UserError for a tfds dataset or split that cannot be opened (E, tfds's own reason)."""
+  return UserError(f'cannot open tfds dataset {name!r} split {split!r} ({type(e).__name__}: {e}); '
+                   f'prepare it first (tfds build {name} --file_format=array_record, or '
+                   'data/prepare.py) and set data.data_dir.')
 
 
 def _split_indices(n, fraction):
@@ -347,7 +377,8 @@ def _split(source, fraction):
 
 
 def open_source(spec, data_dir='', split='train'):
-  """One source from a spec: 'embedded', 'folder:PATH', 'records:PATH' or 'tfds:NAME[:SPLIT]'."""
+  """One source from a spec: 'embedded', 'folder:PATH', 'records:PATH', 'tfds:NAME[:SPLIT]' or
+  'ava:DIR' (AVA's AVA.txt + images/ID.jpg: items are (image, rating histogram), for NIMA)."""
   kind, _, arg = spec.partition(':')
   if kind == 'embedded':
     return embedded(EMBEDDED_EVAL if split != 'train' else EMBEDDED_TRAIN)
@@ -358,8 +389,11 @@ def open_source(spec, data_dir='', split='train'):
   if kind == 'tfds' and arg:
     name, _, tfds_split = arg.partition(':')
     return tfds_source(name, tfds_split or split, data_dir)
+  if kind == 'ava' and arg:
+    from enhance_jax import ava  # pylint: disable=g-import-not-at-top  (ava imports this module)
+    return ava.AVASource(arg)
   raise UserError(f'data source {spec!r} is not one of: embedded, folder:PATH, records:PATH, '
-                  'tfds:NAME.')
+                  'tfds:NAME, ava:DIR.')
 
 
 def train_val_sources(data):

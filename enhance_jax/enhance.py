@@ -311,7 +311,8 @@ def _restore(args) -> inference.Restored:
   if bool(args.workdir) == bool(args.weights):
     raise UserError('give exactly one of --workdir (a training run or a converted model) and '
                     '--weights (a .pth/.safetensors file).')
-  return inference.restore(args.workdir or args.weights, args.arch, args.checkpoint)
+  restored = inference.restore(args.workdir or args.weights, args.arch, args.checkpoint)
+  return inference.at_scale(restored, args.scale)
 
 
 def run(args) -> int:
@@ -365,6 +366,9 @@ def parse_args(argv=None):
                  help='tiles per device call (default 1 on a CPU, 4 on a GPU)')
   p.add_argument('--outscale', type=float, default=None,
                  help="final scale (default: the model's); other values resize with Lanczos")
+  p.add_argument('--scale', type=int, default=None,
+                 help='the model scale to run: any of a multi-scale model\'s (MDSR: 2, 3, 4); '
+                      'default its default scale')
   p.add_argument('--precision', default='fp32', choices=inference.PRECISIONS)
   p.add_argument('--alpha', default='model', choices=('model', 'bicubic'),
                  help='enlarge an alpha channel with the model or with bicubic')

@@ -159,24 +159,72 @@ def scale_results(config, task, g_vars, source, result, out):
   return scales
 
 
+def _write(out, result, markdown):
+  tmp = out / 'metrics.json.tmp'
+  tmp.write_text(json.dumps(result, indent=2))
+  tmp.replace(out / 'metrics.json')
+  (out / 'metrics.md').write_text(markdown)
+
+
+def rating_run(config, task, g_vars, step, source, out, checkpoint, data):
+  """A rating model's (NIMA's) evaluation: every held-out image fitted and centre-cropped as in
+  validation, its predicted histogram against its ratings (synthetic for unrated photos): EMD per
+  image; mean EMD, LCC, SRCC and mean-score error over all; scores.png plots predicted vs true."""
+  from enhance_jax import nima as nima_lib  # pylint: disable=g-import-not-at-top
+  predict = jax.jit(functools.partial(trainer.predict, task))
+  names, preds, trues = list(source.names), [], []
+  records = []
+  for i in range(len(source)):
+    batch = input_pipeline.rated_batch([source[i]], config)
+    pred = np.asarray(predict(g_vars, batch['image']))[0]
+    preds.append(pred)
+    trues.append(batch['histogram'][0])
+    mean, std = (float(v) for v in nima_lib.histogram_mean_std(pred))
+    records.append({'name': names[i], 'mean': mean, 'std': std,
+                    'true_mean': float(nima_lib.histogram_mean_std(trues[-1])[0]),
+                    'emd': float(nima_lib.emd(pred, trues[-1]))})
+  pred_mean = np.asarray([r['mean'] for r in records])
+  true_mean = np.asarray([r['true_mean'] for r in records])
+  metrics = {'emd': float(np.mean([r['emd'] for r in records])),
+             'lcc': nima_lib.lcc(pred_mean, true_mean), 'srcc': nima_lib.srcc(pred_mean, true_mean),
+             'score_mae': float(np.mean(np.abs(pred_mean - true_mean)))}
+  result = {'mean': metrics, 'images': records, 'n': len(records), 'experiment': config.get('name', ''),
+            'checkpoint': {'which': str(checkpoint), 'step': step},
+            'data': data or f'held-out split of {config.data.source}'}
+  reporting.save_png(out / 'scores.png', reporting.score_scatter(
+      pred_mean, true_mean, f'{result["experiment"]} step {step}: predicted vs true mean score'))
+  rows = ['| image | mean | std | true mean | emd |', '|---|---|---|---|---|']
+  rows += [f'| {r["name"]} | {r["mean"]:.3f} | {r["std"]:.3f} | {r["true_mean"]:.3f} | {r["emd"]:.4f} |'
+           for r in records]
+  _write(out, result, f'# {result["experiment"]} at step {step} ({checkpoint})\n\n'
+         + ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()) + '\n\n' + '\n'.join(rows) + '\n')
+  return result
+
+
 def run(workdir, checkpoint='best', data=None, out=None, nima=None):
   """Evaluates and writes WORKDIR/eval/{metrics.json, metrics.md, NAME.png}; returns the result dict.
   With NIMA (a NIMA model directory or weights file) each image's record and the mean also hold
-  'nima': the NIMA mean score of the model's output, of each baseline and of the target."""
-  score_nima = nima_scorer(nima) if nima else None
+  'nima': the NIMA mean score of the model's output, of each baseline and of the target.
+  A rating model (a `nima` run) is scored by `rating_run` instead."""
   config, task, g_vars, step = restore_generator(workdir, checkpoint)
+  if task.output != 'image' and nima:
+    raise UserError(f'{workdir} is a NIMA run: evaluate scores it by EMD and correlations itself; '
+                    'drop --nima (it scores the images an enhancement model makes).')
+  score_nima = nima_scorer(nima) if nima else None
   source = (datasets.open_source(data) if data
             else datasets.train_val_sources(config.data)[1])
-  scale = config.model.scale
-  evaluator = evaluators.Evaluator(jax.jit(functools.partial(trainer.predict, task)),
-                                   HeldOutPairs(config, source), scale, chunk=1,
-                                   names=source.names)  # chunk 1: records in the source's order
-  kinds = ('model', *evaluator.kinds)
   if out is None:
     workdir = pathlib.Path(workdir)
     out = workdir / 'eval' if workdir.is_dir() else workdir.with_name(f'{workdir.stem}_eval')
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
+  if task.output != 'image':
+    return rating_run(config, task, g_vars, step, source, out, checkpoint, data)
+  scale = config.model.scale
+  evaluator = evaluators.Evaluator(jax.jit(functools.partial(trainer.predict, task)),
+                                   HeldOutPairs(config, source), scale, chunk=1,
+                                   names=source.names)  # chunk 1: records in the source's order
+  kinds = ('model', *evaluator.kinds)
   records = []
   for record, sr in evaluator.records(g_vars):
     records.append(record)
@@ -203,10 +251,7 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None):
             'data': data or f'held-out split of {config.data.source}'}
   if task.scales:  # multi-scale (MDSR): every scale scored; the top level stays model.scale's
     result['scales'] = scale_results(config, task, g_vars, source, result, out)
-  tmp = out / 'metrics.json.tmp'
-  tmp.write_text(json.dumps(result, indent=2))
-  tmp.replace(out / 'metrics.json')
-  (out / 'metrics.md').write_text(
+  _write(out, result,
       f'# {result["experiment"]} x{scale} at step {step} ({checkpoint})\n\n' + markdown_table(result)
       + ''.join(f'\n## x{s}\n\n' + markdown_table(r) for s, r in result.get('scales', {}).items())
       + (f'\nmean epoch duration: {result["epoch_seconds"]:.2f} s\n' if result['epoch_seconds'] else ''))
@@ -230,6 +275,9 @@ def main(argv=None):
     print(f'error: {e}', file=sys.stderr)
     return 2
   mean = result['mean']
+  if 'emd' in mean:  # a NIMA run
+    print(f'{result["n"]} images: ' + ', '.join(f'{k} {v:.4f}' for k, v in mean.items()))
+    return 0
   for metric, unit in (('psnr', ' dB'), ('ssim', ''), ('psnr_y', ' dB'), ('mse', '')):
     others = ', '.join(f'{k} {mean[k][metric]:.4g}' for k in result['kinds'][1:])
     print(f'mean {metric} {mean["model"][metric]:.4g}{unit} ({others})')

@@ -16,7 +16,9 @@ from enhance_jax import degradations
 from enhance_jax import metrics as metrics_lib
 
 METRICS = ('psnr', 'ssim', 'psnr_y', 'ssim_y', 'mse')
-HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'psnr_y': True, 'ssim_y': True, 'mse': False}
+HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'psnr_y': True, 'ssim_y': True, 'mse': False,
+                    'emd': False, 'lcc': True, 'srcc': True, 'score_mae': False}
+RATING_METRICS = ('emd', 'lcc', 'srcc', 'score_mae')
 
 
 def baseline_kinds(scale):
@@ -145,6 +147,42 @@ class MultiScaleEvaluator:
     self.samples = self.evaluators[self.main].samples
     means = {k: float(np.mean([v[k] for v in per_scale.values()])) for k in per_scale[self.main]}
     return {**means, **{f'{k}_x{s}': v for s, vals in per_scale.items() for k, v in vals.items()}}
+
+
+class RatingEvaluator:
+  """Scores a rating model (NIMA) on fixed rated images: `run(variables)` gives the mean EMD (r = 2)
+  between predicted and true histograms, the linear (LCC) and rank (SRCC) correlations of predicted
+  and true mean scores, and the mean absolute error of the mean score (`RATING_METRICS`).
+
+  PREDICT: (variables, image batch) -> histograms [N, 10]; IMAGES [N, H, W, 3], HISTOGRAMS [N, 10];
+  chunks of CHUNK images (the last padded by repetition), placed by PLACE."""
+
+  def __init__(self, predict, images, histograms, chunk=1, place=jnp.asarray, names=None):
+    self.predict, self.images = predict, np.asarray(images, np.float32)
+    self.histograms = np.asarray(histograms, np.float32)
+    self.chunk, self.place = max(1, chunk), place
+    self.names = list(names) if names is not None else [f'image_{i}' for i in range(len(self.images))]
+    self.samples, self.means = [], None  # the last run's (predicted, true) mean scores
+
+  def predictions(self, variables):
+    """Predicted histograms [N, 10] (float32 numpy) of every image."""
+    out = []
+    for start in range(0, len(self.images), self.chunk):
+      part = self.images[start:start + self.chunk]
+      padded = np.concatenate([part, np.repeat(part[-1:], self.chunk - len(part), 0)])
+      out.append(np.asarray(jax.device_get(self.predict(variables, self.place(padded))))[:len(part)])
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 10), np.float32)
+
+  def run(self, variables, samples=0):
+    from enhance_jax import nima  # pylint: disable=g-import-not-at-top
+    pred = self.predictions(variables)
+    true_mean = np.asarray(nima.mean_score(jnp.asarray(self.histograms)))
+    pred_mean = np.asarray(nima.mean_score(jnp.asarray(pred)))
+    self.means = (pred_mean, true_mean)
+    self.samples = list(pred[:samples])
+    return {'emd': float(np.mean(np.asarray(nima.emd(pred, self.histograms)))),
+            'lcc': nima.lcc(pred_mean, true_mean), 'srcc': nima.srcc(pred_mean, true_mean),
+            'score_mae': float(np.mean(np.abs(pred_mean - true_mean)))}
 
 
 def mean_scores(records, kinds):

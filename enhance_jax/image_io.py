@@ -120,6 +120,23 @@ def read(path) -> tuple[np.ndarray, ImageInfo]:
   return image, ImageInfo(bits, icc)
 
 
+def dimensions(path) -> tuple[int, int]:
+  """(width, height) from PATH's header, no pixel decoded, so a decompression bomb is refused before
+  its pixels exist; UserError when PATH is no image (or claims more pixels than Pillow ever opens)."""
+  path = pathlib.Path(path)
+  try:
+    if path.stat().st_size == 0:
+      raise UserError(f'{path.name} is empty (0 bytes); give an image file.')
+    with Image.open(path) as im:
+      return im.size
+  except Image.DecompressionBombError as e:
+    raise UserError(f'{path.name} claims too many pixels to open safely ({e}); give a smaller '
+                    'image.') from None
+  except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
+    raise UserError(f'{path.name} is not an image this can read; give a PNG, JPEG, TIFF, WebP or BMP '
+                    'file.') from None
+
+
 def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
   """HxWxC -> (colour HxWx3, alpha HxWx1 or None); grey is repeated to three channels."""
   c = image.shape[-1]

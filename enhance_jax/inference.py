@@ -74,10 +74,22 @@ def restore(source, arch: str | None = None, which: str = 'best') -> Restored:
     section, variables, meta = weights.read_model_dir(source)
     return Restored(dict(section), variables, os.fspath(source), meta=meta)
   section, variables = weights.import_weights(weights.load_state_dict(source), arch)
-  if section['name'] not in models.GENERATORS:
+  if section['name'] not in models.GENERATORS or section['name'] == 'nima':
     raise UserError(f"'{source}' holds {section['name']} weights, which are not an image generator; "
                     'give a super-resolution model (RRDBNet, SRVGGNetCompact, EDSR, MSRResNet).')
   return Restored(dict(section), variables, os.fspath(source))
+
+
+def at_scale(restored: Restored, scale: int | None) -> Restored:
+  """RESTORED set to run at SCALE: a multi-scale model (MDSR) at any of its `scales`; a single-scale
+  one only at its own scale (UserError naming the choices otherwise). None keeps its scale."""
+  if scale is None:
+    return restored
+  choices = tuple(int(s) for s in restored.model.get('scales', ())) or (restored.scale,)
+  if int(scale) not in choices:
+    raise UserError(f'--scale {scale}: {restored.source} enlarges x{" / x".join(map(str, choices))} '
+                    'only; give one of those (or --outscale for any other factor).')
+  return dataclasses.replace(restored, model={**restored.model, 'scale': int(scale)})
 
 
 def generator(restored: Restored, precision: str = 'fp32'):
@@ -86,7 +98,16 @@ def generator(restored: Restored, precision: str = 'fp32'):
     raise UserError(f'--precision {precision!r} is not supported; use one of {", ".join(PRECISIONS)}.')
   section = {k: v for k, v in restored.model.items() if k != 'remat'}
   config = ml_collections.ConfigDict({'model': section, 'train': {'precision': precision}})
-  return models.build_generator(config)
+  module = models.build_generator(config)
+  _check_makes_images(restored, module)
+  return module
+
+
+def _check_makes_images(restored: Restored, module) -> None:
+  """UserError when RESTORED is a rating model (NIMA): it scores images, it does not make them."""
+  if models.output_key(module) != 'image':
+    raise UserError(f'{restored.source} holds a NIMA, which rates images rather than enhancing them; '
+                    f'score with it: python -m enhance_jax.score IMAGES --nima {restored.source}.')
 
 
 def model_config(restored: Restored, experiment: str = 'esrgan') -> ml_collections.ConfigDict:
@@ -94,6 +115,8 @@ def model_config(restored: Restored, experiment: str = 'esrgan') -> ml_collectio
   EXPERIMENT's with this model, no discriminator and the classic bicubic degradation of its scale."""
   if restored.config is not None:
     return restored.config
+  if restored.name == 'nima':
+    _check_makes_images(restored, models.GENERATORS['nima']())
   from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.load_experiment(experiment)
   c.model = ml_collections.ConfigDict({k: v for k, v in restored.model.items()})

@@ -119,16 +119,20 @@ def check_config(config):
                       'uniform range.')
 
 
-HR_RESIZE_MODES = ('resize', 'crop_or_resize')
+HR_RESIZE_MODES = ('resize', 'crop_or_resize', 'stretch')
 NORMALIZE = ('none', 'minmax')
 
 
 def prepare_hr(image, hr_resize=0, mode='resize'):
   """uint8 HWC -> float32 HR in [0, 1]: as is, or fitted to hr_resize x hr_resize: 'resize' = centre
   square resized (reports 003/004); 'crop_or_resize' = centre crop when both sides are at least
-  hr_resize, else the square resized (report 001's Cats&Dogs 360)."""
+  hr_resize, else the square resized (report 001's Cats&Dogs 360); 'stretch' = the whole image
+  resized, aspect not kept (NIMA's and report 002's 256 x 256)."""
   if not hr_resize:
     return image.astype(np.float32) / 255.0
+  if mode == 'stretch':
+    return np.clip(degradations.resize(image.astype(np.float32) / 255.0, (hr_resize, hr_resize)),
+                   0.0, 1.0).astype(np.float32)
   if mode == 'crop_or_resize' and min(image.shape[:2]) >= hr_resize:
     return degradations.center_crop(image, hr_resize).astype(np.float32) / 255.0
   return degradations.square_resize(image, hr_resize)
@@ -176,6 +180,33 @@ def _random_flips(img, rng):
   return degradations.flip_rot90(img, hflip, vflip, False)
 
 
+def rates(config):
+  """Whether config.model is a rating model (NIMA): batches {'image', 'histogram'}, not {'lr', 'hr'}."""
+  from enhance_jax import models  # pylint: disable=g-import-not-at-top
+  return models.output_key(models.build_generator(config)) != 'image'
+
+
+def split_rating(item):
+  """(uint8 image, histogram or None) of a source item: AVA's are (image, histogram) pairs, a photo
+  without ratings (embedded, folder:) is an image alone."""
+  if isinstance(item, tuple):
+    return item[0], np.asarray(item[1], np.float32)
+  return item, None
+
+
+def make_rated(item, rng, *, patch_size, resize, resize_mode, augment):
+  """A source item -> {'image': random PATCH of the image fitted to RESIZE (NIMA: 256 x 256, then
+  192 x 192 crops), [h-flipped], 'histogram': its ratings, or `ava.synthetic_histogram` of the crop
+  for an unrated photo (the offline stand-in: a fixed function of the pixels)."""
+  from enhance_jax import ava  # pylint: disable=g-import-not-at-top
+  image, hist = split_rating(item)
+  crop = random_crop_hw(prepare_hr(image, resize, resize_mode), patch_size, rng)
+  if augment and rng.random() < 0.5:
+    crop = crop[:, ::-1]
+  crop = np.ascontiguousarray(crop, np.float32)
+  return {'image': crop, 'histogram': ava.synthetic_histogram(crop) if hist is None else hist}
+
+
 def train_dataset(source, config, *, process_index=0, process_count=1):
   """Infinite, shuffled-per-epoch MapDataset of this process's share of the global batches."""
   batch = config.train.batch_size
@@ -184,11 +215,16 @@ def train_dataset(source, config, *, process_index=0, process_count=1):
   ds = grain.MapDataset.source(source)
   if process_count > 1:
     ds = ds[process_index::process_count]
-  pair = functools.partial(make_pair, patch_size=patch_hw(config), augment=config.data.augment,
-                           degrade=None if config.data.degrade_on_device else degrade_fn(config),
-                           hr_resize=config.data.get('hr_resize', 0), affine=affine_kwargs(config),
-                           hr_resize_mode=config.data.get('hr_resize_mode', 'resize'),
-                           norm=config.data.get('normalize', 'none'))
+  if rates(config):
+    pair = functools.partial(make_rated, patch_size=patch_hw(config), resize=config.data.hr_resize,
+                             resize_mode=config.data.get('hr_resize_mode', 'resize'),
+                             augment=config.data.augment)
+  else:
+    pair = functools.partial(make_pair, patch_size=patch_hw(config), augment=config.data.augment,
+                             degrade=None if config.data.degrade_on_device else degrade_fn(config),
+                             hr_resize=config.data.get('hr_resize', 0), affine=affine_kwargs(config),
+                             hr_resize_mode=config.data.get('hr_resize_mode', 'resize'),
+                             norm=config.data.get('normalize', 'none'))
   ds = ds.shuffle(seed=config.seed).repeat(None).random_map(pair, seed=config.seed)
   return ds.batch(batch // process_count, drop_remainder=True)
 
@@ -215,12 +251,30 @@ def degrade_fixed(hr_images, config, seed_offset=0, scale=None):
           for i, hr in enumerate(hr_images)]
 
 
+def rated_batch(items, config):
+  """Held-out rated images as one batch {'image', 'histogram'}: each fitted to data.hr_resize, its
+  centre crop of the training patch (data.val_patch_size when set); unrated ones get
+  `ava.synthetic_histogram` of that crop."""
+  from enhance_jax import ava  # pylint: disable=g-import-not-at-top
+  images, hists = [], []
+  for item in items:
+    image, hist = split_rating(item)
+    fitted = prepare_hr(image, config.data.hr_resize, config.data.get('hr_resize_mode', 'resize'))
+    crop = _center_crop_hw(fitted, val_hw(config) if config.data.val_patch_size else patch_hw(config))
+    images.append(np.ascontiguousarray(crop, np.float32))
+    hists.append(ava.synthetic_histogram(crop) if hist is None else hist)
+  return {'image': np.stack(images), 'histogram': np.stack(hists).astype(np.float32)}
+
+
 def validation_batch(source, config):
   """All validation images as one batch: centre crops of one common size (data.val_patch_size, or
-  the training patch when 0), or, with data.hr_resize, each image fitted to hr_resize whole."""
+  the training patch when 0), or, with data.hr_resize, each image fitted to hr_resize whole.
+  A rating model's: `rated_batch`."""
   from enhance_jax import models  # pylint: disable=g-import-not-at-top
   n = min(len(source), config.data.get('val_max_images', 0) or len(source))
   images = [source[int(i)] for i in np.linspace(0, len(source) - 1, n).round()] if n else []
+  if rates(config):
+    return rated_batch(images, config)
   norm = config.data.get('normalize', 'none')
   if config.data.get('hr_resize', 0):
     hr = np.stack([normalize(prepare_hr(im, config.data.hr_resize,

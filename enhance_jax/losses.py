@@ -146,6 +146,16 @@ def nima_loss(x):
   return 10.0 - jnp.mean(mean_score(x.frozen['nima'](jnp.clip(x.image, 0.0, 1.0))))
 
 
+def emd_term(x):
+  """NIMA's training loss: the EMD (r = loss.emd_r, 2 as NIMA and report 002) between the predicted
+  and the true rating histograms ('histogram' of the outputs and of the batch), batch mean."""
+  from enhance_jax import nima  # pylint: disable=g-import-not-at-top
+  if 'histogram' not in x.outputs or 'histogram' not in x.batch:
+    raise UserError("loss term 'emd' compares rating histograms: it needs a rating model (model.name="
+                    'nima) and rated data; drop the emd weight for this model.')
+  return nima.emd_loss(x.outputs['histogram'], x.batch['histogram'], float(x.options.get('emd_r', 2.0)))
+
+
 LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'pixel': pixel_loss,
     'l1': lambda x: l1(x.image, x.target),
@@ -157,9 +167,11 @@ LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'adversarial': adversarial_loss,
     'kl': kl_loss,
     'nima': nima_loss,
+    'emd': emd_term,
 }
 NEEDS = {'content': ('vgg19',), 'nima': ('nima',)}  # frozen networks a term runs (frozen.FROZEN)
 ADVERSARIAL = ('adversarial',)         # terms that need D's logits: GAN stage only
+RATING_TERMS = ('emd',)                # terms of a rating model's histogram (NIMA); the rest score images
 
 
 def total(weights, inputs):
@@ -206,3 +218,12 @@ def check_config(config):
   if adversarial:
     raise UserError(f'loss.pretrain weights {adversarial}, which need a discriminator; move them to '
                     'loss.gan.')
+  from enhance_jax import models  # pylint: disable=g-import-not-at-top
+  rating = models.output_key(models.build_generator(config)) != 'image'
+  weighted = [k for _, section in stages for k, w in section.items() if w]
+  wrong = sorted({k for k in weighted if (k in RATING_TERMS) != rating})
+  if wrong:
+    kind = ('a rating model (histograms), not images' if rating
+            else 'an image model, not rating histograms')
+    raise UserError(f'loss terms {wrong} do not fit model {config.model.name}, {kind}; '
+                    + ("use loss.pretrain.emd." if rating else "drop them (emd is NIMA's loss)."))

@@ -8,7 +8,7 @@
   - `nima_params_from_state_dict(sd, backbone=None)`: a whole NIMA in torchvision layout (the backbone
     keys plus `classifier.1.weight` [10, C] / `classifier.1.bias`, i.e. torchvision's model with its
     last Linear replaced by a 10-way one) -> `models.nima.NIMA` variables.
-  - `restore(path, backbone=None)`: a weights file (.pth/.pt/.safetensors/.npz) or a model directory
+  - `restore(path, backbone=None)`: a `nima` run's workdir, a weights file (.pth/.pt/.safetensors/.npz) or a model directory
     (model.json section {'name': 'nima', 'backbone': ...} + variables.npz, `weights.write_model_dir`)
     -> (NIMA module, variables, model section).
 """
@@ -181,15 +181,33 @@ def _check_tree(model: nima_model.NIMA, variables: Mapping, path: str) -> None:
                       'write the model directory again.')
 
 
+def _from_workdir(path: str) -> tuple[dict, dict]:
+  """(model section, variables) of a `nima` training workdir's best (else latest) checkpoint."""
+  from enhance_jax import inference  # pylint: disable=g-import-not-at-top
+  restored = inference.restore(path)  # UserError when PATH holds no checkpoints
+  if restored.name != 'nima':
+    raise UserError(f"'{path}' is a {restored.name} training run, not a `nima` one; give a NIMA run's "
+                    'workdir, a converted NIMA model directory or NIMA weights.')
+  return {k: v for k, v in restored.model.items() if k in ('name', 'backbone', 'dropout')}, \
+      restored.variables
+
+
 def restore(path: str | os.PathLike, backbone: str | None = None):
-  """(NIMA module, variables as jnp arrays, model section) from a model directory or a weights file.
+  """(NIMA module, variables as jnp arrays, model section) from a `nima` training workdir (its best
+  checkpoint), a model directory or a weights file.
 
   A model directory (model.json {'name': 'nima', 'backbone': B[, 'dropout': p]} + variables.npz)
   is read as written; a file goes through `weights.load_state_dict` and `nima_params_from_state_dict`.
   Missing files and mismatched keys are UserErrors.
   """
   path = os.fspath(path)
-  if os.path.isdir(path):
+  if os.path.isdir(path) and not weights.is_model_dir(path):
+    section, variables = _from_workdir(path)
+    if backbone and section.get('backbone', 'mnasnet') != backbone:
+      raise UserError(f"'{path}' holds a NIMA on {section.get('backbone')}, not {backbone}; drop "
+                      '--backbone or give another model.')
+    model = _section_model(section)
+  elif os.path.isdir(path):
     section, variables, _ = weights.read_model_dir(path)
     if section.get('name') != 'nima':
       raise UserError(f"'{path}' holds a {section.get('name')} model, not NIMA; give a NIMA model "

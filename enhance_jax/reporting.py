@@ -48,6 +48,24 @@ def sample_grid(lr, sr, hr, max_images=4):
                      for l, s, h in list(zip(lr, sr, hr))[:max_images]])
 
 
+def score_scatter(pred, true, title=''):
+  """An HWC float image of a scatter plot: predicted (y) against true (x) mean scores, the diagonal
+  drawn, on NIMA's 1..10 scale (a rating model's validation samples)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
+  ax.plot([1, 10], [1, 10], color='0.7', lw=1)
+  ax.scatter(np.asarray(true), np.asarray(pred), s=12)
+  ax.set(xlim=(1, 10), ylim=(1, 10), xlabel='true mean score', ylabel='predicted mean score')
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.canvas.draw()
+  image = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(np.float32) / 255.0
+  plt.close(fig)
+  return image
+
+
 class Reporter:
   """Appends scalar records to WORKDIR/metrics.jsonl and TensorBoard; draws the loss curves."""
 
@@ -82,7 +100,8 @@ class Reporter:
       return [json.loads(line) for line in f if line.strip()]
 
   def plot_curves(self, keys=('g_loss', 'd_loss', 'loss_pixel', 'loss_content', 'loss_adversarial',
-                              'psnr', 'ssim', 'd_real', 'd_fake')):
+                              'psnr', 'ssim', 'd_real', 'd_fake', 'emd', 'lcc', 'srcc',
+                              'score_mae')):
     """WORKDIR/loss_curves.png: one panel per metric, train and val series."""
     if not self.enabled:
       return

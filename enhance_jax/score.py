@@ -1,9 +1,9 @@
 """Score images' aesthetics with NIMA: the mean rating (1..10) and its standard deviation.
 
   python -m enhance_jax.score photo.jpg photos/ --nima nima_mnasnet.pth
-  python -m enhance_jax.score photos/ --nima runs/nima_model --json > scores.json
+  python -m enhance_jax.score photos/ --nima runs/nima --json > scores.json
 
---nima: a weights file in torchvision layout (.pth/.pt/.safetensors/.npz: mobilenet_v2 `features.*`
+--nima: a `nima` training run's workdir (its best checkpoint), a weights file in torchvision layout (.pth/.pt/.safetensors/.npz: mobilenet_v2 `features.*`
 or mnasnet1_0 `layers.*` plus the 10-way head `classifier.1.weight`/`.bias`), or a model directory
 (model.json {'name': 'nima', 'backbone': ...} + variables.npz). Each image is made RGB (grey
 repeated, alpha dropped) and resized to --size x --size (0 keeps its own size) before scoring.
@@ -85,7 +85,8 @@ def parse_args(argv=None):
                               epilog='\n'.join(__doc__.splitlines()[2:4]))
   p.add_argument('inputs', nargs='+', help='image files and/or folders (searched recursively)')
   p.add_argument('--nima', required=True,
-                 help='NIMA weights (.pth/.safetensors/.npz, torchvision layout) or model directory')
+                 help='a `nima` run\'s workdir, NIMA weights (.pth/.safetensors/.npz, torchvision '
+                      'layout) or a converted model directory')
   p.add_argument('--backbone', choices=nima_model.IMPORTABLE + ('mobilenet',), default=None,
                  help='the backbone of a weights file (default: told from its keys)')
   p.add_argument('--size', type=int, default=224,
@@ -96,6 +97,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes on reading a `nima` workdir
   if args.size < 0 or 0 < args.size < 32:
     print(f'error: --size {args.size} must be 0 (keep) or at least 32.', file=sys.stderr)
     return 2

@@ -76,9 +76,12 @@ class _Loop:
     self.jitted = trainer.jit_steps(self.task, self.mesh)
     self.data_sharding = parallel.batch_sharding(self.mesh)
     n = self.mesh.devices.size
-    chunk = -(-min(len(self.val['hr']), t.batch_size) // n) * n
+    chunk = -(-min(len(self.val[self.task.inputs]), t.batch_size) // n) * n
     place = lambda x: input_pipeline.to_global(x, self.data_sharding)
-    if self.task.scales:  # multi-scale (MDSR): the held-out images degraded at every scale
+    if self.task.output != 'image':  # a rating model (NIMA): EMD and score correlations
+      self.evaluator = evaluators.RatingEvaluator(
+          self.jitted['predict'], self.val['image'], self.val['histogram'], chunk=chunk, place=place)
+    elif self.task.scales:  # multi-scale (MDSR): the held-out images degraded at every scale
       self.evaluator = evaluators.MultiScaleEvaluator(
           {s: evaluators.Evaluator(
               self.jitted['predict'][s],
@@ -129,7 +132,7 @@ class _Loop:
     """Validation at STEP: metrics, the best checkpoint's bookkeeping, samples, curves, patience."""
     c, meta = self.config, self.meta
     g_vars = trainer.eval_variables(self.state)
-    k = min(4, len(self.val['lr']))
+    k = min(4, len(self.val[self.task.inputs]))
     val = self.evaluator.run(g_vars, samples=k)
     metric = c.train.best_metric
     improved = evaluators.better(metric, val[metric], meta['best'])
@@ -138,9 +141,7 @@ class _Loop:
     else:
       meta['bad_evals'] += 1
     self.report.write(step, 'val', val, epoch=meta['epoch'], stage=meta['stage'])
-    grid = reporting.sample_grid(self.val['lr'][:k], self.evaluator.samples, self.val['hr'][:k])
-    reporting.save_png(self.workdir / 'samples' / f'step_{step:07d}.png', grid)
-    reporting.save_png(self.workdir / 'samples.png', grid)
+    self._samples(step, k)
     self.report.plot_curves()
     patience = c.train.early_stopping_patience
     stop = patience > 0 and meta['bad_evals'] >= patience
@@ -152,6 +153,17 @@ class _Loop:
       print(f'early stopping the {meta["stage"]} stage at step {step}: val {metric} has not improved '
             f'for {patience} evaluations (best {meta["best"]:.4g})', flush=True)
     return val, improved
+
+  def _samples(self, step, k):
+    """samples.png (and samples/step_N.png): LR | output | HR of K held-out images, or for a rating
+    model the predicted against the true mean score of every held-out image."""
+    if self.task.output != 'image':
+      pred, true = self.evaluator.means
+      image = reporting.score_scatter(pred, true, f'step {step}: predicted vs true mean score')
+    else:
+      image = reporting.sample_grid(self.val['lr'][:k], self.evaluator.samples, self.val['hr'][:k])
+    reporting.save_png(self.workdir / 'samples' / f'step_{step:07d}.png', image)
+    reporting.save_png(self.workdir / 'samples.png', image)
 
   def maybe_start_gan(self, step):
     meta = self.meta
@@ -210,6 +222,12 @@ class _Meter:
     self.start = time.perf_counter()
 
 
+def _summary(val):
+  """The validation line's main metrics: PSNR/SSIM, or a rating model's EMD/LCC/SRCC."""
+  keys = ('psnr', 'ssim') if 'psnr' in val else ('emd', 'lcc', 'srcc')
+  return ' '.join(f'{k} {val[k]:.4f}' for k in keys)
+
+
 def _progress_bar(config, step):
   if not config.train.progress or jax.process_index() != 0:
     return None
@@ -260,12 +278,13 @@ def train_and_evaluate(config, workdir):
           means['epoch_seconds'] = means['step_time'] * loop.steps_per_epoch
         loop.report.write(step, 'train', means, epoch=meta['epoch'], stage=meta['stage'])
         if bar is not None:
-          bar.set_postfix({k: f'{means[k]:.4g}' for k in ('g_loss', 'psnr', 'd_loss') if k in means})
+          bar.set_postfix({k: f'{means[k]:.4g}' for k in ('g_loss', 'psnr', 'd_loss', 'score_mae')
+                           if k in means})
       improved = False
       if evaluate:
         val, improved = loop.evaluate(step)
         (bar.write if bar is not None else print)(
-            f'step {step} [{meta["stage"]}] val psnr {val["psnr"]:.3f} ssim {val["ssim"]:.4f}'
+            f'step {step} [{meta["stage"]}] val {_summary(val)}'
             + (f' ({t.best_metric}: best)' if improved else ''))
       if improved or _every(step, t.checkpoint_every_steps) or stage_done:
         loop.save(data_state, best=improved)

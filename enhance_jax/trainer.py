@@ -66,18 +66,33 @@ class Task:
   # degradation (data.scale_degradations). () for every single-scale model.
   scales: tuple = ()
   degrades: tuple = ()
+  # The batch entry the model reads and the output the losses score (models.input_key/output_key):
+  # 'lr' -> 'image' for restoration, 'image' -> 'histogram' for a rating model (NIMA).
+  inputs: str = 'lr'
+  output: str = 'image'
 
 
 def _weights(section):
   return tuple((k, float(w)) for k, w in section.items() if w)
 
 
+LR_SCHEDULES = ('step', 'exponential')
+
+
+def _schedule(lr, milestones, t):
+  """train.lr_schedule: 'step' = lr * lr_decay^(milestones passed) (BasicSR's MultiStepLR);
+  'exponential' = lr * lr_decay^(step / lr_decay_steps), smooth (report 002's NIMA)."""
+  if t.get('lr_schedule', 'step') == 'exponential':
+    return optax.exponential_decay(lr, transition_steps=int(t.lr_decay_steps), decay_rate=t.lr_decay)
+  return optax.piecewise_constant_schedule(lr, {int(m): t.lr_decay for m in milestones})
+
+
 def _optimizer(lr, milestones, config):
-  """Adam or AdamW (train.optimizer) with the step-decay schedule lr * lr_decay^(milestones passed);
-  train.lr_multipliers {top-level param name: factor} gives a submodule (e.g. 'backbone') its own
-  learning rate, 0 freezing it."""
+  """Adam or AdamW (train.optimizer) with the train.lr_schedule (`_schedule`); train.lr_multipliers
+  {top-level param name: factor} gives a submodule (e.g. 'backbone') its own learning rate, 0
+  freezing it."""
   t = config.train
-  schedule = optax.piecewise_constant_schedule(lr, {int(m): t.lr_decay for m in milestones})
+  schedule = _schedule(lr, milestones, t)
 
   def make(factor):
     sched = schedule if factor == 1 else (lambda count: factor * schedule(count))
@@ -101,6 +116,12 @@ def check_config(config):
     raise UserError(f"unknown train.optimizer {t.optimizer!r}; valid: 'adam', 'adamw'.")
   if t.batch_size < 1:
     raise UserError('train.batch_size must be at least 1.')
+  if t.get('lr_schedule', 'step') not in LR_SCHEDULES:
+    raise UserError(f'unknown train.lr_schedule {t.lr_schedule!r}; valid: {", ".join(LR_SCHEDULES)}.')
+  if t.get('lr_schedule', 'step') == 'exponential' and not (
+      t.get('lr_decay_steps', 0) >= 1 and 0 < t.lr_decay <= 1):
+    raise UserError(f'train.lr_schedule=exponential needs train.lr_decay_steps >= 1 (got '
+                    f'{t.get("lr_decay_steps", 0)}) and train.lr_decay in (0, 1] (got {t.lr_decay}).')
   if t.num_steps < 1:
     raise UserError(f'train.num_steps={t.num_steps} must be at least 1.')
   if not 0 <= t.ema_decay < 1:
@@ -153,6 +174,7 @@ def _check_shapes(parts, *classes):
   config = ml_collections.ConfigDict({'model': parts['model'], 'discriminator': parts['discriminator'],
                                       'train': {'precision': parts['precision']}})
   (ph, pw), s = parts['patch'], config.model.scale
+  rates = models.output_key(models.build_generator(config)) != 'image'
   lr = jax.ShapeDtypeStruct((1, ph // s, pw // s, 3), jnp.float32)
   hr = jax.ShapeDtypeStruct((1, ph, pw, 3), jnp.float32)
   rngs = {k: jax.random.key(0) for k in ('params', 'dropout', 'sample')}
@@ -162,6 +184,8 @@ def _check_shapes(parts, *classes):
       jax.eval_shape(lambda x: models.build_discriminator(config).init(rngs, x), hr)
   except (ValueError, TypeError) as e:
     raise UserError(f'the model or discriminator config does not build: {e}') from None
+  if rates:  # a rating model (NIMA) makes a histogram of any input size
+    return
   got = models.as_outputs(out)['image'].shape[1:3]
   if tuple(got) != (ph, pw):
     raise UserError(f'model {config.model.name} at x{s} makes {got[0]}x{got[1]} of a '
@@ -179,6 +203,7 @@ def make_task(config):
   scales = models.train_scales(generator)
   return Task(
       generator=generator, scales=scales,
+      inputs=models.input_key(generator), output=models.output_key(generator),
       degrades=tuple((s, input_pipeline.degrade_fn(config, s)) for s in scales
                      if config.data.degrade_on_device),
       discriminator=models.build_discriminator(config) if with_d else None,
@@ -262,9 +287,9 @@ def generate(task, g_params, g_stats, x, train=False, keys=None, scale=None):
   if train and g_stats:
     out, updates = task.generator.apply(variables, x, train=True, rngs=rngs, mutable=['batch_stats'],
                                         **_scale_kw(scale))
-    return models.as_outputs(out), updates['batch_stats']
+    return models.as_outputs(out, task.output), updates['batch_stats']
   return models.as_outputs(task.generator.apply(variables, x, train=train, rngs=rngs,
-                                                **_scale_kw(scale))), g_stats
+                                                **_scale_kw(scale)), task.output), g_stats
 
 
 def _image_metrics(sr, hr):
@@ -272,12 +297,24 @@ def _image_metrics(sr, hr):
   return {'psnr': jnp.mean(metrics_lib.psnr(sr, hr)), 'ssim': jnp.mean(metrics_lib.ssim(sr, hr))}
 
 
+def _output_metrics(task, out, batch):
+  """Training metrics of the main output: PSNR/SSIM of an image; for a rating model, the mean
+  absolute error of the mean score (the EMD itself is the loss term)."""
+  if task.output == 'image':
+    return _image_metrics(out['image'], batch['hr'])
+  from enhance_jax.models.nima import mean_score  # pylint: disable=g-import-not-at-top
+  return {'score_mae': jnp.mean(jnp.abs(mean_score(out['histogram']) - mean_score(batch['histogram'])))}
+
+
 def model_batch(task, batch, key, scale=None):
   """The batch with 'lr' set to what the model sees in training: the pipeline's LR, the target itself
   (data.train_on=clean), or the target degraded here on the device (data.degrade_on_device).
   With data.target_sharpen, 'hr' (the pixel and perceptual losses' target) is the sharpened target
   and 'hr_orig' the original (the discriminator's real images); as in Real-ESRGAN, the on-device
-  degradation starts from the sharpened one."""
+  degradation starts from the sharpened one. A rating model's batch ({'image', 'histogram'}) is
+  used as it comes."""
+  if task.output != 'image':
+    return batch
   if task.sharpen is not None:
     sharp = degradations.apply_batch(task.sharpen, batch['hr'], jax.random.fold_in(key, 1))
     batch = {**batch, 'hr': sharp, 'hr_orig': batch['hr']}
@@ -313,16 +350,16 @@ def pretrain_step(task, state, batch, frozen=None, scale=None):
   nets = frozen_lib.bind(task.frozen, frozen or {})
 
   def loss_fn(g_params):
-    out, g_stats = generate(task, g_params, state.g_stats, batch['lr'], True, keys, scale)
+    out, g_stats = generate(task, g_params, state.g_stats, batch[task.inputs], True, keys, scale)
     loss, terms = losses.total(task.pretrain_weights,
                                losses.LossInputs(out, batch, task.options, nets, keys['loss']))
-    return loss, (out['image'], g_stats, terms)
+    return loss, (out, g_stats, terms)
 
-  (g_loss, (sr, g_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+  (g_loss, (out, g_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
   state = _g_update(task, state, task.g_tx_pretrain, grads,
                     g_stats=_keep_fixed(task, g_stats, state.g_stats))
   return state, {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()},
-                 **_image_metrics(sr, batch['hr']), 'g_grad_norm': optax.tree.norm(grads),
+                 **_output_metrics(task, out, batch), 'g_grad_norm': optax.tree.norm(grads),
                  'g_param_norm': optax.tree.norm(state.g_params)}
 
 
@@ -385,8 +422,12 @@ def eval_variables(state):
 
 def predict(task, g_vars, lr, scale=None):
   """The image G makes of LR in [0, 1] with `eval_variables`: BatchNorm on running averages, no
-  dropout, a VAE's mean. SCALE (static): a multi-scale generator's scale."""
-  out = models.as_outputs(task.generator.apply(g_vars, lr, train=False, **_scale_kw(scale)))
+  dropout, a VAE's mean. SCALE (static): a multi-scale generator's scale. A rating model's output
+  is its histogram."""
+  out = models.as_outputs(task.generator.apply(g_vars, lr, train=False, **_scale_kw(scale)),
+                          task.output)
+  if task.output != 'image':
+    return out[task.output].astype(jnp.float32)
   return jnp.clip(out['image'].astype(jnp.float32), 0.0, 1.0)
 
 

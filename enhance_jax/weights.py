@@ -11,12 +11,13 @@ keys to the Flax module's nested params (torch conv weights [out, in, kh, kw] be
   - torchvision ResNet18 and VGG16 (`conv1`, `layer{i}.{j}...`, `features.{i}`) -> the `backbone`
     submodule of report 000's CelebA generator and discriminator (`load_backbone`).
   - Released generators, whole (`import_weights`, used by `python -m enhance_jax.convert`): `ARCHS` maps
-    each name (rrdbnet, srvgg_compact, msrresnet, edsr, vgg19, resnet18, vgg16) to how its keys are
-    recognised (`infer_arch`) and how its config `model` section (sizes read off the shapes) and a
+    each name (rrdbnet, srvgg_compact, msrresnet, edsr, nima, vgg19, resnet18, vgg16) to how its keys
+    are recognised (`infer_arch`) and how its config `model` section (sizes read off the shapes) and a
     strict key table follow from them; every key must be used with its shape, and a mismatch is one
     UserError naming the first mismatched key.
 To add one: write a layout function returning the model section and a `{(collection, Flax path):
-(torch key, torch shape)}` table in module order (see `_msrresnet_layout`), and an `Arch` entry.
+(torch key, torch shape)}` table in module order (see `_msrresnet_layout`), and an `Arch` entry
+(`finish` for what the table cannot say, e.g. NIMA's Linear weight transposed to a Dense kernel).
 `save_params_npz`/`load_params_npz` round-trip any Flax params as flat 'a/b/c' keys; `write_model_dir`
 and `read_model_dir` store a converted model (model.json + variables.npz) for other commands to load.
 """
@@ -45,6 +46,7 @@ from enhance_jax import models
 from enhance_jax.errors import UserError
 from enhance_jax.models import backbones
 from enhance_jax.models import edsr
+from enhance_jax.models import nima as models_nima
 from enhance_jax.models import vgg
 
 _TORCH_EXTS = ('.pth', '.pt', '.bin')
@@ -427,6 +429,12 @@ _BACKBONE_HINTS = {
                 'with the same keys',
     'vgg16': "torchvision's vgg16 state_dict (e.g. vgg16-397923af.pth), or an .npz/.safetensors with "
              'the same keys',
+    'mobilenet_v2': "torchvision's mobilenet_v2 state_dict (e.g. mobilenet_v2-b0353104.pth) as "
+                    'model.backbone_weights',
+    'mnasnet': "torchvision's mnasnet1_0 state_dict (e.g. mnasnet1.0_top1_73.512-f206786ef8.pth) as "
+               'model.backbone_weights',
+    'mobilenet': 'model.backbone=mnasnet or mobilenet_v2 with a torchvision ImageNet state_dict (MobileNet '
+                 'v1 has no torchvision layout to import)',
 }
 
 
@@ -499,7 +507,18 @@ def vgg16_params_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict:
   return _backbone_variables(sd, 'vgg16', _vgg16_table(), ('features.',))
 
 
-_BACKBONE_IMPORTERS = {'resnet18': resnet18_params_from_state_dict, 'vgg16': vgg16_params_from_state_dict}
+def _nima_backbone(arch: str):
+  """The importer of NIMA's torchvision ImageNet backbone ARCH (mobilenet_v2 or mnasnet)."""
+  def load(sd):
+    from enhance_jax import nima  # pylint: disable=g-import-not-at-top  (nima imports this module)
+    return nima.nima_backbone_params_from_state_dict(sd, arch)
+  return load
+
+
+_BACKBONE_IMPORTERS = {'resnet18': resnet18_params_from_state_dict, 'vgg16': vgg16_params_from_state_dict,
+                       'mobilenet_v2': _nima_backbone('mobilenet_v2'), 'mnasnet': _nima_backbone('mnasnet')}
+# Backbones with no torchvision layout to import (NIMA's MobileNet v1): random, said once.
+_RANDOM_ONLY_BACKBONES = ('mobilenet',)
 
 
 @functools.cache
@@ -512,7 +531,8 @@ def warn_random_backbone(name: str) -> None:
 
 
 def load_backbone(name: str, path: str | os.PathLike | None) -> dict | None:
-  """Variables of the `backbone` submodule of report 000's CelebAGenerator/CelebADiscriminator.
+  """Variables of the `backbone` submodule of report 000's CelebAGenerator/CelebADiscriminator, or of
+  report 002's NIMA (mobilenet_v2, mnasnet: torchvision ImageNet weights; mobilenet: random only).
 
   name: 'resnet18' or 'vgg16' ('conv' has no pretrained weights: None, and a path is an error).
   path: a torchvision state_dict file (.pth/.pt/.bin/.safetensors/.npz); None or '' gives None after a
@@ -524,7 +544,10 @@ def load_backbone(name: str, path: str | os.PathLike | None) -> dict | None:
       raise UserError(f"The 'conv' backbone has no pretrained weights, but a weights file '{path}' was "
                       'given; remove it or choose the resnet18 or vgg16 backbone.')
     return None
-  if name not in _BACKBONE_IMPORTERS:
+  if name in _RANDOM_ONLY_BACKBONES and path:
+    raise UserError(f"The '{name}' backbone has no importable ImageNet layout, but a weights file "
+                    f"'{path}' was given; use {_BACKBONE_HINTS[name]}.")
+  if name not in _BACKBONE_IMPORTERS and name not in _RANDOM_ONLY_BACKBONES:
     raise UserError(f"Unknown backbone '{name}'; use one of conv, {', '.join(_BACKBONE_IMPORTERS)}.")
   if not path:
     warn_random_backbone(name)
@@ -733,6 +756,60 @@ def _backbone_module(section: Mapping):
   return backbones.BACKBONES[section['name']]()
 
 
+# Prefixes a whole NIMA's backbone keys may carry (bare torchvision, or a wrapper's submodule).
+_NIMA_PREFIXES = ('', 'backbone.', 'base_model.')
+_NIMA_HINT = ("a whole NIMA in torchvision layout: mobilenet_v2 (`features.*`) or mnasnet1_0 "
+              "(`layers.*`) keys with the classifier replaced by Dropout + Linear(1280, 10) "
+              "(`classifier.1.weight` [10, 1280], `classifier.1.bias`)")
+
+
+def _nima_found(sd: Mapping) -> tuple[str | None, str]:
+  """(backbone, key prefix) of the torchvision NIMA backbone in `sd`, or (None, '') if none is."""
+  from enhance_jax import nima  # pylint: disable=g-import-not-at-top  (nima imports this module)
+  for backbone, key in nima._SIGNATURES.items():  # pylint: disable=protected-access
+    for prefix in _NIMA_PREFIXES:
+      if prefix + key in sd:
+        return backbone, prefix
+  return None, ''
+
+
+def _nima_head_key(sd: Mapping, prefix: str) -> str:
+  """The head's weight key: `classifier.1.weight` under the backbone's prefix, else bare."""
+  key = prefix + 'classifier.1.weight'
+  return key if key in sd else 'classifier.1.weight'
+
+
+def _nima_layout(sd: Mapping) -> Layout:
+  """A whole NIMA (torchvision mobilenet_v2/mnasnet1_0 + 10-way `classifier.1`), bare or under a prefix;
+  a backbone with an ImageNet (1000-way) or no classifier is a UserError saying how to use it."""
+  backbone, prefix = _nima_found(sd)
+  head = _nima_head_key(sd, prefix)
+  rows = getattr(sd.get(head), 'shape', (0,))[0]
+  if backbone is not None and (rows == 1000 or head not in sd):
+    what = 'a 1000-way ImageNet classifier' if rows == 1000 else 'no classifier.1'
+    raise UserError(f'these are torchvision {backbone} ImageNet backbone weights ({what}), not a '
+                    f'trained NIMA; use them as the backbone of the nima experiment (--set '
+                    f'model.backbone={backbone} --set model.backbone_weights=FILE), or convert a '
+                    f'trained NIMA ({_NIMA_HINT}).')
+  backbone = backbone or 'mnasnet'  # nothing NIMA-like (--arch nima): the table names the missing keys
+  table = models_nima.torch_table(backbone, head=True, prefix=prefix)
+  for leaf, key in (('kernel', head), ('bias', head.removesuffix('weight') + 'bias')):
+    table['params', f'head/{leaf}'] = (key, table['params', f'head/{leaf}'][1])
+  return Layout({'name': 'nima', 'backbone': backbone, 'dropout': models_nima.NIMA_DROPOUT}, table)
+
+
+def _nima_finish(variables: dict) -> dict:
+  """torch Linear weight [10, C] -> Dense kernel [C, 10] (`_convert` transposes only convs)."""
+  head = variables['params']['head']
+  head['kernel'] = np.ascontiguousarray(head['kernel'].T)
+  return variables
+
+
+def _nima_module(section: Mapping):
+  return models_nima.NIMA(backbone=section['backbone'],
+                          dropout=float(section.get('dropout', models_nima.NIMA_DROPOUT)))
+
+
 def _has_any(*keys: str):
   return lambda sd: any(k in sd for k in keys)
 
@@ -745,6 +822,7 @@ class Arch(NamedTuple):
   module: Callable[[Mapping], Any]
   hint: str
   generator: bool = True
+  finish: Callable[[dict], dict] | None = None  # a last step on the converted variables
 
 
 # Detection runs in this order; the first match wins.
@@ -766,6 +844,9 @@ ARCHS = {
         _has_any('conv_after_body.weight', 'head.0.weight', 'sub_mean.weight'), _edsr_layout,
         _generator, 'a BasicSR or EDSR-PyTorch EDSR state_dict (e.g. '
         'EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth, edsr_baseline_x2-1bc95232.pt)'),
+    'nima': Arch(
+        lambda sd: _nima_found(sd)[0] is not None, _nima_layout, _nima_module, _NIMA_HINT,
+        generator=False, finish=_nima_finish),
     'vgg19': Arch(
         _has_any(*(p + 'features.34.weight' for p in _VGG_PREFIXES)), _vgg19_layout,
         _vgg19_module, _VGG_HINT, generator=False),
@@ -801,7 +882,7 @@ def import_weights(sd: Mapping[str, np.ndarray], arch: str | None = None) -> tup
   arch: an ARCHS name, or None to infer it from the key names (`infer_arch`). The model section is
   the config `model` section that builds the generator through `models.build_generator` (for
   vgg19/resnet18/vgg16 just {'name': ...}); variables are {'params': ...} (plus 'batch_stats' for
-  resnet18) of numpy float32, nested as the Flax module's. Inferred:
+  resnet18 and nima) of numpy float32, nested as the Flax module's. Inferred:
     - rrdbnet: num_blocks, num_features, growth_channels, and scale from conv_first's in-channels
       (3: x4, 12: x2 and 48: x1, whose input is pixel-unshuffled); BasicSR and ESRGAN-release names.
     - srvgg_compact: num_features, num_convs, scale (PReLU activations).
@@ -809,6 +890,10 @@ def import_weights(sd: Mapping[str, np.ndarray], arch: str | None = None) -> tup
     - edsr: num_blocks, num_features, scale (2, 3, 4, 8); BasicSR and EDSR-PyTorch names. res_scale is
       not in the weights: 0.1 when num_features is 256 (EDSR large, as both repositories configure it),
       else 1.0. EDSR-PyTorch's MeanShift convs must hold the DIV2K mean (img_range 1 if rgb_range was 1).
+    - nima: backbone (mobilenet_v2 or mnasnet, keys bare or under backbone./base_model.), dropout 0.75
+      (not stored): {'name': 'nima', 'backbone': B, 'dropout': 0.75}, as `nima.restore` reads it. A
+      torchvision backbone with its 1000-way ImageNet classifier (or none) is a UserError saying to
+      use it as the nima experiment's model.backbone_weights.
   Every key of a generator's file (for vgg19/resnet18/vgg16 every key under theirs, not classifier/fc)
   must be used with the right shape; `num_batches_tracked` is ignored. UserError otherwise, in one
   sentence naming the first mismatched key.
@@ -828,6 +913,8 @@ def import_weights(sd: Mapping[str, np.ndarray], arch: str | None = None) -> tup
       hint += f'; these keys look like {looks_like} weights' if looks_like else ''
     raise UserError(f'The weights do not fit {describe(layout.section)}: '
                     + _mismatch_message(err.problems, hint)) from None
+  if ARCHS[arch].finish is not None:
+    variables = ARCHS[arch].finish(variables)
   return layout.section, variables
 
 

@@ -28,8 +28,10 @@ RUN_KEYS = ('device', 'num_devices', 'images_per_sec', 'ms_per_step', 'ms_min', 
             'peak_bytes', 'host_max_rss_bytes')
 
 
-@pytest.mark.parametrize('stage', ['pretrain', 'gan'])
-def test_throughput_compare_writes_json_with_ratio_and_flops(stage, tmp_path):
+def test_throughput_compare_writes_json_with_ratio_and_flops(tmp_path):
+  """The GAN stage (G, D and VGG: every network the pretrain stage runs and more) in both frameworks;
+  the pretrain stage's JAX path is timed by test_throughput_times_multi_scale_and_rating_models."""
+  stage = 'gan'
   out = tmp_path / 'tp.json'
   assert throughput.main(['--exp', 'esrgan_cpu', '--stage', stage, '--batch', '2', '--patch', '32',
                           '--steps', '1', '--repeats', '2', '--warmup', '1', '--compare',
@@ -52,6 +54,21 @@ def test_throughput_compare_writes_json_with_ratio_and_flops(stage, tmp_path):
   assert (r['torch_basicsr'] is None) == bool(r['torch_basicsr_skipped'])
   assert r['jax']['temp_bytes'] > 0 and r['jax']['convolutions'] in ('onednn+xla', 'xla')
   assert 0.9 < r['jax']['xla_over_analytic'] < 1.1, r['jax']['xla_over_analytic']
+
+
+@pytest.mark.parametrize('exp,extra', [('mdsr', ('--set', 'model.num_blocks=1', '--set',
+                                                 'model.num_features=8')),
+                                       ('nima', ('--set', 'model.backbone=mobilenet'))])
+def test_throughput_times_multi_scale_and_rating_models(exp, extra, tmp_path):
+  """MDSR (one compiled step per scale: the model.scale one is timed) and NIMA ({'image',
+  'histogram'} batches) go through the same benchmark, their FLOPs from XLA alone."""
+  out = tmp_path / 'tp.json'
+  assert throughput.main(['--exp', exp, '--stage', 'pretrain', '--batch', '2', '--patch', '48',
+                          '--steps', '1', '--repeats', '1', '--warmup', '0', '--json', str(out),
+                          *extra]) == 0
+  r = json.loads(out.read_text())
+  assert r['jax']['images_per_sec'] > 0 and r['jax']['xla_flops_per_step'] > 0
+  assert r['analytic_flops_per_step'] is None
 
 
 def _fake_basicsr(monkeypatch):

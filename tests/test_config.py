@@ -144,7 +144,7 @@ def test_unknown_experiment_suggests_esrgan():
     (['data.degradation=bicubic(4'], 'bicubic(4'),
     (['data.degradation=bicubic'], 'bicubic'),
     (['data.train_on=hr'], 'data.train_on'),
-    (['data.hr_resize_mode=stretch'], 'data.hr_resize_mode'),
+    (['data.hr_resize_mode=squash'], 'data.hr_resize_mode'),
     (['data.normalize=zscore'], 'data.normalize'),
     (['data.fraction=0.0'], 'data.fraction'),
     (['data.fraction=1.5'], 'data.fraction'),

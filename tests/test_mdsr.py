@@ -93,6 +93,20 @@ def test_mdsr_trains_cycling_scales_with_one_compile_each(tmp_path, monkeypatch)
   assert (tmp_path / 'eval' / 'astronaut_x4.png').exists()
   assert '## x4' in (tmp_path / 'eval' / 'metrics.md').read_text()
 
+  # enhance runs the one model at each of its scales (--scale), and refuses any other.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from enhance_jax import enhance  # pylint: disable=g-import-not-at-top
+  photo = tmp_path / 'photo.png'
+  Image.fromarray((np.random.default_rng(0).random((20, 26, 3)) * 255).astype(np.uint8)).save(photo)
+  for s in (2, 3, 4):
+    out = tmp_path / f'photo_x{s}.png'
+    assert enhance.main([str(photo), '-o', str(out), '--workdir', str(tmp_path), '--scale', str(s),
+                         '--checkpoint', 'latest', '--tile', '0']) == 0
+    assert Image.open(out).size == (26 * s, 20 * s)
+  assert enhance.main([str(photo), '-o', str(tmp_path / 'x8.png'), '--workdir', str(tmp_path),
+                       '--scale', '8', '--checkpoint', 'latest']) == 2
+  assert not (tmp_path / 'x8.png').exists()
+
 
 def test_mdsr_step_degrades_each_scale():
   """The step's model batch: the HR patch degraded by the scale's bicubic, on the device."""
@@ -104,3 +118,25 @@ def test_mdsr_step_degrades_each_scale():
     assert lr.shape == (2, 24 // s, 24 // s, 3)
     want = input_pipeline.degrade_fixed(np.asarray(hr), config, scale=s)
     np.testing.assert_allclose(lr, np.stack(want), atol=1e-4)
+
+
+def test_mdsr_nima_and_mdsr_deblur_experiments():
+  hybrid = config_lib.get_config('mdsr_nima')
+  assert dict(hybrid.loss.pretrain) == {'mse': 1.0, 'nima': 0.4} and hybrid.model.name == 'mdsr'
+  task = trainer.make_task(hybrid)
+  assert task.scales == (2, 3, 4) and set(task.frozen) == {'nima'}
+  assert task.frozen['nima'].backbone == 'mnasnet'
+  deblur = config_lib.get_config('mdsr_deblur')
+  assert [input_pipeline.degradation_spec(deblur, s) for s in (2, 3, 4)] == [
+      f'bicubic({s})|blur(1.5)' for s in (2, 3, 4)]
+  assert dict(deblur.loss.pretrain) == {'pixel': 1.0, 'mse': 0.0, 'nima': 0.0}
+  assert set(trainer.make_task(deblur).frozen) == set()  # the NIMA term at weight 0 loads nothing
+  on = config_lib.get_config('mdsr_deblur', ['loss.pretrain.nima=0.1'])
+  assert set(trainer.make_task(on).frozen) == {'nima'}
+  # Each scale's LR is the blurred bicubic downscale: sharper bicubic alone differs.
+  hr = np.random.default_rng(0).random((48, 48, 3)).astype(np.float32)
+  for s in (2, 3, 4):
+    blurred = input_pipeline.degrade_fixed([hr], deblur, scale=s)[0]
+    plain = input_pipeline.degrade_fixed([hr], config_lib.get_config('mdsr'), scale=s)[0]
+    assert blurred.shape == plain.shape == (48 // s, 48 // s, 3)
+    assert blurred.std() < plain.std()

@@ -133,3 +133,81 @@ def test_a_tfds_dataset_without_a_validation_split_holds_out_its_own_share(tmp_p
                      'data.val_fraction=0.2', 'data.fraction=0.5', 'train.batch_size=4')
   train, val = datasets.train_val_sources(half.data)
   assert len(train) + len(val) == 5 and len(val) == 1
+
+
+class Div2kTiny(tfds.core.GeneratorBasedBuilder):
+  """DIV2K-shaped (tfds's div2k): per config an 'hr' photo (48x64) and its 'lr' (24x32), four to
+  train on, two to validate (800 and 100 in DIV2K)."""
+  VERSION = tfds.core.Version('2.0.0')
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name='bicubic_x2'),
+                     tfds.core.BuilderConfig(name='unknown_x2')]
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {'hr': tfds.features.Image(), 'lr': tfds.features.Image()}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples(0, 4), 'validation': self._generate_examples(4, 6)}
+
+  def _generate_examples(self, start, stop):
+    for i in range(start, stop):  # LR of another value than its HR, so reading it would show
+      yield i, {'hr': _png(40 * i, (48, 64, 3)), 'lr': _png(255 - 40 * i, (24, 32, 3))}
+
+
+@pytest.fixture(scope='module')
+def div2k_dir(tmp_path_factory):
+  """Div2kTiny's bicubic_x2 prepared (its default, the first config); unknown_x2 left unprepared."""
+  d = tmp_path_factory.mktemp('div2k')
+  Div2kTiny(data_dir=str(d), config='bicubic_x2', file_format='array_record').download_and_prepare()
+  return str(d)
+
+
+@pytest.mark.parametrize('name', ['div2k_tiny', 'div2k_tiny/bicubic_x2'])
+def test_a_div2k_shaped_tfds_dataset_is_read_from_its_hr_feature(div2k_dir, name):
+  src = datasets.open_source(f'tfds:{name}', div2k_dir, 'train')
+  assert len(src) == 4 and src.key == 'hr'
+  assert src[0].shape == (48, 64, 3) and src[0].dtype == np.uint8
+  assert sorted(int(src[i][0, 0, 0]) for i in range(4)) == [0, 40, 80, 120]
+  assert isinstance(src.source[0]['lr'], bytes)  # the unused LR is left encoded, never decoded
+
+
+def test_a_div2k_shaped_tfds_dataset_splits_and_feeds_the_pipeline(div2k_dir):
+  config = tiny_config('data.source=tfds:div2k_tiny/bicubic_x2', f'data.data_dir={div2k_dir}',
+                       'train.batch_size=4')
+  train, val = datasets.train_val_sources(config.data)
+  assert (len(train), len(val)) == (4, 2)  # its own 'validation' split, as DIV2K's 800/100
+  assert sorted(int(val[i][0, 0, 0]) for i in range(2)) == [160, 200]
+  batch = next(iter(input_pipeline.train_dataset(train, config).to_iter_dataset()))
+  # LR made from HR by the experiment's degradation (x4), not DIV2K's own x2 LR
+  assert batch['hr'].shape == (4, 32, 32, 3) and batch['lr'].shape == (4, 8, 8, 3)
+  np.testing.assert_allclose(batch['hr'].std(axis=(1, 2, 3)), 0, atol=1e-6)
+
+
+def test_an_unprepared_tfds_config_is_a_user_error_not_a_download(div2k_dir):
+  with pytest.raises(UserError, match='prepare it first'):
+    datasets.open_source('tfds:div2k_tiny/unknown_x2', div2k_dir, 'train')
+
+
+class TinyCaptions(tfds.core.GeneratorBasedBuilder):
+  """No image at all: a 'label' and a 'caption' per record."""
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {'label': tfds.features.ClassLabel(num_classes=2), 'caption': tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(2):
+      yield i, {'label': i, 'caption': f'caption {i}'}
+
+
+def test_a_tfds_dataset_without_an_image_feature_is_a_user_error_naming_its_features(tmp_path):
+  TinyCaptions(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  with pytest.raises(UserError, match=r"features are label \(ClassLabel\), caption \(Text\).*"
+                                      r"Image feature named 'image' \(or 'hr'"):
+    datasets.open_source('tfds:tiny_captions', str(tmp_path), 'train')

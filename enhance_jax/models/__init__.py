@@ -2,7 +2,9 @@
 
 Each generator states the multiple its input sides need as `input_multiple` (default 1); `hr_multiple`
 turns that into the target side's multiple, which data, training, evaluate and enhance all ask for.
-A generator returns an image or a dict holding one under 'image' (`as_outputs`).
+A generator returns an image or a dict holding one under 'image' (`as_outputs`). A rating model
+(NIMA) states `makes = 'histogram'` (`output_key`): its batches are {'image', 'histogram'}, not
+{'lr', 'hr'}, and it is scored by EMD and score correlations instead of PSNR.
 """
 
 import math
@@ -16,6 +18,7 @@ from enhance_jax.models.discriminator import VGGStyleDiscriminator
 from enhance_jax.models.edsr import EDSR, MDSR
 from enhance_jax.models.iqiwa import DeconvSR, DenoiseAutoencoder, DenoiseVAE, ResNetSR
 from enhance_jax.models.msrresnet import MSRResNet
+from enhance_jax.models.nima import NIMA
 from enhance_jax.models.refine import RefineAutoencoder, RefineDiscriminator, RefineGenerator
 from enhance_jax.models.rrdbnet import RRDBNet
 from enhance_jax.models.srgan import SRResNet
@@ -27,7 +30,7 @@ GENERATORS = {'rrdbnet': RRDBNet, 'srresnet': SRResNet, 'dcgan_sr': DCGANSRGener
               'celeba_cnn': CelebACNN, 'celeba_rbf': CelebARBF, 'celeba_gan': CelebAGenerator,
               'denoise_ae': DenoiseAutoencoder, 'denoise_vae': DenoiseVAE, 'deconv_sr': DeconvSR,
               'resnet_sr': ResNetSR, 'srvgg_compact': SRVGGNetCompact, 'edsr': EDSR,
-              'msrresnet': MSRResNet, 'mdsr': MDSR}
+              'msrresnet': MSRResNet, 'mdsr': MDSR, 'nima': NIMA}
 DISCRIMINATORS = {'vgg_style': VGGStyleDiscriminator, 'dcgan_sr': DCGANSRDiscriminator,
                   'refine': RefineDiscriminator, 'celeba': CelebADiscriminator,
                   'unet_sn': UNetDiscriminatorSN}
@@ -85,9 +88,19 @@ def hr_multiple(config):
   return input_multiple(generator) * math.lcm(config.model.scale, *train_scales(generator))
 
 
-def as_outputs(out):
-  """A generator's return value as a dict with the image under 'image'."""
-  return out if isinstance(out, dict) else {'image': out}
+def as_outputs(out, key='image'):
+  """A generator's return value as a dict with its main output under KEY (`output_key`)."""
+  return out if isinstance(out, dict) else {key: out}
+
+
+def output_key(generator):
+  """What GENERATOR makes: 'image' (restoration and super-resolution) or 'histogram' (NIMA)."""
+  return getattr(generator, 'makes', 'image')
+
+
+def input_key(generator):
+  """The batch entry GENERATOR reads: 'lr' for image-to-image models, 'image' for rating models."""
+  return 'lr' if output_key(generator) == 'image' else 'image'
 
 
 def check_config(config):
@@ -96,6 +109,12 @@ def check_config(config):
   if config.model.scale not in SCALES:
     raise UserError(f'model.scale={config.model.scale} is not supported; use one of '
                     f'{", ".join(map(str, SCALES))}.')
-  build_generator(config)
+  generator = build_generator(config)
+  if output_key(generator) != 'image' and config.model.scale != 1:
+    raise UserError(f'model {config.model.name} rates images (it makes a {output_key(generator)}); '
+                    f'it has no scale: set model.scale=1 (got {config.model.scale}).')
+  if output_key(generator) != 'image' and config.discriminator.name != 'none':
+    raise UserError(f'model {config.model.name} rates images and trains without a discriminator; set '
+                    'discriminator.name=none.')
   if config.discriminator.name != 'none':
     build_discriminator(config)

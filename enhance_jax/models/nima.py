@@ -157,10 +157,14 @@ class NIMA(nn.Module):
   """Backbone -> global average pool -> dropout -> Dense(10) -> softmax: [N, H, W, 3] -> [N, 10].
 
   Dropout needs the 'dropout' rng when train=True; BatchNorm statistics live in `batch_stats`.
+  Trained as a model (the `nima` experiment), it rates: its batches are {'image', 'histogram'}.
   """
   backbone: str = 'mnasnet'
   dropout: float = NIMA_DROPOUT
   dtype: Any = jnp.float32
+  scale: int = 1  # always 1 (models.check_config): shared code reads every model section's scale
+
+  makes = 'histogram'  # what it makes (models.output_key): a rating distribution, not an image
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -1,0 +1,25 @@
+"""Report 002's NIMA-guided MDSR: the `mdsr` experiment (x2, x3, x4 from one model, one batch per
+scale in turn) with the hybrid loss L2(ref, G(x)) + gamma * (10 - NIMA mean score of G(x)), gamma 0.4
+(the report's best for super-resolution), NIMA frozen inside each scale's jitted step.
+
+The NIMA comes from loss.nima_from: a `nima` run's workdir, a converted NIMA model directory or a
+weights file (torchvision layout); set loss.nima_backbone to its backbone. Without one the term
+runs on a random NIMA, said once.
+"""
+
+import ml_collections
+
+from enhance_jax.config import load_experiment
+
+REPORT = '002'
+GAMMA_SR = 0.4  # report 002: 0.4 for super-resolution, 0.1 for de-blurring
+
+
+def get_config():
+  c = load_experiment('mdsr')
+  c.unlock()
+  c.name = 'mdsr_nima'
+  c.loss.pretrain = ml_collections.ConfigDict({'mse': 1.0, 'nima': GAMMA_SR})  # the hybrid loss
+  c.loss.nima_from = ''                 # `nima` workdir, NIMA model directory or weights file
+  c.loss.nima_backbone = 'mnasnet'      # the report's NIMA backbone ('mobilenet_v2', 'mobilenet')
+  return c.lock()

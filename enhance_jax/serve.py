@@ -11,8 +11,9 @@ reused by every request; bf16 on an accelerator). --nima (a `nima` run, converte
 file) adds NIMA mean scores; without it they are null.
 
 API (the page uses it too):
-  GET  /api/models  -> {"models": [{"name", "scale", "experiment", "source", "step"}], "nima": bool,
-                        "max_pixels", "max_upload_bytes"}
+  GET  /api/models  -> {"models": [{"name", "scale", "experiment", "source", "step", "programs"}],
+                        "nima": bool,
+                        "max_pixels", "max_upload_bytes"} ("programs": compiled so far)
   POST /api/enhance (multipart: `image` the file, `model` zero or more times (none = all), `test`
         "true" to score the image as a test image: its bicubic downscale by the model's scale is
         enhanced and compared with it by PSNR/SSIM)
@@ -77,7 +78,7 @@ class Model:
 
   def info(self) -> dict:
     return {'name': self.name, 'scale': self.scale, 'experiment': self.experiment,
-            'source': self.source, 'step': self.step}
+            'source': self.source, 'step': self.step, 'programs': self.enhancer.compiles}
 
 
 def _restorable(path: pathlib.Path) -> bool:

@@ -196,7 +196,8 @@ def test_imagenet_backbone_weights_start_the_nima_run(tmp_path):
                                           'data.patch_size=48', 'train.batch_size=2',
                                           f'model.backbone_weights={tmp_path / "mobilenet_v2.npz"}'])
   task = trainer.make_task(config)
-  state = trainer.init_state(task, jax.random.key(0), (2, 48, 48, 3), (2, 48, 48, 3))
+  state = jax.jit(lambda r: trainer.init_state(task, r, (2, 48, 48, 3), (2, 48, 48, 3)))(
+      jax.random.key(0))
   loaded = weights.with_backbone_weights(state, config)
   (collection, path), (key, _) = next(iter(table.items()))
   assert collection == 'params'

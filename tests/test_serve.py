@@ -201,6 +201,26 @@ def test_two_concurrent_requests_both_succeed(server):
     bodies = [f.result() for f in futures]
   assert all(b.status_code == 200 for b in bodies), [b.text for b in bodies]
   assert [b.json()['input']['height'] for b in bodies] == [32, 40]
+  # Every image so far (sizes 24..48, under the 64-pixel tile) ran through one program per model.
+  programs = {m['name']: m['programs'] for m in requests.get(url + '/api/models', timeout=10).json()['models']}
+  assert programs == {'shared_esrgan_l1 (esrgan_cpu)': 1, 'srvgg_x2 (converted srvgg_compact)': 1}
+
+
+def test_results_of_old_requests_are_removed(tmp_path, monkeypatch):
+  """The Service keeps the last KEEP_JOBS requests' images (a server up for days stays bounded)
+  and deletes each upload once read."""
+  from enhance_jax import enhance, serve  # pylint: disable=g-import-not-at-top
+  srvgg, _ = _converted_models(tmp_path)
+  monkeypatch.setattr(serve, 'KEEP_JOBS', 2)
+  model = serve.load_models([srvgg], 'fp32', tile=32, overlap=8)[0]
+  assert isinstance(model.enhancer, enhance.Enhancer)
+  service = serve.Service([model], root=tmp_path / 'root')
+  ids = [service.enhance(io.BytesIO(_png(_photo(20, 20, seed=i))), f'{i}.png')['id'] for i in range(3)]
+  assert sorted(p.name for p in service.results.iterdir()) == sorted(ids[1:])
+  assert not any(service.uploads.iterdir())
+  with pytest.raises(serve.RequestError) as e:
+    service.zip_bytes([f'{ids[0]}/input.png'])
+  assert e.value.status == 404
 
 
 # ---------------------------------------------------------------- the page in a real browser
@@ -269,6 +289,18 @@ def test_the_page_in_headless_chromium(server, tmp_path):
     height = driver.execute_script('return document.body.scrollHeight')
     driver.set_window_size(1400, max(1200, min(int(height) + 40, 6000)))
     assert driver.save_screenshot(str(ARTIFACTS / 'serve_results.png'))
+    # A bad upload: its card says why, in the server's sentence, and the page stays usable.
+    (tmp_path / 'notes.png').write_bytes(b'not a picture\n' * 10)
+    driver.set_window_size(1400, 2200)
+    chooser = driver.find_element(By.ID, 'files')
+    driver.execute_script("arguments[0].value = ''", chooser)  # else ChromeDriver adds to the list
+    chooser.send_keys(str(tmp_path / 'notes.png'))
+    driver.find_element(By.ID, 'go').click()
+    wait.until(lambda d: d.find_element(By.ID, 'status').get_attribute('data-done') == 'true')
+    errors = driver.find_elements(By.CSS_SELECTOR, '#results .error')
+    assert len(errors) == 1 and 'is not an image' in errors[0].text
+    assert not driver.find_elements(By.CSS_SELECTOR, '#results .tile')
+    assert driver.find_element(By.ID, 'go').is_enabled()
   finally:
     driver.quit()
 

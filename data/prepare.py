@@ -193,6 +193,11 @@ def _sources(src):
     raise UserError(f'--src {root} holds no {"/".join(s[1:] for s in datasets.IMAGE_SUFFIXES)} '
                     'images; point --src at a folder of photos.') from None
   names = [pathlib.Path(p).relative_to(root).with_suffix('').as_posix() for p in paths]
+  undecodable = [n.encode('utf-8', 'backslashreplace').decode() for n in names
+                 if _not_utf8(n)]
+  if undecodable:
+    raise UserError(f'records are named after their file, and {_listing(undecodable)} under '
+                    f'{_shown(root)} have names that are not UTF-8 text; rename them.')
   by_name = collections.defaultdict(list)
   for name, path in zip(names, paths):
     by_name[name].append(pathlib.Path(path).relative_to(root).as_posix())
@@ -204,6 +209,19 @@ def _sources(src):
   return root, paths, names
 
 
+def _not_utf8(name):
+  try:
+    name.encode('utf-8')
+  except UnicodeEncodeError:
+    return True
+  return False
+
+
+def _shown(text):
+  """TEXT (a path, a message) printable on any UTF-8 stream: undecodable bytes escaped."""
+  return str(text).encode('utf-8', 'backslashreplace').decode('utf-8')
+
+
 def _header(path):
   """(h, w) from PATH's header (PIL also checks the file's structure), or the reason it fails."""
   try:
@@ -211,7 +229,9 @@ def _header(path):
       w, h = im.size
       im.verify()
     return (h, w), None
-  except (OSError, ValueError, SyntaxError) as e:
+  except (OSError, ValueError, SyntaxError, IndexError, Image.DecompressionBombError) as e:
+    if isinstance(e, IndexError):  # Pillow's PNG verify() on a file without pixel data
+      return None, 'no pixel data after the header (truncated)'
     return None, str(e) or type(e).__name__
 
 
@@ -398,7 +418,7 @@ def main(argv=None):
     manifest = prepare(args.src, args.out, args.crop, args.step, args.thresh_size, args.workers,
                        args.images_per_shard, args.min_size)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {_shown(e)}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print('interrupted; rerun the same command to continue.', file=sys.stderr)

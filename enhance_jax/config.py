@@ -3,6 +3,7 @@
 import ast
 import difflib
 import importlib.util
+import math
 import pathlib
 
 import ml_collections
@@ -113,7 +114,13 @@ def _parse_value(text, old, key):
   elif isinstance(old, int) and isinstance(value, int) and not isinstance(value, bool):
     return value
   elif isinstance(old, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-    return float(value)
+    value = float(value)
+    if key.rsplit('.', 1)[-1].endswith('lr') and not 0.0 <= value < math.inf:
+      raise UserError(f'--set {key}={text}: a learning rate must be a finite number >= 0 (e.g. '
+                      f'{old!r}).')
+    if math.isnan(value):
+      raise UserError(f'--set {key}={text}: NaN is no value; give a number such as {old!r}.')
+    return value
   elif isinstance(old, (tuple, list)) and isinstance(value, (tuple, list, int, float)):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
   elif old is None:

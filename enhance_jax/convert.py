@@ -33,6 +33,7 @@ from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
+from enhance_jax import image_io
 from enhance_jax import models
 from enhance_jax import weights
 from enhance_jax.errors import UserError
@@ -98,13 +99,13 @@ def main(argv=None):
   try:
     result = convert(args.weights, args.out, args.arch, args.overwrite)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {image_io.shown(e)}', file=sys.stderr)
     return 2
   (shape_in, shape_out), meta = result['check'], result['meta']
-  print(f"read {args.weights}: {meta['num_keys']} tensors")
+  print(f"read {image_io.shown(args.weights)}: {meta['num_keys']} tensors")
   print(f"architecture: {weights.describe(result['model'])}")
   print(f'checked: input {shape_in} -> output {shape_out}')
-  print(f"wrote {os.path.abspath(args.out)} ({result['num_params']:,} parameters)")
+  print(f"wrote {image_io.shown(os.path.abspath(args.out))} ({result['num_params']:,} parameters)")
   return 0
 
 

@@ -51,7 +51,7 @@ def read_image(path):
           wide = wide / 257.0
         return to_rgb(np.clip(np.round(wide), 0, 255))
       return to_rgb(np.asarray(im.convert('RGB')))
-  except (OSError, ValueError, SyntaxError) as e:
+  except (OSError, ValueError, SyntaxError, IndexError, Image.DecompressionBombError) as e:
     raise UserError(f'cannot read image {path} ({e}); remove or replace it.') from None
 
 
@@ -94,8 +94,9 @@ class FolderSource:
         with Image.open(p) as im:
           w, h = im.size
           im.verify()
-      except (OSError, ValueError, SyntaxError) as e:
-        raise UserError(f'cannot read image {p} ({e}); remove or replace it.') from None
+      except (OSError, ValueError, SyntaxError, IndexError, Image.DecompressionBombError) as e:
+        why = 'no pixel data after the header' if isinstance(e, IndexError) else e  # PNG verify()
+        raise UserError(f'cannot read image {p} ({why}); remove or replace it.') from None
       out.append((h, w))
     return out
 

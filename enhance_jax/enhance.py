@@ -31,6 +31,8 @@ from enhance_jax import models
 from enhance_jax.errors import UserError
 
 MIN_SIDE = 4  # smaller images carry too little for any model (and reflect padding needs 2 pixels)
+MAX_TILE = 4096  # larger tiles pad every image to gigabytes; --tile 0 runs an image whole instead
+MAX_BATCH_PIXELS = 1 << 26  # input pixels per device call (4 tiles of 4096^2)
 
 
 # ---------------------------------------------------------------- tiles
@@ -97,10 +99,14 @@ class Enhancer:
   def __init__(self, model, variables, scale: int, *, tile: int = 256, overlap: int = 32,
                batch: int | None = None, max_programs: int = 8):
     multiple = models.input_multiple(model)
-    batch = batch or default_batch()
+    batch = default_batch() if batch is None else batch
     if tile < 0 or overlap < 0 or batch < 1:  # pylint: disable=chained-comparison
       raise UserError(f'--tile {tile}, --tile-overlap {overlap} and --batch {batch} must be >= 0 '
                       '(tile, overlap) and >= 1 (batch).')
+    if tile > MAX_TILE or batch * max(tile, 1) ** 2 > MAX_BATCH_PIXELS:
+      raise UserError(f'--tile {tile} with --batch {batch} is too large: at most --tile {MAX_TILE} '
+                      f'and --batch x tile^2 <= {MAX_BATCH_PIXELS}; use --tile 0 to run each image '
+                      'whole.')
     if tile:
       tile = max(tile, MIN_SIDE)
       tile += -tile % multiple
@@ -335,14 +341,19 @@ def run(args) -> int:
       if dst.suffix.lower() not in image_io.EXTENSIONS or len(plan) > 1:
         dst = dst.with_name(dst.name + _output_ext(src, args.ext, image.shape[-1] in (2, 4)))
       if dst.exists() and not args.overwrite:
-        raise UserError(f'{dst} exists; pass --overwrite to replace it.')
+        raise UserError(f'{image_io.shown(dst)} exists; pass --overwrite to replace it.')
       out = enhance_image(enhancer, image, args.outscale, args.alpha)
       dst.parent.mkdir(parents=True, exist_ok=True)
       image_io.write(dst, out, info.bits, info.icc_profile)
-      (progress.write if progress else print)(f'{src} -> {dst} ({out.shape[1]}x{out.shape[0]})')
+      (progress.write if progress else print)(
+          f'{image_io.shown(src)} -> {image_io.shown(dst)} ({out.shape[1]}x{out.shape[0]})')
     except UserError as e:
       failed += 1
-      print(f'skipped {src}: {e}', file=sys.stderr, flush=True)
+      message = image_io.shown(f'skipped {src}: {e}')
+      if progress:  # above the progress bar, not glued to it
+        progress.write(message, file=sys.stderr)
+      else:
+        print(message, file=sys.stderr, flush=True)
     if progress:
       progress.update()
   if progress:
@@ -381,14 +392,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  if args.outscale is not None and args.outscale <= 0:
-    print(f'error: --outscale {args.outscale} must be positive.', file=sys.stderr)
+  if args.outscale is not None and not (math.isfinite(args.outscale) and args.outscale > 0):
+    print(f'error: --outscale {args.outscale} must be a positive number (e.g. --outscale 2).',
+          file=sys.stderr)
     return 2
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes on read-only checkpoints
   try:
     failed = run(args)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {image_io.shown(e)}', file=sys.stderr)
     return 2
   if failed:
     print(f'{failed} file(s) skipped; see the messages above.', file=sys.stderr)

@@ -10,6 +10,7 @@ it cannot hold 16-bit colour, so 16-bit colour PNGs go through OpenCV and TIFFs 
 import dataclasses
 import os
 import pathlib
+import stat
 import struct
 
 import numpy as np
@@ -96,12 +97,18 @@ def read(path) -> tuple[np.ndarray, ImageInfo]:
   the file when it is not an image this can decode."""
   path = pathlib.Path(path)
   try:
-    if path.stat().st_size == 0:
-      raise UserError(f'{path} is empty (0 bytes); replace it with an image file.')
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+      raise UserError(f'{shown(path)} is not a regular file (a folder, FIFO or device); give an '
+                      'image file.')
+    if st.st_size == 0:
+      raise UserError(f'{shown(path)} is empty (0 bytes); replace it with an image file.')
     array, icc = None, None
     if path.suffix.lower() in ('.tif', '.tiff'):
       array = _read_tiff(path)
     elif _png_bit_depth(path) == 16:
+      with Image.open(path):  # the header's size first: a decompression bomb is refused undecoded
+        pass
       array = _read_cv2(path)
     if array is None:
       with Image.open(path) as im:
@@ -110,14 +117,24 @@ def read(path) -> tuple[np.ndarray, ImageInfo]:
         array = _from_pil(im)
   except UserError:
     raise
+  except Image.DecompressionBombError as e:
+    raise UserError(f'{shown(path)} claims too many pixels to open safely ({e}); give a smaller '
+                    'image.') from None
   except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as e:
-    raise UserError(f'cannot read {path} as an image ({type(e).__name__}: '
+    raise UserError(f'cannot read {shown(path)} as an image ({type(e).__name__}: '
                     f'{str(e).splitlines()[0][:100] if str(e) else "no detail"}); '
                     'replace it with a PNG, JPEG, TIFF or WebP file, or remove it.') from None
   image, bits = _to_float(array)
   if image.shape[-1] not in (1, 2, 3, 4):
     raise UserError(f'{path} has {image.shape[-1]} channels; give a grey, RGB or RGBA image.')
   return image, ImageInfo(bits, icc)
+
+
+def shown(path) -> str:
+  """PATH (or a message) as text any UTF-8 stream can print: bytes of a non-UTF-8 file name are
+  escaped (\\udcff)."""
+  text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+  return text.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 
 def dimensions(path) -> tuple[int, int]:
@@ -215,13 +232,15 @@ def collect(inputs) -> list[tuple[pathlib.Path, pathlib.Path]]:
   for item in inputs:
     path = pathlib.Path(item)
     if path.is_dir():
-      files = sorted(p for p in path.rglob('*') if p.is_file() and p.suffix.lower() in EXTENSIONS)
+      # not only regular files: a FIFO, a dangling link or a link loop named like an image is
+      # reported by `read` (and skipped) rather than silently left out
+      files = sorted(p for p in path.rglob('*') if p.suffix.lower() in EXTENSIONS and not p.is_dir())
       if not files:
-        raise UserError(f'{path} holds no images ({", ".join(EXTENSIONS)}); '
+        raise UserError(f'{shown(path)} holds no images ({", ".join(EXTENSIONS)}); '
                         'give a folder of images or image files.')
       found += [(p, p.relative_to(path)) for p in files]
-    elif path.is_file():
+    elif path.is_file() or os.path.lexists(path):  # not a regular file: `read` says what it is
       found.append((path, pathlib.Path(path.name)))
     else:
-      raise UserError(f"'{path}' does not exist; give image files or folders.")
+      raise UserError(f"'{shown(path)}' does not exist; give image files or folders.")
   return found

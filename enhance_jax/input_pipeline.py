@@ -5,8 +5,10 @@ Per-record randomness comes from grain's `random_map` seeds, so a batch depends 
 the iterator state is one index, checkpointed with the model, and resuming replays nothing.
 """
 
-import collections
 import functools
+import queue
+import threading
+import time
 
 import grain
 import jax
@@ -213,8 +215,6 @@ def train_dataset(source, config, *, process_index=0, process_count=1):
   if batch % process_count:
     raise ValueError(f'train.batch_size={batch} is not divisible by {process_count} processes.')
   ds = grain.MapDataset.source(source)
-  if process_count > 1:
-    ds = ds[process_index::process_count]
   if rates(config):
     pair = functools.partial(make_rated, patch_size=patch_hw(config), resize=config.data.hr_resize,
                              resize_mode=config.data.get('hr_resize_mode', 'resize'),
@@ -226,7 +226,23 @@ def train_dataset(source, config, *, process_index=0, process_count=1):
                              hr_resize_mode=config.data.get('hr_resize_mode', 'resize'),
                              norm=config.data.get('normalize', 'none'))
   ds = ds.shuffle(seed=config.seed).repeat(None).random_map(pair, seed=config.seed)
+  if process_count > 1:  # this process's rows of each global batch, as one process makes them
+    rows = _ProcessRows(ds, batch, process_index, process_count)
+    ds = grain.MapDataset.range(len(ds) // process_count).map(rows)
   return ds.batch(batch // process_count, drop_remainder=True)
+
+
+class _ProcessRows:
+  """Element j of process P's stream: row j % b of its block of global batch j // b (b = the batch
+  per process), so the processes' batches, stacked in process order, are the one-process batch and
+  each process reads and augments only its own images (with the same seeds)."""
+
+  def __init__(self, ds, batch, process_index, process_count):
+    self.ds, self.batch = ds, batch
+    self.local, self.index = batch // process_count, process_index
+
+  def __call__(self, j):
+    return self.ds[(j // self.local) * self.batch + self.index * self.local + j % self.local]
 
 
 # Threads that build batches in each process, and the batches they may stock ahead: grain's default
@@ -307,16 +323,58 @@ def to_global(batch, sharding):
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
-def prefetch_to_device(iterator, sharding, size=2):
-  """Yields (global batch, iterator state after it), keeping SIZE batches in flight to the device."""
-  queue = collections.deque()
+class DataStallError(Exception):
+  """The input pipeline produced no batch within data.stall_timeout_s (a hung or dead worker)."""
 
-  def enqueue():
-    batch = next(iterator)
-    queue.append((to_global(batch, sharding), iterator.get_state()))
 
-  for _ in range(max(1, size)):
-    enqueue()
-  while True:
-    yield queue.popleft()
-    enqueue()
+class _Failed:
+  def __init__(self, error):
+    self.error = error
+
+
+def prefetch_to_device(iterator, sharding, size=2, stall_timeout=None):
+  """Yields (global batch, iterator state after it): a reader thread keeps SIZE batches staged on
+  the device. When no batch comes within STALL_TIMEOUT seconds (None: wait forever), raises
+  DataStallError saying what was waiting; errors of the pipeline are raised here, in the loop."""
+  staged = queue.Queue(maxsize=max(1, size))
+  stop = threading.Event()
+  reader = {'since': time.monotonic(), 'batches': 0}
+
+  def read():
+    try:
+      while not stop.is_set():
+        reader['since'] = time.monotonic()
+        item = (to_global(next(iterator), sharding), iterator.get_state())
+        reader['batches'] += 1
+        while not stop.is_set():
+          try:
+            staged.put(item, timeout=0.5)
+            break
+          except queue.Full:
+            continue
+    except BaseException as e:  # pylint: disable=broad-except  (StopIteration, a bad image, ...)
+      staged.put(_Failed(e))
+
+  thread = threading.Thread(target=read, name='enhance_jax-input', daemon=True)
+  thread.start()
+  handed, stalled = 0, False
+  try:
+    while True:
+      try:
+        item = staged.get(timeout=stall_timeout)
+      except queue.Empty:
+        stalled = True
+        raise DataStallError(
+            f'the input pipeline produced no batch for {stall_timeout:g} s: the training loop was '
+            f'waiting for batch {handed + 1} of this run, and the reader has been inside '
+            f'next() of the {type(iterator).__name__} for {time.monotonic() - reader["since"]:.0f} s '
+            f'({reader["batches"]} batches read); check data.source and its workers '
+            '(data.num_workers), or raise data.stall_timeout_s.') from None
+      if isinstance(item, _Failed):
+        raise item.error
+      handed += 1
+      yield item
+  finally:  # the reader ends before the process does (a thread inside XLA at exit aborts it)
+    stop.set()
+    if not stalled:
+      thread.join(timeout=120)

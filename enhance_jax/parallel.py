@@ -13,10 +13,39 @@ def launched_multihost(env=None):
           or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1)
 
 
+def _env_int(env, name):
+  value = env.get(name)
+  return int(value) if value not in (None, '') else None
+
+
+def initialize_kwargs(env=None):
+  """jax.distributed.initialize's arguments for this launch. JAX reads JAX_COORDINATOR_ADDRESS itself
+  but not JAX_NUM_PROCESSES/JAX_PROCESS_ID, so with a coordinator address in the env those come from
+  it too (None where unset: then JAX's cluster detection, SLURM/Open MPI, fills them in).
+  ENHANCE_JAX_HEARTBEAT_TIMEOUT (seconds) bounds how long the others wait on a dead process."""
+  env = os.environ if env is None else env
+  kwargs = {}
+  if env.get('JAX_COORDINATOR_ADDRESS'):
+    kwargs['coordinator_address'] = env['JAX_COORDINATOR_ADDRESS']
+    for key, name in (('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID')):
+      if (value := _env_int(env, name)) is not None:
+        kwargs[key] = value
+  for key, name in (('heartbeat_timeout_seconds', 'ENHANCE_JAX_HEARTBEAT_TIMEOUT'),
+                    ('initialization_timeout', 'ENHANCE_JAX_INIT_TIMEOUT'),
+                    ('shutdown_timeout_seconds', 'ENHANCE_JAX_SHUTDOWN_TIMEOUT')):
+    if (value := _env_int(env, name)) is not None:
+      kwargs[key] = value
+  return kwargs
+
+
 def initialize():
-  """Joins the multi-host job when launched as one (jax.distributed reads the cluster from the env)."""
+  """Joins the multi-host job when launched as one: the cluster from the env (JAX_COORDINATOR_ADDRESS
+  with JAX_NUM_PROCESSES/JAX_PROCESS_ID, or SLURM/Open MPI detection), CPU collectives over gloo
+  (without them a CPU computation across processes fails)."""
   if launched_multihost() and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
+    if (os.environ.get('JAX_PLATFORMS', '') or 'cpu').split(',')[0] == 'cpu':
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(**initialize_kwargs())
 
 
 def make_mesh(num_devices=None):

@@ -25,6 +25,9 @@ from enhance_jax import nima
 from enhance_jax.errors import UserError
 from enhance_jax.models import nima as nima_model
 
+MIN_SIDE = 8  # smaller images (icons, 1x1 pixels) carry no aesthetics to rate
+MAX_SIZE = 4096  # --size beyond this resizes every image to gigabytes
+
 
 def collect(inputs: list[str]) -> list[pathlib.Path]:
   """Image files of INPUTS (files as given, folders searched recursively for image extensions)."""
@@ -61,12 +64,15 @@ def run(args, out=None) -> int:
   for path in files:
     try:
       image, _ = image_io.read(path)
+      if min(image.shape[:2]) < MIN_SIDE:
+        raise UserError(f'the image is {image.shape[1]}x{image.shape[0]} pixels; score needs at '
+                        f'least {MIN_SIDE}x{MIN_SIDE}.')
       mean, std = scorer(prepare(image, args.size))
     except UserError as e:
       failed += 1
-      print(f'skipped {path}: {e}', file=sys.stderr, flush=True)
+      print(image_io.shown(f'skipped {path}: {e}'), file=sys.stderr, flush=True)
       continue
-    rows.append({'image': str(path), 'mean': round(mean, 4), 'std': round(std, 4)})
+    rows.append({'image': image_io.shown(path), 'mean': round(mean, 4), 'std': round(std, 4)})
   if args.json:
     json.dump(rows, out, indent=2)
     out.write('\n')
@@ -99,13 +105,14 @@ def main(argv=None):
   args = parse_args(argv)
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes on reading a `nima` workdir
-  if args.size < 0 or 0 < args.size < 32:
-    print(f'error: --size {args.size} must be 0 (keep) or at least 32.', file=sys.stderr)
+  if args.size < 0 or 0 < args.size < 32 or args.size > MAX_SIZE:
+    print(f'error: --size {args.size} must be 0 (keep) or from 32 to {MAX_SIZE} (NIMA was trained '
+          'at 224).', file=sys.stderr)
     return 2
   try:
     failed = run(args)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {image_io.shown(e)}', file=sys.stderr)
     return 2
   if failed:
     print(f'{failed} file(s) skipped; see the messages above.', file=sys.stderr)

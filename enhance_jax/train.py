@@ -7,8 +7,11 @@ latest checkpoint when there is one.
 """
 
 import argparse
+import contextlib
 import pathlib
+import signal
 import sys
+import threading
 import time
 
 from absl import logging as absl_logging
@@ -177,11 +180,17 @@ class _Loop:
 
 
 def _check_finite(sums, step, n):
-  bad = [k for k, v in sums.items() if not np.isfinite(v)]
-  if bad:
-    raise FloatingPointError(f'{", ".join(bad)} became NaN/Inf between steps {step - n + 1} and '
-                             f'{step}; lower the learning rates (train.g_lr, train.pretrain_lr) or '
-                             'resume from the last checkpoint.')
+  """FloatingPointError naming the metrics that became NaN/Inf in the N steps up to STEP and the
+  first step that made them (SUMS: the window's sums, with trainer.FIRST_NONFINITE when known)."""
+  first = sums.get(trainer.FIRST_NONFINITE, trainer.ALL_FINITE)
+  bad = [k for k, v in sums.items() if k != trainer.FIRST_NONFINITE and not np.isfinite(v)]
+  if bad or first < trainer.ALL_FINITE:
+    at = (f'at step {int(first) + 1}' if first < trainer.ALL_FINITE
+          else f'between steps {step - n + 1} and {step}')
+    raise FloatingPointError(f'{", ".join(bad) or "a loss or gradient"} became NaN/Inf {at}; the run '
+                             'stopped and kept its last checkpoint; lower the learning rates '
+                             '(train.g_lr, train.pretrain_lr), or set train.nan_policy=skip to drop '
+                             'such steps.')
 
 
 class _Meter:
@@ -207,12 +216,22 @@ class _Meter:
     self.untimed = self.n
     self.restart_clock()
 
+  def check(self, step):
+    """Raises FloatingPointError when the window so far holds a NaN/Inf (before a checkpoint is
+    written: a poisoned state is never saved)."""
+    if self.sums is not None:
+      _check_finite({k: float(v) for k, v in jax.device_get(self.sums).items()}, step, self.n)
+
   def window(self, step):
-    """Means over the steps since the last call (one host transfer); NaN/Inf raises."""
+    """Means over the steps since the last call (one host transfer); NaN/Inf raises. Steps dropped
+    by train.nan_policy=skip are counted, not averaged, as `skipped_steps`."""
     host = {k: float(v) for k, v in jax.device_get(self.sums).items()}
     _check_finite(host, step, self.n)
+    host.pop(trainer.FIRST_NONFINITE, None)
+    skipped = host.pop('skipped', None)
     elapsed = time.perf_counter() - self.start
     means = {**{k: v / self.n for k, v in host.items()},
+             **({'skipped_steps': skipped} if skipped is not None else {}),
              **self._rates(self.n - self.untimed, elapsed)}
     self.sums, self.n, self.untimed = None, 0, 0
     self.restart_clock()
@@ -226,6 +245,28 @@ def _summary(val):
   """The validation line's main metrics: PSNR/SSIM, or a rating model's EMD/LCC/SRCC."""
   keys = ('psnr', 'ssim') if 'psnr' in val else ('emd', 'lcc', 'srcc')
   return ' '.join(f'{k} {val[k]:.4f}' for k in keys)
+
+
+class Preempted(KeyboardInterrupt):
+  """SIGTERM (what schedulers send before a pre-emption), handled as Ctrl-C: the step checkpointed."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+  """While training, SIGTERM raises Preempted in the loop (main thread only; restored after)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handler(signum, frame):
+    del signum, frame
+    raise Preempted()
+
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _progress_bar(config, step):
@@ -246,61 +287,33 @@ def train_and_evaluate(config, workdir):
   from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   config_lib.validate(config)  # also configs made in Python, not through get_config
   parallel.initialize()
+  # One run per workdir (and a writable one), refused before any step; process 0 holds the lock,
+  # as hosts of one run share the folder.
+  lock = ckpt_lib.lock_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    return _train(config, workdir)
+
+
+def _train(config, workdir):
+  """train_and_evaluate's run, in a workdir it holds."""
   loop = _Loop(config, workdir)
   t, meta, step = config.train, loop.meta, loop.start_step
   if meta['finished']:
     print(f'{workdir}: training already stopped early at step {step}; nothing to do.', flush=True)
     return loop.state
-  batches = input_pipeline.prefetch_to_device(loop.iterator, loop.data_sharding, config.data.prefetch)
+  stall = config.data.get('stall_timeout_s', 0) or None
   data_state = loop.iterator.get_state()
+  batches = input_pipeline.prefetch_to_device(loop.iterator, loop.data_sharding, config.data.prefetch,
+                                              stall_timeout=stall)
   meter, bar = _Meter(t.batch_size), _progress_bar(config, step)
   try:
-    while not meta['finished'] and step < t.num_steps:
-      loop.maybe_start_gan(step)
-      batch, next_data_state = next(batches)
-      with jax.transfer_guard('disallow'):  # the step loop moves nothing between host and device
-        step_fn = loop.jitted[meta['stage']]
-        if isinstance(step_fn, dict):  # multi-scale: one compiled step per scale, cycling by step
-          step_fn = step_fn[trainer.step_scale(loop.task, step)]
-        loop.state, metrics = step_fn(loop.state, batch, loop.frozen)
-        meter.add(metrics)
-      if step < loop.start_step + max(1, len(loop.task.scales)):  # the compiling step(s)
-        meter.exclude_compilation(metrics)
-      data_state, step = next_data_state, step + 1
-      if bar is not None:
-        bar.update(1)
-      stage_done = step >= _stage_end(config, meta)
-      meta['epoch'] = step // loop.steps_per_epoch
-      evaluate = _every(step, t.eval_every_steps) or stage_done
-      if _every(step, t.log_every_steps) or evaluate:
-        means = meter.window(step)
-        if 'step_time' in means:
-          means['epoch_seconds'] = means['step_time'] * loop.steps_per_epoch
-        loop.report.write(step, 'train', means, epoch=meta['epoch'], stage=meta['stage'])
-        if bar is not None:
-          bar.set_postfix({k: f'{means[k]:.4g}' for k in ('g_loss', 'psnr', 'd_loss', 'score_mae')
-                           if k in means})
-      improved = False
-      if evaluate:
-        val, improved = loop.evaluate(step)
-        (bar.write if bar is not None else print)(
-            f'step {step} [{meta["stage"]}] val {_summary(val)}'
-            + (f' ({t.best_metric}: best)' if improved else ''))
-      if improved or _every(step, t.checkpoint_every_steps) or stage_done:
-        loop.save(data_state, best=improved)
-      if evaluate:
-        meter.restart_clock()  # validation and checkpointing are not step time
-  except KeyboardInterrupt:
-    lost = loop.state.step.is_deleted()  # interrupted as a step returned: its donated input is gone
-    if not lost and int(jax.device_get(loop.state.step)) != step:  # between step and bookkeeping
-      data_state, step = next_data_state, step + 1
-    loop.ckpts.wait()
-    if not lost and step not in loop.ckpts.latest.all_steps():
-      loop.save(data_state)
-    print(f'\ninterrupted; the checkpoint of step {loop.ckpts.latest.latest_step()} holds the run, '
-          'rerun the same command to resume.')
+    with _sigterm_interrupts():
+      step, data_state = _run_steps(config, loop, batches, meter, bar, step, data_state)
+  except (KeyboardInterrupt, input_pipeline.DataStallError) as e:
+    _save_on_stop(loop, e)
     raise
   finally:
+    batches.close()  # stops the reader thread
     if bar is not None:
       bar.close()
     loop.ckpts.wait()
@@ -310,6 +323,80 @@ def train_and_evaluate(config, workdir):
     loop.ckpts.wait()
   loop.ckpts.close()
   return loop.state
+
+
+def _save_on_stop(loop, error):
+  """The checkpoint of the step the run stopped at (Ctrl-C, SIGTERM, a data stall), unless the
+  interrupt landed as a step returned, taking its donated input with it: then the last one holds.
+  `loop.position` is (step, data state) as the loop last had them."""
+  step, data_state, next_data_state = loop.position
+  lost = loop.state.step.is_deleted()
+  if not lost and int(jax.device_get(loop.state.step)) != step:  # between step and bookkeeping
+    data_state, step = next_data_state, step + 1
+  loop.ckpts.wait()
+  if not lost and step not in loop.ckpts.latest.all_steps():
+    loop.save(data_state)
+    loop.ckpts.wait()
+  why = ('interrupted' if isinstance(error, KeyboardInterrupt) and not isinstance(error, Preempted)
+         else 'stopped by SIGTERM' if isinstance(error, Preempted) else 'stopped: the data stalled')
+  print(f'\n{why}; the checkpoint of step {loop.ckpts.latest.latest_step()} holds the run, '
+        'rerun the same command to resume.', flush=True)
+
+
+def _run_steps(config, loop, batches, meter, bar, step, data_state):
+  """The step loop: steps, logs, validation and checkpoints until the run ends; (step, data state).
+  `loop.position` follows (step, data state, the next batch's data state) for `_save_on_stop`."""
+  t, meta = config.train, loop.meta
+  loop.position = (step, data_state, data_state)
+  while not meta['finished'] and step < t.num_steps:
+    loop.maybe_start_gan(step)
+    batch, next_data_state = next(batches)
+    loop.position = (step, data_state, next_data_state)
+    with jax.transfer_guard('disallow'):  # the step loop moves nothing between host and device
+      step_fn = loop.jitted[meta['stage']]
+      if isinstance(step_fn, dict):  # multi-scale: one compiled step per scale, cycling by step
+        step_fn = step_fn[trainer.step_scale(loop.task, step)]
+      loop.state, metrics = step_fn(loop.state, batch, loop.frozen)
+      meter.add(metrics)
+    if step < loop.start_step + max(1, len(loop.task.scales)):  # the compiling step(s)
+      meter.exclude_compilation(metrics)
+    data_state, step = next_data_state, step + 1
+    loop.position = (step, data_state, data_state)
+    if bar is not None:
+      bar.update(1)
+    stage_done = step >= _stage_end(config, meta)
+    meta['epoch'] = step // loop.steps_per_epoch
+    evaluate = _every(step, t.eval_every_steps) or stage_done
+    if _every(step, t.log_every_steps) or evaluate:
+      _log(loop, meter, bar, step)
+    improved = False
+    if evaluate:
+      val, improved = loop.evaluate(step)
+      (bar.write if bar is not None else print)(
+          f'step {step} [{meta["stage"]}] val {_summary(val)}'
+          + (f' ({t.best_metric}: best)' if improved else ''))
+    if improved or _every(step, t.checkpoint_every_steps) or stage_done:
+      meter.check(step)  # a state made by a NaN step is never saved
+      loop.save(data_state, best=improved)
+    if evaluate:
+      meter.restart_clock()  # validation and checkpointing are not step time
+  return step, data_state
+
+
+def _log(loop, meter, bar, step):
+  """One log window: means to metrics.jsonl/TensorBoard, the bar's numbers, skipped steps said."""
+  meta = loop.meta
+  means = meter.window(step)
+  if 'step_time' in means:
+    means['epoch_seconds'] = means['step_time'] * loop.steps_per_epoch
+  loop.report.write(step, 'train', means, epoch=meta['epoch'], stage=meta['stage'])
+  if means.get('skipped_steps'):
+    (bar.write if bar is not None else print)(
+        f'step {step}: {int(means["skipped_steps"])} step(s) of this window skipped for a NaN/Inf '
+        '(train.nan_policy=skip)')
+  if bar is not None:
+    bar.set_postfix({k: f'{means[k]:.4g}' for k in ('g_loss', 'psnr', 'd_loss', 'score_mae')
+                     if k in means})
 
 
 def main(argv=None):
@@ -328,6 +415,7 @@ def main(argv=None):
   try:
     from absl import flags  # grain's multiprocessing reads absl flags  # pylint: disable=g-import-not-at-top
     flags.FLAGS(sys.argv[:1], known_only=True)
+    parallel.initialize()  # before any JAX computation (validating the config runs some)
     config = config_lib.get_config(args.exp, args.set)
     train_and_evaluate(config, args.workdir or f'runs/{args.exp}')
   except UserError as e:
@@ -336,6 +424,11 @@ def main(argv=None):
   except FloatingPointError as e:
     print(f'error: {e}', file=sys.stderr)
     return 3
+  except input_pipeline.DataStallError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 4
+  except Preempted:
+    return 143  # 128 + SIGTERM, as a shell reports a process the signal ended
   except KeyboardInterrupt:
     return 130
   return 0

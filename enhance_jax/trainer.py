@@ -26,6 +26,9 @@ from enhance_jax import models
 from enhance_jax.errors import UserError
 
 KEY_NAMES = ('dropout', 'sample', 'degrade', 'loss')
+NAN_POLICIES = ('stop', 'skip')  # train.nan_policy: a non-finite loss or gradient stops the run or skips
+FIRST_NONFINITE = 'first_nonfinite_step'  # a step metric kept as a minimum (`accumulate`), not a sum
+ALL_FINITE = float(2 ** 31)  # its value while every step was finite (a step number it never reaches)
 TRAIN_ON = ('degraded', 'noisy', 'clean')  # model input in training: the degraded image, or the target
 
 
@@ -70,6 +73,7 @@ class Task:
   # 'lr' -> 'image' for restoration, 'image' -> 'histogram' for a rating model (NIMA).
   inputs: str = 'lr'
   output: str = 'image'
+  nan_policy: str = 'stop'  # 'skip': a step with a non-finite loss or gradient changes nothing
 
 
 def _weights(section):
@@ -116,6 +120,12 @@ def check_config(config):
     raise UserError(f"unknown train.optimizer {t.optimizer!r}; valid: 'adam', 'adamw'.")
   if t.batch_size < 1:
     raise UserError('train.batch_size must be at least 1.')
+  for k in ('pretrain_lr', 'g_lr', 'd_lr'):
+    v = t.get(k)
+    if v is not None and not 0 <= float(v) < float('inf'):
+      raise UserError(f'train.{k}={v} must be a finite number >= 0.')
+  if t.get('nan_policy', 'stop') not in NAN_POLICIES:
+    raise UserError(f'train.nan_policy={t.nan_policy!r}; valid: {", ".join(NAN_POLICIES)}.')
   if t.get('lr_schedule', 'step') not in LR_SCHEDULES:
     raise UserError(f'unknown train.lr_schedule {t.lr_schedule!r}; valid: {", ".join(LR_SCHEDULES)}.')
   if t.get('lr_schedule', 'step') == 'exponential' and not (
@@ -213,7 +223,7 @@ def make_task(config):
       d_tx=_optimizer(t.d_lr, t.gan_milestones, config),
       pretrain_weights=pretrain, gan_weights=gan, options=l,
       fixed=tuple(k for k, v in dict(t.get('lr_multipliers', {})).items() if float(v) == 0),
-      ema_decay=float(t.ema_decay), scale=config.model.scale,
+      ema_decay=float(t.ema_decay), scale=config.model.scale, nan_policy=t.get('nan_policy', 'stop'),
       degrade=(degradations.parse(config.data.degradation, degradations.config_options(config.data))
                if config.data.degrade_on_device else None),
       sharpen=degradations.parse(config.data.target_sharpen) if config.data.get('target_sharpen') else None,
@@ -342,6 +352,25 @@ def _g_update(task, state, tx, grads, **changes):
                        ema_params=_ema(task, state.ema_params, g_params, state.step + 1), **changes)
 
 
+def _guard(task, old, new, metrics, finite):
+  """The step's outcome under train.nan_policy. FINITE: whether its losses and gradients are. 'stop':
+  NEW as computed, the metrics saying at which step values first became non-finite (the loop stops
+  there); 'skip': OLD with only its step advanced when not finite (the batch is dropped), the
+  non-finite metrics zeroed and `skipped` counting the steps dropped."""
+  metrics = {**metrics, FIRST_NONFINITE: jnp.where(finite, ALL_FINITE, old.step.astype(jnp.float32))}
+  if task.nan_policy != 'skip':
+    return new, metrics
+  keep = lambda a, b: a if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else jnp.where(finite, a, b)
+  kept = jax.tree.map(keep, new, old.replace(step=new.step))
+  metrics = {k: jnp.where(finite, v, 0.0) for k, v in metrics.items()}
+  return kept, {**metrics, FIRST_NONFINITE: jnp.float32(ALL_FINITE),
+                'skipped': 1.0 - finite.astype(jnp.float32)}
+
+
+def _all_finite(*trees):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree.leaves(t)]))
+
+
 def pretrain_step(task, state, batch, frozen=None, scale=None):
   """One supervised step of G on the loss.pretrain terms (L1 for ESRGAN, MSE + KL for a VAE, ...).
   SCALE (static): the scale this batch trains for a multi-scale generator (`jit_steps`)."""
@@ -356,11 +385,12 @@ def pretrain_step(task, state, batch, frozen=None, scale=None):
     return loss, (out, g_stats, terms)
 
   (g_loss, (out, g_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-  state = _g_update(task, state, task.g_tx_pretrain, grads,
-                    g_stats=_keep_fixed(task, g_stats, state.g_stats))
-  return state, {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()},
-                 **_output_metrics(task, out, batch), 'g_grad_norm': optax.tree.norm(grads),
-                 'g_param_norm': optax.tree.norm(state.g_params)}
+  new = _g_update(task, state, task.g_tx_pretrain, grads,
+                  g_stats=_keep_fixed(task, g_stats, state.g_stats))
+  metrics = {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()},
+             **_output_metrics(task, out, batch), 'g_grad_norm': optax.tree.norm(grads),
+             'g_param_norm': optax.tree.norm(new.g_params)}
+  return _guard(task, state, new, metrics, _all_finite(g_loss, terms, grads))
 
 
 def gan_step(task, state, batch, frozen=None, scale=None):
@@ -401,13 +431,14 @@ def gan_step(task, state, batch, frozen=None, scale=None):
       lambda r, f: losses.discriminator_adversarial(r, f, task.options.gan_type), (0, 1))(real, fake)
   d_grads = jax.tree.map(jnp.add, real_pullback(dreal)[0], fake_pullback(dfake_d)[0])
   d_updates, d_opt = task.d_tx.update(d_grads, state.d_opt, state.d_params)
-  state = _g_update(task, state, task.g_tx_gan, g_grads, g_stats=_keep_fixed(task, g_stats, state.g_stats),
-                    d_opt=d_opt, d_params=optax.apply_updates(state.d_params, d_updates),
-                    d_stats=_keep_fixed(task, upd.get('batch_stats', {}), state.d_stats))
-  return state, {'g_loss': g_loss, 'd_loss': d_loss, **{f'loss_{k}': v for k, v in terms.items()},
-                 **_image_metrics(outputs['image'], hr), 'd_real': jnp.mean(jax.nn.sigmoid(real)),
-                 'd_fake': jnp.mean(jax.nn.sigmoid(fake)), 'g_grad_norm': optax.tree.norm(g_grads),
-                 'd_grad_norm': optax.tree.norm(d_grads), 'g_param_norm': optax.tree.norm(state.g_params)}
+  new = _g_update(task, state, task.g_tx_gan, g_grads, g_stats=_keep_fixed(task, g_stats, state.g_stats),
+                  d_opt=d_opt, d_params=optax.apply_updates(state.d_params, d_updates),
+                  d_stats=_keep_fixed(task, upd.get('batch_stats', {}), state.d_stats))
+  metrics = {'g_loss': g_loss, 'd_loss': d_loss, **{f'loss_{k}': v for k, v in terms.items()},
+             **_image_metrics(outputs['image'], hr), 'd_real': jnp.mean(jax.nn.sigmoid(real)),
+             'd_fake': jnp.mean(jax.nn.sigmoid(fake)), 'g_grad_norm': optax.tree.norm(g_grads),
+             'd_grad_norm': optax.tree.norm(d_grads), 'g_param_norm': optax.tree.norm(new.g_params)}
+  return _guard(task, state, new, metrics, _all_finite(g_loss, d_loss, terms, g_grads, d_grads))
 
 
 def eval_params(state):
@@ -456,8 +487,9 @@ def jit_steps(task, mesh):
 
 @jax.jit
 def accumulate(total, metrics):
-  """Adds a step's metrics to the running sums on device (fetched only when logged)."""
-  return jax.tree.map(jnp.add, total, metrics)
+  """Adds a step's metrics to the running sums on device (fetched only when logged); the first
+  non-finite step is kept as a minimum."""
+  return {k: (jnp.minimum if k == FIRST_NONFINITE else jnp.add)(total[k], metrics[k]) for k in total}
 
 
 def eval_losses(task, g_vars, frozen, lr, hr, scale=None):

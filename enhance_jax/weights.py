@@ -65,6 +65,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads a `.npz`, `.safetensors` or PyTorch `.pth`/`.pt`/`.bin` file into `{key: np.ndarray}`."""
   path = os.fspath(path)
   ext = os.path.splitext(path)[1].lower()
+  if os.path.exists(path) and not os.path.isfile(path):
+    raise UserError(f"Weights file '{path}' is not a regular file (a folder, FIFO or device); give "
+                    'a .pth/.safetensors/.npz file.')
   if not os.path.isfile(path):
     raise UserError(f"Weights file '{path}' does not exist; check the path in your config.")
   if ext not in _EXTS:
@@ -82,7 +85,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def _corrupt(path: str, err: Exception) -> UserError:
   """The error for a file that exists but cannot be parsed."""
   return UserError(f"Weights file '{path}' is corrupt or truncated ({type(err).__name__}: "
-                   f'{str(err).splitlines()[0][:120]}); download or export it again.')
+                   f'{(str(err).splitlines() or ["no detail"])[0][:120]}); download or export '
+                   'it again.')
 
 
 def _read_npz(path: str) -> Mapping:

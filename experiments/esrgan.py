@@ -90,4 +90,6 @@ def get_config():
   c.train.early_stopping_patience = 5    # evaluations without a better best_metric, per stage; 0 = off
   c.train.keep_checkpoints = 3           # latest N; the best is kept apart
   c.train.progress = True
+  c.train.nan_policy = 'stop'            # a NaN/Inf loss or gradient: 'stop' (named) | 'skip' the step
+  c.data.stall_timeout_s = 600.0         # no batch for this long: the run stops, checkpointed
   return c.lock()

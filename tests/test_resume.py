@@ -48,10 +48,13 @@ def _next_batch(config, data_state):
 
 
 def _snapshot(root):
-  """{path: (size, mtime_ns)} of every file and directory under ROOT."""
+  """{path: (size, mtime_ns)} of every file and directory under ROOT but the run lock (`.lock`,
+  which every run, a refused one too, takes)."""
   out = {}
   for folder, dirs, files in os.walk(root):
     for name in dirs + files:
+      if name == '.lock' and folder == str(root):
+        continue
       path = os.path.join(folder, name)
       st = os.stat(path)
       out[os.path.relpath(path, root)] = (st.st_size if name in files else None, st.st_mtime_ns)

@@ -306,6 +306,7 @@ def _train(config, workdir):
   batches = input_pipeline.prefetch_to_device(loop.iterator, loop.data_sharding, config.data.prefetch,
                                               stall_timeout=stall)
   meter, bar = _Meter(t.batch_size), _progress_bar(config, step)
+  loop.position = (step, data_state, data_state)  # where a stop before the first step finds the run
   try:
     with _sigterm_interrupts():
       step, data_state = _run_steps(config, loop, batches, meter, bar, step, data_state)

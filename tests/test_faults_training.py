@@ -139,7 +139,6 @@ def _poison_batch(monkeypatch, index):
 
 def test_a_nan_step_stops_the_run_naming_the_step_and_terms(tmp_path, monkeypatch, capsys):
   _poison_batch(monkeypatch, 2)  # the third step (step 3) sees NaN images
-  config = tiny_config('train.log_every_steps=2')
   code = train.main(['--exp', 'esrgan_cpu', '--workdir', str(tmp_path),
                      *[a for o in (*TINY, 'train.log_every_steps=2') for a in ('--set', o)]])
   assert code == 3
@@ -149,7 +148,6 @@ def test_a_nan_step_stops_the_run_naming_the_step_and_terms(tmp_path, monkeypatc
   ckpts = ckpt_lib.Checkpoints(tmp_path, read_only=True)
   assert ckpts.latest.all_steps() == [2]  # the good one: nothing made after the NaN was saved
   assert ckpts.best.all_steps() == [2]
-  del config
 
 
 def test_nan_policy_skip_drops_the_step_and_counts_it(tmp_path, monkeypatch, capsys):

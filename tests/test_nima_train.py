@@ -89,7 +89,7 @@ def test_evaluate_scores_a_nima_run_by_emd_and_correlations(nima_run):
 
 
 def test_score_and_the_hybrid_loss_read_a_nima_workdir(nima_run, tmp_path, capsys):
-  config, workdir, _ = nima_run
+  _, workdir, _ = nima_run
   module, variables, section = nima_lib.restore(workdir)
   assert section['backbone'] == 'mobilenet' and module.backbone == 'mobilenet'
   photo = (np.random.default_rng(1).random((50, 70, 3)) * 255).astype(np.uint8)
@@ -104,7 +104,6 @@ def test_score_and_the_hybrid_loss_read_a_nima_workdir(nima_run, tmp_path, capsy
   assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, variables))
   with pytest.raises(UserError, match='loss.nima_backbone=mobilenet'):
     frozen.nima(config_lib.get_config('edsr_nima', [f'loss.nima_from={workdir}']))
-  del config
 
 
 def test_unrated_photos_get_the_synthetic_rating_of_each_crop():

@@ -90,7 +90,8 @@ def _files(step_dir):
   return sorted(p for p in step_dir.rglob('*') if p.is_file() and p.name != SUMS)
 
 
-def _sha256(path):
+def file_sha256(path):
+  """Hex SHA-256 of a file, read in 4 MiB blocks (checkpoint sums, converted weights' provenance)."""
   h = hashlib.sha256()
   with open(path, 'rb') as f:
     for block in iter(lambda: f.read(1 << 22), b''):
@@ -100,7 +101,7 @@ def _sha256(path):
 
 def write_sums(step_dir):
   """Records the sha256 of every file of the finished step directory STEP_DIR in its SUMS."""
-  lines = [f'{_sha256(p)}  {p.relative_to(step_dir)}\n' for p in _files(step_dir)]
+  lines = [f'{file_sha256(p)}  {p.relative_to(step_dir)}\n' for p in _files(step_dir)]
   tmp = step_dir / f'.{SUMS}.tmp'
   tmp.write_text(''.join(lines))
   tmp.rename(step_dir / SUMS)
@@ -118,7 +119,7 @@ def find_damage(step_dir):
     path = step_dir / rel
     if not path.is_file():
       return f'{rel} is missing'
-    if len(digest) != 64 or _sha256(path) != digest:
+    if len(digest) != 64 or file_sha256(path) != digest:
       return f'{rel} has changed since it was written'
   return None
 
@@ -217,6 +218,8 @@ class Checkpoints:
       self.latest.save(step, args=args, force=True)
       self._unsummed.append((self.latest, step))
       if best:
+        if jax.process_count() > 1:  # orbax's cross-process barriers of two managers' saves collide
+          self.latest.wait_until_finished()
         self.best.save(step, args=args, force=True)
         self._unsummed.append((self.best, step))
 
@@ -284,7 +287,7 @@ class Checkpoints:
       self.best.wait_until_finished()
       for mngr, s in self._unsummed:
         step_dir = pathlib.Path(mngr.directory) / str(s)
-        if step_dir.is_dir():  # else already pruned by max_to_keep
+        if step_dir.is_dir() and jax.process_index() == 0:  # else pruned by max_to_keep; one writer
           write_sums(step_dir)
       self._unsummed = []
 

@@ -90,6 +90,15 @@ def supervised_run(c, *, batch_size, lr, steps_per_epoch, epochs):
   return c
 
 
+def with_nima_term(c, gamma, base=(('mse', 1.0),)):
+  """Report 002's hybrid loss on C's supervised stage: the BASE terms plus GAMMA * (10 - NIMA mean
+  score of the output), the NIMA frozen, from loss.nima_from ('' = random, said once), MNASNet."""
+  c.loss.pretrain = ml_collections.ConfigDict({**dict(base), 'nima': gamma})
+  c.loss.nima_from = ''            # a `nima` workdir, a NIMA model directory or a weights file
+  c.loss.nima_backbone = 'mnasnet'  # the report's NIMA backbone ('mobilenet_v2', 'mobilenet')
+  return c
+
+
 def _leaf_keys(config, prefix=''):
   keys = []
   for k, v in config.items():

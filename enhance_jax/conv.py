@@ -51,12 +51,21 @@ def xla_convolutions():
 
 
 def onednn_prefix():
-  """The install prefix holding oneDNN's headers and library (pip's onednn-devel-cpu-gomp), or None."""
+  """The install prefix holding oneDNN's headers and library, or None: pip's `onednn-devel`
+  (Intel's maintained wheels, the `[onednn]` extra), the older `onednn-devel-cpu-gomp`, or a
+  system package (libdnnl-dev)."""
   for prefix in (sys.prefix, site.getuserbase(), sys.base_prefix, '/usr/local', '/usr'):
     root = pathlib.Path(prefix)
-    if (root / 'include' / 'oneapi' / 'dnnl' / 'dnnl.hpp').exists() and any(
-        (root / 'lib').glob('libdnnl.so*')):
+    if (root / 'include' / 'oneapi' / 'dnnl' / 'dnnl.hpp').exists() and _libdnnl(root):
       return root
+  return None
+
+
+def _libdnnl(prefix):
+  """PREFIX's libdnnl.so (lib/ or the Debian multiarch lib/x86_64-linux-gnu/), or None."""
+  for lib_dir in (prefix / 'lib', prefix / 'lib' / 'x86_64-linux-gnu'):
+    if (lib := lib_dir / 'libdnnl.so').exists():
+      return lib
   return None
 
 
@@ -65,20 +74,37 @@ def cache_dir():
   return pathlib.Path(base) / 'enhance_jax'
 
 
+def build_key(prefix, cxx):
+  """What the compiled kernels depend on, hashed: the source, jaxlib's FFI headers (their bytes:
+  the ABI the FFI calls use), oneDNN's headers and library (path, size, mtime) and the compiler.
+  Any change gives another file name, so a stale build is never loaded."""
+  h = hashlib.sha256(SOURCE.read_bytes())
+  for header in sorted(pathlib.Path(jax.ffi.include_dir()).rglob('*.h')):
+    h.update(header.name.encode() + header.read_bytes())
+  dnnl = prefix / 'include' / 'oneapi' / 'dnnl'
+  for header in sorted(dnnl.glob('*.h*')):
+    h.update(header.name.encode() + header.read_bytes())
+  lib = _libdnnl(prefix).resolve()
+  stat = lib.stat()
+  h.update(f'{lib}:{stat.st_size}:{stat.st_mtime_ns}:{cxx}'.encode())
+  return h.hexdigest()[:16]
+
+
 def build(prefix, out_dir):
-  """Compiles csrc/onednn_conv.cc against PREFIX's oneDNN into OUT_DIR (once per source, jax and
-  oneDNN version) and returns the library's path. Raises RuntimeError with the compiler's message."""
-  key = hashlib.sha256(SOURCE.read_bytes() + jax.__version__.encode() + str(prefix).encode())
-  lib = pathlib.Path(out_dir) / f'onednn_conv_{key.hexdigest()[:16]}.so'
+  """Compiles csrc/onednn_conv.cc against PREFIX's oneDNN into OUT_DIR (once per `build_key`) and
+  returns the library's path. Raises RuntimeError with the compiler's message."""
+  cxx = os.environ.get('CXX', 'c++')
+  lib = pathlib.Path(out_dir) / f'onednn_conv_{build_key(prefix, cxx)}.so'
   if lib.exists():
     return lib
   lib.parent.mkdir(parents=True, exist_ok=True)
-  cxx = os.environ.get('CXX', 'c++')
+  lib_dir = _libdnnl(prefix).parent
   with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
     tmp_lib = pathlib.Path(tmp) / lib.name
+    # DT_RPATH (not RUNPATH) also finds libdnnl's own dependencies there (the TBB/SYCL runtimes)
     cmd = [cxx, '-O2', '-std=c++17', '-shared', '-fPIC', '-w', f'-I{jax.ffi.include_dir()}',
-           f'-I{prefix / "include"}', str(SOURCE), f'-L{prefix / "lib"}', '-ldnnl',
-           f'-Wl,-rpath,{prefix / "lib"}', '-o', str(tmp_lib)]
+           f'-I{prefix / "include"}', str(SOURCE), f'-L{lib_dir}', '-ldnnl',
+           f'-Wl,-rpath,{lib_dir}', '-Wl,--disable-new-dtags', '-o', str(tmp_lib)]
     try:
       proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as e:
@@ -89,13 +115,22 @@ def build(prefix, out_dir):
   return lib
 
 
+def _use_bundled_opencl(prefix):
+  """Intel's current oneDNN wheels are SYCL builds: their CPU engine runs on the OpenCL CPU runtime
+  installed beside them (intel-opencl-rt), which the OpenCL loader finds only when told where."""
+  runtime = prefix / 'lib' / 'libintelocl.so'
+  if runtime.exists() and not os.environ.get('OCL_ICD_FILENAMES'):
+    os.environ['OCL_ICD_FILENAMES'] = str(runtime)
+
+
 @functools.cache
 def _library():
   """The kernel library, built and loaded once per process (ctypes.CDLL), or why not (a str)."""
   prefix = onednn_prefix()
   if prefix is None:
-    return ('oneDNN is not installed (pip install onednn-devel-cpu-gomp, a dependency of '
-            'enhance_jax on Linux x86-64)')
+    return ("oneDNN is not installed (pip install 'enhance_jax[onednn]' for the faster CPU "
+            'convolution)')
+  _use_bundled_opencl(prefix)
   try:
     return ctypes.cdll.LoadLibrary(str(build(prefix, cache_dir())))
   except (RuntimeError, OSError) as e:

@@ -24,7 +24,6 @@ naming the first mismatched key, and nothing is written. An existing non-empty O
 """
 
 import argparse
-import hashlib
 import os
 import sys
 
@@ -33,19 +32,11 @@ from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
+from enhance_jax import checkpoints
 from enhance_jax import image_io
 from enhance_jax import models
 from enhance_jax import weights
 from enhance_jax.errors import UserError
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-  """Hex SHA-256 of a file, read in 1 MiB chunks."""
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def _shapes(variables):
@@ -81,7 +72,7 @@ def convert(path, out, arch=None, overwrite=False):
   except UserError as err:
     raise UserError(f"Cannot convert '{path}': {err}") from None
   check = check_fits(section, variables)
-  meta = {'source': os.path.basename(os.fspath(path)), 'source_sha256': file_sha256(path),
+  meta = {'source': os.path.basename(os.fspath(path)), 'source_sha256': checkpoints.file_sha256(path),
           'arch': section['name'], 'num_keys': len(sd)}
   weights.write_model_dir(out, section, variables, meta, overwrite=overwrite)
   num_params = sum(int(v.size) for v in jax.tree.leaves(variables))

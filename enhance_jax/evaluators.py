@@ -14,6 +14,7 @@ import numpy as np
 
 from enhance_jax import degradations
 from enhance_jax import metrics as metrics_lib
+from enhance_jax import parallel
 
 METRICS = ('psnr', 'ssim', 'psnr_y', 'ssim_y', 'mse')
 HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'psnr_y': True, 'ssim_y': True, 'mse': False,
@@ -91,7 +92,7 @@ class Evaluator:
   def predictions(self, variables):
     """Yields (index, sr) for every pair, SR as a float32 HWC numpy array in [0, 1]."""
     for part, lr, _ in self._chunks():
-      sr = np.asarray(jax.device_get(self.predict(variables, self.place(lr))), np.float32)
+      sr = np.asarray(parallel.fetch(self.predict(variables, self.place(lr))), np.float32)
       yield from zip(part, sr[:len(part)])
 
   def loss_means(self, variables):
@@ -100,7 +101,7 @@ class Evaluator:
       return {}
     values, counts = [], []
     for part, lr, hr in self._chunks():
-      values.append(jax.device_get(self.losses(variables, self.place(lr), self.place(hr))))
+      values.append(parallel.fetch(self.losses(variables, self.place(lr), self.place(hr))))
       counts.append(len(part))
     return ({k: float(np.average([v[k] for v in values], weights=counts)) for k in values[0]}
             if values else {})
@@ -170,7 +171,7 @@ class RatingEvaluator:
     for start in range(0, len(self.images), self.chunk):
       part = self.images[start:start + self.chunk]
       padded = np.concatenate([part, np.repeat(part[-1:], self.chunk - len(part), 0)])
-      out.append(np.asarray(jax.device_get(self.predict(variables, self.place(padded))))[:len(part)])
+      out.append(np.asarray(parallel.fetch(self.predict(variables, self.place(padded))))[:len(part)])
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 10), np.float32)
 
   def run(self, variables, samples=0):

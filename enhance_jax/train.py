@@ -80,7 +80,7 @@ class _Loop:
     self.data_sharding = parallel.batch_sharding(self.mesh)
     n = self.mesh.devices.size
     chunk = -(-min(len(self.val[self.task.inputs]), t.batch_size) // n) * n
-    place = lambda x: input_pipeline.to_global(x, self.data_sharding)
+    place = lambda x: parallel.put_global(x, self.data_sharding)  # every process holds the chunk
     if self.task.output != 'image':  # a rating model (NIMA): EMD and score correlations
       self.evaluator = evaluators.RatingEvaluator(
           self.jitted['predict'], self.val['image'], self.val['histogram'], chunk=chunk, place=place)
@@ -165,8 +165,9 @@ class _Loop:
       image = reporting.score_scatter(pred, true, f'step {step}: predicted vs true mean score')
     else:
       image = reporting.sample_grid(self.val['lr'][:k], self.evaluator.samples, self.val['hr'][:k])
-    reporting.save_png(self.workdir / 'samples' / f'step_{step:07d}.png', image)
-    reporting.save_png(self.workdir / 'samples.png', image)
+    if parallel.is_main_process():
+      reporting.save_png(self.workdir / 'samples' / f'step_{step:07d}.png', image)
+      reporting.save_png(self.workdir / 'samples.png', image)
 
   def maybe_start_gan(self, step):
     meta = self.meta
@@ -290,8 +291,11 @@ def train_and_evaluate(config, workdir):
   # One run per workdir (and a writable one), refused before any step; process 0 holds the lock,
   # as hosts of one run share the folder.
   lock = ckpt_lib.lock_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  watch = parallel.PeerWatch()  # a dead peer ends this process in one sentence, not a hang
   with lock:
-    return _train(config, workdir)
+    state = _train(config, workdir)
+  watch.stop(done=True)
+  return state
 
 
 def _train(config, workdir):
@@ -432,6 +436,9 @@ def main(argv=None):
     return 143  # 128 + SIGTERM, as a shell reports a process the signal ended
   except KeyboardInterrupt:
     return 130
+  except jax.errors.JaxRuntimeError as e:
+    parallel.peer_failed(e)  # a dead peer of a multi-host run: one sentence, exit 5
+    raise
   return 0
 
 

@@ -12,9 +12,7 @@ weight 0, so `--set loss.pretrain.nima=0.1 --set loss.nima_from=NIMA_DIR` turns 
 `--set loss.pretrain.pixel=0 --set loss.pretrain.mse=1` gives the report's L2 base).
 """
 
-import ml_collections
-
-from enhance_jax.config import load_experiment
+from enhance_jax.config import load_experiment, with_nima_term
 
 REPORT = '002'
 BLUR_SIGMA = 1.5
@@ -25,7 +23,5 @@ def get_config():
   c.unlock()
   c.name = 'edsr_deblur'
   c.data.degradation = f'bicubic(2)|blur({BLUR_SIGMA})'  # bicubic x2 down, then blur the LR
-  c.loss.pretrain = ml_collections.ConfigDict({'pixel': 1.0, 'mse': 0.0, 'nima': 0.0})  # nima: 0.1
-  c.loss.nima_from = ''                 # NIMA model directory or weights file ('' = random, warned)
-  c.loss.nima_backbone = 'mnasnet'
+  with_nima_term(c, 0.0, base=(('pixel', 1.0), ('mse', 0.0)))  # report's gamma: 0.1
   return c.lock()

@@ -6,9 +6,7 @@ next) or weights file with torchvision MobileNetV2/MNASNet keys and a 10-way hea
 loss.nima_backbone to its backbone. Without one the term runs on a random NIMA, said once.
 """
 
-import ml_collections
-
-from enhance_jax.config import load_experiment
+from enhance_jax.config import load_experiment, with_nima_term
 
 REPORT = '002'
 GAMMA_SR = 0.4  # report 002: 0.4 for super-resolution, 0.1 for de-blurring
@@ -18,7 +16,5 @@ def get_config():
   c = load_experiment('edsr')
   c.unlock()
   c.name = 'edsr_nima'
-  c.loss.pretrain = ml_collections.ConfigDict({'mse': 1.0, 'nima': GAMMA_SR})  # the hybrid loss
-  c.loss.nima_from = ''                 # NIMA model directory or weights file; '' = random (warned)
-  c.loss.nima_backbone = 'mnasnet'      # the report's NIMA backbone ('mobilenet_v2', 'mobilenet')
+  with_nima_term(c, GAMMA_SR)  # the hybrid loss
   return c.lock()

@@ -11,7 +11,7 @@ weight 0, so `--set loss.pretrain.nima=0.1 --set loss.nima_from=runs/nima` turns
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.config import load_experiment, with_nima_term
 
 REPORT = '002'
 BLUR_SIGMA = 1.5  # as edsr_deblur
@@ -24,7 +24,5 @@ def get_config():
   c.data.degradation = f'bicubic(2)|blur({BLUR_SIGMA})'  # the default scale's (validation samples)
   c.data.scale_degradations = ml_collections.ConfigDict(
       {f'x{s}': f'bicubic({s})|blur({BLUR_SIGMA})' for s in (2, 3, 4)})
-  c.loss.pretrain = ml_collections.ConfigDict({'pixel': 1.0, 'mse': 0.0, 'nima': 0.0})  # nima: 0.1
-  c.loss.nima_from = ''                 # `nima` workdir, NIMA model directory or weights file
-  c.loss.nima_backbone = 'mnasnet'
+  with_nima_term(c, 0.0, base=(('pixel', 1.0), ('mse', 0.0)))  # report's gamma: 0.1
   return c.lock()

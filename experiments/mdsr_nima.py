@@ -7,9 +7,7 @@ weights file (torchvision layout); set loss.nima_backbone to its backbone. Witho
 runs on a random NIMA, said once.
 """
 
-import ml_collections
-
-from enhance_jax.config import load_experiment
+from enhance_jax.config import load_experiment, with_nima_term
 
 REPORT = '002'
 GAMMA_SR = 0.4  # report 002: 0.4 for super-resolution, 0.1 for de-blurring
@@ -19,7 +17,5 @@ def get_config():
   c = load_experiment('mdsr')
   c.unlock()
   c.name = 'mdsr_nima'
-  c.loss.pretrain = ml_collections.ConfigDict({'mse': 1.0, 'nima': GAMMA_SR})  # the hybrid loss
-  c.loss.nima_from = ''                 # `nima` workdir, NIMA model directory or weights file
-  c.loss.nima_backbone = 'mnasnet'      # the report's NIMA backbone ('mobilenet_v2', 'mobilenet')
+  with_nima_term(c, GAMMA_SR)  # the hybrid loss
   return c.lock()

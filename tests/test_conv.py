@@ -138,3 +138,78 @@ def test_xla_convolutions_context_traces_xla_convolutions():
   assert lowered.cost_analysis()['flops'] == 2 * 2 * 22 * 22 * 4 * 4
   fresh = lambda x, w: fn(x, w)  # jit caches traces by function, not by this context
   assert 'enhance_jax_conv' in jax.jit(fresh).lower(x, w).as_text()  # outside: oneDNN again
+
+
+@pytest.fixture(name='fresh_conv')
+def fresh_conv_fixture():
+  """conv's per-process caches emptied before and after a test that changes what they would find."""
+  caches = (conv._library, conv._load, conv.onednn_enabled)  # pylint: disable=protected-access
+  for c in caches:
+    c.cache_clear()
+  yield
+  for c in caches:
+    c.cache_clear()
+
+
+@pytest.mark.parametrize('missing', ['compiler', 'onednn'])
+def test_without_a_compiler_or_onednn_the_run_says_so_once_and_uses_xla(
+    missing, tmp_path, monkeypatch, caplog, fresh_conv):
+  """No C++ compiler (nothing cached yet) or no oneDNN headers/library: one warning naming the cause
+  and the fix, then every convolution is XLA's, with the same results."""
+  monkeypatch.setattr(conv, 'cache_dir', lambda: tmp_path / 'cache')  # nothing built yet
+  if missing == 'compiler':
+    monkeypatch.setenv('CXX', str(tmp_path / 'no-such-compiler'))
+    cause = 'no C++ compiler'
+  else:
+    monkeypatch.setattr(conv, 'onednn_prefix', lambda: None)
+    cause = "oneDNN is not installed (pip install 'enhance_jax[onednn]'"
+  x, w = _inputs((2, 8, 8, 4), (3, 3, 4, 4))
+  with caplog.at_level('WARNING'):
+    outs = [conv.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=NHWC)
+            for _ in range(3)]
+    assert not conv.onednn_enabled()
+  said = [r.getMessage() for r in caplog.records if 'not oneDNN' in r.getMessage()]
+  assert len(said) == 1 and cause in said[0], said
+  expected = lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=NHWC)
+  for out in outs:
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+  jaxpr = str(jax.make_jaxpr(lambda a, b: conv.conv_general_dilated(
+      a, b, (1, 1), 'SAME', dimension_numbers=NHWC))(x, w))
+  assert 'conv_general_dilated' in jaxpr and 'ffi_call' not in jaxpr
+
+
+def test_build_key_follows_what_the_kernels_link_against(tmp_path, monkeypatch):
+  """The cached library's name changes with jaxlib's FFI headers, oneDNN's headers or library, and
+  the compiler: a jaxlib or oneDNN upgrade never loads a stale build."""
+  prefix = conv.onednn_prefix()
+  base = conv.build_key(prefix, 'c++')
+  assert base == conv.build_key(prefix, 'c++') and base != conv.build_key(prefix, 'clang++')
+  ffi = tmp_path / 'ffi'
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(jax.ffi.include_dir(), ffi)
+  monkeypatch.setattr(jax.ffi, 'include_dir', lambda: str(ffi))
+  assert conv.build_key(prefix, 'c++') == base  # same bytes, same key
+  header = next(ffi.rglob('api.h'))
+  header.write_text(header.read_text() + '\n// another jaxlib\n')
+  assert conv.build_key(prefix, 'c++') != base
+  fake = tmp_path / 'prefix'  # another oneDNN: same headers, another library file
+  shutil.copytree(prefix / 'include' / 'oneapi', fake / 'include' / 'oneapi')
+  (fake / 'lib').mkdir()
+  (fake / 'lib' / 'libdnnl.so').write_bytes(b'not the same library')
+  monkeypatch.undo()
+  assert conv.build_key(fake, 'c++') != conv.build_key(prefix, 'c++')
+
+
+def test_kernels_find_onednn_and_its_runtimes_without_ld_library_path(tmp_path):
+  """The library carries DT_RPATH to oneDNN's folder, which also serves libdnnl's own dependencies
+  (TBB, the SYCL runtime): a fresh process with no LD_LIBRARY_PATH loads it."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  lib = conv.build(conv.onednn_prefix(), tmp_path)
+  dynamic = subprocess.run(['readelf', '-d', str(lib)], capture_output=True, text=True, check=True)
+  assert '(RPATH)' in dynamic.stdout and '(RUNPATH)' not in dynamic.stdout, dynamic.stdout
+  env = {k: v for k, v in __import__('os').environ.items() if k != 'LD_LIBRARY_PATH'}
+  probe = f'import ctypes; ctypes.CDLL({str(lib)!r}); print("loaded")'
+  out = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, env=env,
+                       check=False)
+  assert out.returncode == 0 and 'loaded' in out.stdout, out.stderr

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import photo_batch, tiny_config
+from conftest import fast_jit, photo_batch, tiny_config
 from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import config as config_lib
 from enhance_jax import datasets
@@ -231,8 +231,8 @@ def test_a_backbone_can_be_frozen_or_get_its_own_learning_rate(backbone_gan):
   for m in (1.0, 0.0, 0.5):
     task = make(m)
     state = trainer.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
-    new, _ = jax.jit(functools.partial(trainer.gan_step, task))(
-        trainer.start_gan_stage(task, state), batch)
+    started = trainer.start_gan_stage(task, state)
+    new, _ = fast_jit(functools.partial(trainer.gan_step, task), started, batch)(started, batch)
     moved[m] = jax.tree.map(jnp.subtract, new.g_params, state.g_params)
     if m == 0:  # frozen: its BatchNorm statistics stay too, while the decoder's move
       assert _max_abs(new.g_stats['backbone'], state.g_stats['backbone']) == 0

@@ -18,7 +18,9 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 
+from conftest import TINY
 from enhance_jax import config as config_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -62,7 +64,11 @@ def _under(path, root):
   return pathlib.Path(path).resolve().is_relative_to(pathlib.Path(root).resolve())
 
 
-def test_regular_install_ships_the_experiments(tmp_path):
+@pytest.mark.parametrize('how', ['directory', 'wheel'])
+def test_regular_install_and_wheel_ship_the_experiments_and_run_the_quickstart(tmp_path, how):
+  """`pip install .` (HOW=directory) or a wheel built from the tree (HOW=wheel), into a fresh venv;
+  from another directory: the experiments load from the installed copy, and the quickstart (train
+  then evaluate, at test size) runs."""
   # Versions from the metadata: importing setuptools here would upset its distutils shim.
   # .ci/run's `pip install -e .` brings both; without them the test could not build, so it fails.
   assert _version('pip') and _version('setuptools'), 'needs pip and setuptools in this interpreter'
@@ -93,8 +99,13 @@ def test_regular_install_ships_the_experiments(tmp_path):
     (purelib / '_outer_site.pth').write_text(
         ''.join(f'import site; site.addsitedir({d!r})\n' for d in dirs))
 
-  _run([python, '-m', 'pip', 'install', '--no-deps', '--no-build-isolation', '--no-index', str(src)],
-       tmp_path, env)
+  target = src
+  if how == 'wheel':
+    _run([python, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index', '-w',
+          str(tmp_path / 'dist'), str(src)], tmp_path, env)
+    (target,) = (tmp_path / 'dist').glob('enhance_jax-*.whl')
+  _run([python, '-m', 'pip', 'install', '--no-deps', '--no-build-isolation', '--no-index',
+        str(target)], tmp_path, env)
 
   installed = purelib / 'enhance_jax'
   packages = [p.parent.relative_to(REPO) for p in (REPO / 'enhance_jax').rglob('__init__.py')
@@ -122,6 +133,18 @@ def test_regular_install_ships_the_experiments(tmp_path):
     listed[m.group(1)] = m.group(2)
   assert listed['esrgan_cpu'] == '004' and listed['srgan'] == '003', listed
   assert sorted(listed) == config_lib.list_experiments()
+
+  # the quickstart, at test size: train, then evaluate the run (the venv's package, its cwd elsewhere)
+  quick = [a for t in (*TINY, 'train.num_steps=2', 'train.pretrain_steps=2') for a in ('--set', t)]
+  import jax  # pylint: disable=g-import-not-at-top
+  env.update(JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')  # the two installs compile once
+  _run([python, '-m', 'enhance_jax.train', '--exp', 'esrgan_cpu', '--workdir', 'runs/quick', *quick],
+       cwd, env)
+  out = _run([python, '-m', 'enhance_jax.evaluate', '--workdir', 'runs/quick'], cwd, env)
+  assert 'psnr' in out.lower(), out
+  result = json.loads((cwd / 'runs' / 'quick' / 'eval' / 'metrics.json').read_text())
+  assert result['mean']['model']['psnr'] > 0 and (cwd / 'runs' / 'quick' / 'samples.png').is_file()
 
 
 def test_describe_experiments_lists_every_experiment_with_its_report():

@@ -162,7 +162,7 @@ def validate(config):
   """Checks CONFIG once, before anything runs: each section by the part that owns it (model, data,
   loss, train), so a bad value is one UserError naming the key instead of a failure mid-run."""
   # pylint: disable=g-import-not-at-top
-  from enhance_jax import evaluators, input_pipeline, losses, models, trainer
+  from enhance_jax import input_pipeline, kinds, losses, models, trainer
   models.check_config(config)
   trainer.check_config(config)
   losses.check_config(config)
@@ -170,10 +170,7 @@ def validate(config):
   metric = config.train.best_metric
   terms = [k for section in (config.loss.pretrain, config.loss.gan) for k, w in section.items()
            if w and k not in losses.ADVERSARIAL]
-  if models.output_key(models.build_generator(config)) != 'image':  # a rating model (NIMA)
-    known = evaluators.RATING_METRICS
-  else:
-    known = (*evaluators.METRICS, 'loss', *(f'loss_{k}' for k in dict.fromkeys(terms)))
+  known = kinds.KINDS[models.output_key(models.build_generator(config))].metrics(dict.fromkeys(terms))
   if metric not in known:
     raise UserError(f'train.best_metric={metric!r}; valid: {", ".join(known)}.')
   trainer.check_shapes(config)  # last: G and D built abstractly on the data's shapes

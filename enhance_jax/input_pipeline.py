@@ -353,7 +353,12 @@ def prefetch_to_device(iterator, sharding, size=2, stall_timeout=None):
           except queue.Full:
             continue
     except BaseException as e:  # pylint: disable=broad-except  (StopIteration, a bad image, ...)
-      staged.put(_Failed(e))
+      while not stop.is_set():  # handed on unless the loop has gone (a full queue never blocks it)
+        try:
+          staged.put(_Failed(e), timeout=0.5)
+          break
+        except queue.Full:
+          continue
 
   thread = threading.Thread(target=read, name='enhance_jax-input', daemon=True)
   thread.start()

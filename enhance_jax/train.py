@@ -81,22 +81,8 @@ class _Loop:
     n = self.mesh.devices.size
     chunk = -(-min(len(self.val[self.task.inputs]), t.batch_size) // n) * n
     place = lambda x: parallel.put_global(x, self.data_sharding)  # every process holds the chunk
-    if self.task.output != 'image':  # a rating model (NIMA): EMD and score correlations
-      self.evaluator = evaluators.RatingEvaluator(
-          self.jitted['predict'], self.val['image'], self.val['histogram'], chunk=chunk, place=place)
-    elif self.task.scales:  # multi-scale (MDSR): the held-out images degraded at every scale
-      self.evaluator = evaluators.MultiScaleEvaluator(
-          {s: evaluators.Evaluator(
-              self.jitted['predict'][s],
-              list(zip(input_pipeline.degrade_fixed(self.val['hr'], config, scale=s), self.val['hr'])),
-              s, chunk=chunk, place=place,
-              losses=lambda v, lr, hr, s=s: self.jitted['losses'][s](v, self.frozen, lr, hr))
-           for s in self.task.scales}, main=config.model.scale)
-    else:
-      self.evaluator = evaluators.Evaluator(
-          self.jitted['predict'], list(zip(self.val['lr'], self.val['hr'])), config.model.scale,
-          chunk=chunk, place=place,
-          losses=lambda v, lr, hr: self.jitted['losses'](v, self.frozen, lr, hr))
+    self.evaluator = self.task.kind.evaluator(self.task, config, self.jitted, self.val, self.frozen,
+                                              chunk, place)
     ds = input_pipeline.train_dataset(train_src, config, process_index=jax.process_index(),
                                       process_count=jax.process_count())
     self.iterator = input_pipeline.train_iterator(ds, config.data.num_workers)
@@ -158,13 +144,9 @@ class _Loop:
     return val, improved
 
   def _samples(self, step, k):
-    """samples.png (and samples/step_N.png): LR | output | HR of K held-out images, or for a rating
-    model the predicted against the true mean score of every held-out image."""
-    if self.task.output != 'image':
-      pred, true = self.evaluator.means
-      image = reporting.score_scatter(pred, true, f'step {step}: predicted vs true mean score')
-    else:
-      image = reporting.sample_grid(self.val['lr'][:k], self.evaluator.samples, self.val['hr'][:k])
+    """samples.png (and samples/step_N.png): what the model's kind shows of the held-out data (LR |
+    output | HR of K images; a rating model's predicted against true mean scores)."""
+    image = self.task.kind.samples(self.evaluator, self.val, k, step)
     if parallel.is_main_process():
       reporting.save_png(self.workdir / 'samples' / f'step_{step:07d}.png', image)
       reporting.save_png(self.workdir / 'samples.png', image)
@@ -240,12 +222,6 @@ class _Meter:
 
   def restart_clock(self):
     self.start = time.perf_counter()
-
-
-def _summary(val):
-  """The validation line's main metrics: PSNR/SSIM, or a rating model's EMD/LCC/SRCC."""
-  keys = ('psnr', 'ssim') if 'psnr' in val else ('emd', 'lcc', 'srcc')
-  return ' '.join(f'{k} {val[k]:.4f}' for k in keys)
 
 
 class Preempted(KeyboardInterrupt):
@@ -378,7 +354,8 @@ def _run_steps(config, loop, batches, meter, bar, step, data_state):
     if evaluate:
       val, improved = loop.evaluate(step)
       (bar.write if bar is not None else print)(
-          f'step {step} [{meta["stage"]}] val {_summary(val)}'
+          f'step {step} [{meta["stage"]}] val '
+          + ' '.join(f'{k} {val[k]:.4f}' for k in loop.task.kind.summary)
           + (f' ({t.best_metric}: best)' if improved else ''))
     if improved or _every(step, t.checkpoint_every_steps) or stage_done:
       meter.check(step)  # a state made by a NaN step is never saved

@@ -20,8 +20,8 @@ import optax
 
 from enhance_jax import degradations
 from enhance_jax import frozen as frozen_lib
+from enhance_jax import kinds
 from enhance_jax import losses
-from enhance_jax import metrics as metrics_lib
 from enhance_jax import models
 from enhance_jax.errors import UserError
 
@@ -69,11 +69,19 @@ class Task:
   # degradation (data.scale_degradations). () for every single-scale model.
   scales: tuple = ()
   degrades: tuple = ()
-  # The batch entry the model reads and the output the losses score (models.input_key/output_key):
-  # 'lr' -> 'image' for restoration, 'image' -> 'histogram' for a rating model (NIMA).
-  inputs: str = 'lr'
+  # What the model makes (models.output_key): 'image' for restoration, 'histogram' for a rating
+  # model (NIMA); `kind` (kinds.KINDS) says how the step feeds, scores and shows it.
   output: str = 'image'
   nan_policy: str = 'stop'  # 'skip': a step with a non-finite loss or gradient changes nothing
+
+  @property
+  def kind(self):
+    return kinds.KINDS[self.output]
+
+  @property
+  def inputs(self):
+    """The batch entry the model reads ('lr'; a rating model's 'image')."""
+    return self.kind.inputs
 
 
 def _weights(section):
@@ -213,7 +221,7 @@ def make_task(config):
   scales = models.train_scales(generator)
   return Task(
       generator=generator, scales=scales,
-      inputs=models.input_key(generator), output=models.output_key(generator),
+      output=models.output_key(generator),
       degrades=tuple((s, input_pipeline.degrade_fn(config, s)) for s in scales
                      if config.data.degrade_on_device),
       discriminator=models.build_discriminator(config) if with_d else None,
@@ -302,28 +310,14 @@ def generate(task, g_params, g_stats, x, train=False, keys=None, scale=None):
                                                 **_scale_kw(scale)), task.output), g_stats
 
 
-def _image_metrics(sr, hr):
-  sr = jnp.clip(sr.astype(jnp.float32), 0.0, 1.0)
-  return {'psnr': jnp.mean(metrics_lib.psnr(sr, hr)), 'ssim': jnp.mean(metrics_lib.ssim(sr, hr))}
-
-
-def _output_metrics(task, out, batch):
-  """Training metrics of the main output: PSNR/SSIM of an image; for a rating model, the mean
-  absolute error of the mean score (the EMD itself is the loss term)."""
-  if task.output == 'image':
-    return _image_metrics(out['image'], batch['hr'])
-  from enhance_jax.models.nima import mean_score  # pylint: disable=g-import-not-at-top
-  return {'score_mae': jnp.mean(jnp.abs(mean_score(out['histogram']) - mean_score(batch['histogram'])))}
-
-
 def model_batch(task, batch, key, scale=None):
   """The batch with 'lr' set to what the model sees in training: the pipeline's LR, the target itself
   (data.train_on=clean), or the target degraded here on the device (data.degrade_on_device).
   With data.target_sharpen, 'hr' (the pixel and perceptual losses' target) is the sharpened target
   and 'hr_orig' the original (the discriminator's real images); as in Real-ESRGAN, the on-device
   degradation starts from the sharpened one. A rating model's batch ({'image', 'histogram'}) is
-  used as it comes."""
-  if task.output != 'image':
+  used as it comes (its kind is not `degraded`)."""
+  if not task.kind.degraded:
     return batch
   if task.sharpen is not None:
     sharp = degradations.apply_batch(task.sharpen, batch['hr'], jax.random.fold_in(key, 1))
@@ -388,7 +382,7 @@ def pretrain_step(task, state, batch, frozen=None, scale=None):
   new = _g_update(task, state, task.g_tx_pretrain, grads,
                   g_stats=_keep_fixed(task, g_stats, state.g_stats))
   metrics = {'g_loss': g_loss, **{f'loss_{k}': v for k, v in terms.items()},
-             **_output_metrics(task, out, batch), 'g_grad_norm': optax.tree.norm(grads),
+             **task.kind.step_metrics(out[task.output], batch), 'g_grad_norm': optax.tree.norm(grads),
              'g_param_norm': optax.tree.norm(new.g_params)}
   return _guard(task, state, new, metrics, _all_finite(g_loss, terms, grads))
 
@@ -435,7 +429,7 @@ def gan_step(task, state, batch, frozen=None, scale=None):
                   d_opt=d_opt, d_params=optax.apply_updates(state.d_params, d_updates),
                   d_stats=_keep_fixed(task, upd.get('batch_stats', {}), state.d_stats))
   metrics = {'g_loss': g_loss, 'd_loss': d_loss, **{f'loss_{k}': v for k, v in terms.items()},
-             **_image_metrics(outputs['image'], hr), 'd_real': jnp.mean(jax.nn.sigmoid(real)),
+             **task.kind.step_metrics(outputs[task.output], batch), 'd_real': jnp.mean(jax.nn.sigmoid(real)),
              'd_fake': jnp.mean(jax.nn.sigmoid(fake)), 'g_grad_norm': optax.tree.norm(g_grads),
              'd_grad_norm': optax.tree.norm(d_grads), 'g_param_norm': optax.tree.norm(new.g_params)}
   return _guard(task, state, new, metrics, _all_finite(g_loss, d_loss, terms, g_grads, d_grads))
@@ -457,9 +451,7 @@ def predict(task, g_vars, lr, scale=None):
   is its histogram."""
   out = models.as_outputs(task.generator.apply(g_vars, lr, train=False, **_scale_kw(scale)),
                           task.output)
-  if task.output != 'image':
-    return out[task.output].astype(jnp.float32)
-  return jnp.clip(out['image'].astype(jnp.float32), 0.0, 1.0)
+  return task.kind.finish(out[task.output])
 
 
 def jit_steps(task, mesh):

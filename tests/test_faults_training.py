@@ -35,7 +35,7 @@ def _command(workdir, overrides):
 
 def _env():
   """The subprocesses share the session's compilation cache (conftest): same programs, one compile."""
-  return {**os.environ, 'JAX_PLATFORMS': 'cpu',
+  return {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONFAULTHANDLER': '1',
           'JAX_COMPILATION_CACHE_DIR': jax.config.jax_compilation_cache_dir,
           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0.2'}
 
@@ -112,7 +112,11 @@ def test_sigterm_checkpoints_the_current_step_and_exits_143(tmp_path):
     time.sleep(0.1)
   sent = time.time()
   proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=120)
+  try:
+    out, _ = proc.communicate(timeout=120)
+  except subprocess.TimeoutExpired:  # where it hangs: faulthandler's dump of every thread on SIGABRT
+    proc.send_signal(signal.SIGABRT)
+    pytest.fail('no exit 120 s after SIGTERM:\n' + proc.communicate()[0][-6000:])
   stop_seconds = time.time() - sent
   assert proc.returncode == 143, out[-2000:]
   step = _latest(workdir)

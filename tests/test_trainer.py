@@ -17,6 +17,7 @@ from conftest import fast_jit
 from conftest import photo_batch
 from conftest import tiny_config
 from enhance_jax import config as config_lib
+from enhance_jax import kinds
 from enhance_jax import losses
 from enhance_jax import parallel
 from enhance_jax import train
@@ -432,7 +433,8 @@ def test_bf16_keeps_fp32_state_and_learns(setup):
   assert _dtypes(state) == {jnp.dtype('float32')} and state.ema_params is None
   assert int(state.step) == 13
   # Every convolution of G, D and VGG (forward and backward) runs in bf16; only SSIM's stay fp32.
-  ssim_convs = _conv_dtypes(trainer._image_metrics, batch['hr'], batch['hr'])
+  ssim_convs = _conv_dtypes(lambda sr, hr: kinds.KINDS['image'].step_metrics(sr, {'hr': hr}),
+                            batch['hr'], batch['hr'])
   for step, args in ((trainer.pretrain_step, (state, batch)), (trainer.gan_step, (state, batch, vgg))):
     dtypes = _conv_dtypes(functools.partial(step, task), *args)
     assert dtypes.count(jnp.dtype(jnp.bfloat16)) > 2 * len(ssim_convs), step.__name__

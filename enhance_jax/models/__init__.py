@@ -4,7 +4,8 @@ Each generator states the multiple its input sides need as `input_multiple` (def
 turns that into the target side's multiple, which data, training, evaluate and enhance all ask for.
 A generator returns an image or a dict holding one under 'image' (`as_outputs`). A rating model
 (NIMA) states `makes = 'histogram'` (`output_key`): its batches are {'image', 'histogram'}, not
-{'lr', 'hr'}, and it is scored by EMD and score correlations instead of PSNR.
+{'lr', 'hr'}, and it is scored by EMD and score correlations instead of PSNR (kinds.KINDS says how
+the training core handles each kind).
 """
 
 import math
@@ -96,11 +97,6 @@ def as_outputs(out, key='image'):
 def output_key(generator):
   """What GENERATOR makes: 'image' (restoration and super-resolution) or 'histogram' (NIMA)."""
   return getattr(generator, 'makes', 'image')
-
-
-def input_key(generator):
-  """The batch entry GENERATOR reads: 'lr' for image-to-image models, 'image' for rating models."""
-  return 'lr' if output_key(generator) == 'image' else 'image'
 
 
 def check_config(config):

@@ -17,8 +17,19 @@ def launched_multihost(env=None):
 
 
 def _env_int(env, name):
+  """The positive integer in env NAME (None when unset), or a UserError naming the variable."""
   value = env.get(name)
-  return int(value) if value not in (None, '') else None
+  if value in (None, ''):
+    return None
+  try:
+    number = int(value)
+  except ValueError:
+    number = 0
+  if number <= 0:
+    from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+    raise UserError(f'{name}={value!r} is not a positive whole number; set it to one (e.g. '
+                    f'{name}=60) or unset it.')
+  return number
 
 
 def initialize_kwargs(env=None):

@@ -206,6 +206,25 @@ def test_peer_timeout_from_env():
   assert parallel.peer_timeout({'ENHANCE_JAX_PEER_TIMEOUT': '7'}) == 7
 
 
+@pytest.mark.parametrize('value', ['ten', '-5', '0', '1.5'])
+def test_a_bad_timeout_in_the_env_is_one_sentence(value):
+  from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match=f'ENHANCE_JAX_PEER_TIMEOUT={value!r} is not a positive whole'):
+    parallel.peer_timeout({'ENHANCE_JAX_PEER_TIMEOUT': value})
+  with pytest.raises(UserError, match='ENHANCE_JAX_HEARTBEAT_TIMEOUT'):
+    parallel.initialize_kwargs({'ENHANCE_JAX_HEARTBEAT_TIMEOUT': value})
+
+
+def test_a_bad_timeout_through_the_cli_is_one_line_and_exit_2(tmp_path):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'ENHANCE_JAX_PEER_TIMEOUT': 'soon'}
+  proc = subprocess.run([sys.executable, '-m', 'enhance_jax.train', '--exp', 'esrgan_cpu',
+                         '--workdir', str(tmp_path / 'w'), *SETS], env=env, cwd=ROOT,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  said = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert len(said) == 1 and 'ENHANCE_JAX_PEER_TIMEOUT' in said[0] and 'Traceback' not in proc.stderr
+
+
 def test_initialize_kwargs_from_env():
   env = {'JAX_COORDINATOR_ADDRESS': '127.0.0.1:1234', 'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '1',
          'ENHANCE_JAX_HEARTBEAT_TIMEOUT': '20'}

@@ -16,19 +16,20 @@ def launched_multihost(env=None):
           or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1)
 
 
-def _env_int(env, name):
-  """The positive integer in env NAME (None when unset), or a UserError naming the variable."""
+def _env_int(env, name, minimum=1):
+  """The whole number >= minimum in env NAME (None when unset), or a UserError naming the variable."""
   value = env.get(name)
   if value in (None, ''):
     return None
   try:
     number = int(value)
   except ValueError:
-    number = 0
-  if number <= 0:
+    number = minimum - 1
+  if number < minimum:
     from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-    raise UserError(f'{name}={value!r} is not a positive whole number; set it to one (e.g. '
-                    f'{name}=60) or unset it.')
+    kind, example = ('a positive whole number', 60) if minimum == 1 else ('a whole number >= 0', 0)
+    raise UserError(f'{name}={value!r} is not {kind}; set it to one (e.g. {name}={example}) or '
+                    'unset it.')
   return number
 
 
@@ -41,8 +42,9 @@ def initialize_kwargs(env=None):
   kwargs = {}
   if env.get('JAX_COORDINATOR_ADDRESS'):
     kwargs['coordinator_address'] = env['JAX_COORDINATOR_ADDRESS']
-    for key, name in (('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID')):
-      if (value := _env_int(env, name)) is not None:
+    for key, name, minimum in (('num_processes', 'JAX_NUM_PROCESSES', 1),
+                               ('process_id', 'JAX_PROCESS_ID', 0)):
+      if (value := _env_int(env, name, minimum)) is not None:
         kwargs[key] = value
   for key, name in (('heartbeat_timeout_seconds', 'ENHANCE_JAX_HEARTBEAT_TIMEOUT'),
                     ('initialization_timeout', 'ENHANCE_JAX_INIT_TIMEOUT'),

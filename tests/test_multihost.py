@@ -20,6 +20,7 @@ import pytest
 from conftest import TINY
 from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import parallel
+from enhance_jax.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SETS = [a for t in (*TINY, 'train.num_steps=4') for a in ('--set', t)]
@@ -208,7 +209,6 @@ def test_peer_timeout_from_env():
 
 @pytest.mark.parametrize('value', ['ten', '-5', '0', '1.5'])
 def test_a_bad_timeout_in_the_env_is_one_sentence(value):
-  from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   with pytest.raises(UserError, match=f'ENHANCE_JAX_PEER_TIMEOUT={value!r} is not a positive whole'):
     parallel.peer_timeout({'ENHANCE_JAX_PEER_TIMEOUT': value})
   with pytest.raises(UserError, match='ENHANCE_JAX_HEARTBEAT_TIMEOUT'):
@@ -231,6 +231,11 @@ def test_initialize_kwargs_from_env():
   assert parallel.initialize_kwargs(env) == {'coordinator_address': '127.0.0.1:1234',
                                              'num_processes': 2, 'process_id': 1,
                                              'heartbeat_timeout_seconds': 20}
+  env['JAX_PROCESS_ID'] = '0'  # the first process is 0: a valid id, not a bad number
+  assert parallel.initialize_kwargs(env)['process_id'] == 0
+  for name, bad in (('JAX_PROCESS_ID', '-1'), ('JAX_NUM_PROCESSES', '0'), ('JAX_PROCESS_ID', 'one')):
+    with pytest.raises(UserError, match=name):
+      parallel.initialize_kwargs({**env, name: bad})
   assert parallel.initialize_kwargs({'SLURM_NTASKS': '4'}) == {}  # JAX's SLURM detection
   assert parallel.launched_multihost({'SLURM_NTASKS': '4'})
 

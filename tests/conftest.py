@@ -1,15 +1,16 @@
 """Session set-up for the CPU test suite, and the tiny ESRGAN config the trainer tests share.
 
 A compilation cache for the session lets the programs that several tests build (the same train step
-for the same config) compile once. The suite keeps one CPU device and XLA's default optimisation:
-8 fake devices or `--xla_backend_optimization_level=0` for the whole session slow the long training
-tests (test_end_to_end) by about 1.5x and 1.2x, so the 8-device tests run in a subprocess
-(tests/test_sharding.py) and unit tests compile their tiny programs at -O0 with `fast_jit`.
+for the same config) compile once. The suite keeps one CPU device. Tests compile with most of XLA's
+optimisations off (`quick_compile`); the minutes-long trainings in session and module fixtures keep
+XLA's default, since 8 fake devices or -O0 for them cost about 1.5x and 1.2x, so the 8-device tests
+run in a subprocess (tests/test_sharding.py).
 
 Other test files: `from conftest import tiny_config` or take the `tiny_config` fixture.
 """
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -35,6 +36,35 @@ TINY = ('model.num_blocks=1', 'model.num_features=8', 'model.growth_channels=4',
         'loss.content_layer=conv2_2', 'train.steps_per_epoch=2', 'train.eval_every_steps=2',
         'train.checkpoint_every_steps=2', 'train.pretrain_steps=2',
         'train.num_steps=6', 'train.progress=False')
+
+
+@contextlib.contextmanager
+def quick_compile():
+  """Compiles with most of XLA's optimisations off, in this process and in the commands it starts:
+  tiny programs that run a few steps spend nearly all their time compiling (a CLI run of dcgan_sr:
+  20 -> 12 s). Module fixtures whose runs a test compares with its own take it too."""
+  before = os.environ.get('JAX_DISABLE_MOST_OPTIMIZATIONS')
+  os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
+  jax.config.update('jax_disable_most_optimizations', True)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_disable_most_optimizations', False)
+    if before is None:
+      os.environ.pop('JAX_DISABLE_MOST_OPTIMIZATIONS', None)
+    else:
+      os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = before
+
+
+@pytest.fixture(autouse=True)
+def quick_compile_each_test(request):
+  """Every test runs under `quick_compile`, except those marked `optimized` (memory and speed
+  checks); the session/module fixtures that train for minutes compile as users do."""
+  if request.node.get_closest_marker('optimized'):
+    yield
+    return
+  with quick_compile():
+    yield
 
 
 def tiny_config(*overrides):

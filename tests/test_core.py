@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import fast_jit, photo_batch, tiny_config
+from conftest import fast_jit, photo_batch, quick_compile, tiny_config
 from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import config as config_lib
 from enhance_jax import datasets
@@ -129,7 +129,8 @@ def cadence_run(tmp_path_factory):
   config = tiny_config('train.steps_per_epoch=1', 'train.eval_every_steps=3',
                        'train.checkpoint_every_steps=3', 'train.num_steps=7',
                        'train.log_every_steps=100', 'train.best_metric=mse')
-  train.train_and_evaluate(config, workdir)
+  with quick_compile():
+    train.train_and_evaluate(config, workdir)
   return workdir, config
 
 

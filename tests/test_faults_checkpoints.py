@@ -21,7 +21,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import tiny_config
+from conftest import quick_compile, tiny_config
 from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import evaluate
 from enhance_jax import input_pipeline
@@ -36,7 +36,8 @@ RUN = ('train.num_steps=4', 'train.pretrain_steps=4', 'train.checkpoint_every_st
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('trained') / 'run'
-  train.train_and_evaluate(tiny_config(*RUN), workdir)
+  with quick_compile():
+    train.train_and_evaluate(tiny_config(*RUN), workdir)
   return workdir
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import quick_compile
 from enhance_jax import ava
 from enhance_jax import config as config_lib
 from enhance_jax import evaluate
@@ -52,7 +53,8 @@ def nima_run(tmp_path_factory):
   _write_ava(root, np.random.default_rng(0))
   config = config_lib.get_config('nima', [*TINY_NIMA, f'data.source=ava:{root}'])
   workdir = root / 'run'
-  train.train_and_evaluate(config, str(workdir))
+  with quick_compile():
+    train.train_and_evaluate(config, str(workdir))
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
   return config, workdir, [r for r in records if r['split'] == 'val']
 

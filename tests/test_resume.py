@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import quick_compile
 from conftest import stop_data_after
 from conftest import tiny_config
 from enhance_jax import checkpoints as ckpt_lib
@@ -63,9 +64,10 @@ def _snapshot(root):
 
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory):
-  """Six steps in one go."""
+  """Six steps in one go, compiled as the test's own runs are."""
   workdir = tmp_path_factory.mktemp('straight')
-  state = train.train_and_evaluate(tiny_config(*RESUME), workdir)
+  with quick_compile():
+    state = train.train_and_evaluate(tiny_config(*RESUME), workdir)
   return workdir, _host(state)
 
 

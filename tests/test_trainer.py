@@ -530,6 +530,7 @@ def test_multihost_launch_is_detected_from_the_environment():
   assert parallel.launched_multihost({'OMPI_COMM_WORLD_SIZE': '2'})
 
 
+@pytest.mark.optimized  # the memory users get: XLA as it compiles for them
 def test_remat_trunk_gives_the_same_outputs_and_gradients_in_half_the_memory():
   """model.remat: the same function and gradients, same parameter tree, and the backward pass keeps
   only each RRDB's input, so the compiled gradient's temporary memory falls by half or more."""

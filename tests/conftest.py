@@ -1,10 +1,10 @@
 """Session set-up for the CPU test suite, and the tiny ESRGAN config the trainer tests share.
 
 A compilation cache for the session lets the programs that several tests build (the same train step
-for the same config) compile once. The suite keeps one CPU device. Tests compile with most of XLA's
-optimisations off (`quick_compile`); the minutes-long trainings in session and module fixtures keep
-XLA's default, since 8 fake devices or -O0 for them cost about 1.5x and 1.2x, so the 8-device tests
-run in a subprocess (tests/test_sharding.py).
+for the same config) compile once. Tests compile with most of XLA's optimisations off
+(`quick_compile`); the minutes-long trainings in session and module fixtures keep XLA's default
+(-O0 makes them about 1.2x slower). The suite keeps one CPU device (8 fake devices slow those
+trainings about 1.5x), so the 8-device tests run in a subprocess (tests/test_sharding.py).
 
 Other test files: `from conftest import tiny_config` or take the `tiny_config` fixture.
 """
@@ -44,12 +44,13 @@ def quick_compile():
   tiny programs that run a few steps spend nearly all their time compiling (a CLI run of dcgan_sr:
   20 -> 12 s). Module fixtures whose runs a test compares with its own take it too."""
   before = os.environ.get('JAX_DISABLE_MOST_OPTIMIZATIONS')
+  flag = jax.config.read('jax_disable_most_optimizations')
   os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
   jax.config.update('jax_disable_most_optimizations', True)
   try:
     yield
   finally:
-    jax.config.update('jax_disable_most_optimizations', False)
+    jax.config.update('jax_disable_most_optimizations', flag)
     if before is None:
       os.environ.pop('JAX_DISABLE_MOST_OPTIMIZATIONS', None)
     else:

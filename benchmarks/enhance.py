@@ -6,9 +6,17 @@ the same device, photo, tile and precision, in one run:
 
 Both frameworks get the same weights (the twin's random state_dict converted by enhance_jax), so the
 outputs are compared too. The twin follows RealESRGANer.tile_process: one tile at a time (batch 1),
-each tile the core plus --tile-overlap/2 pixels of context per side, cropped and pasted without
-blending. enhance_jax runs its own path: --batch tiles per call through one compiled program and
-feathered blending. Megapixels are of the output image.
+each tile the core plus --tile-pad pixels of context per side, cropped and pasted without
+blending. enhance_jax runs its own path (enhance_jax.tiling): --batch windows per call through one
+compiled program, the same core + context scheme with windows of one shape. Megapixels are of the
+output image.
+
+  python benchmarks/enhance.py --released realesrgan-x4plus:coffee,rocket \
+      --json benchmarks/results/cpu-2core_enhance_defaults.json
+
+--released times what enhance's default settings (windows of tiling.DEFAULT_TILE with the
+architecture's pad) cost against running each full-size photo whole, with the released weights,
+and how far the two outputs are apart in levels of 8 bits.
 """
 
 import argparse
@@ -40,7 +48,9 @@ def parse_args(argv=None):
   p.add_argument('--photo', default='chelsea', help='a scikit-image photo (chelsea: 300x451)')
   p.add_argument('--size', type=int, default=0, help='resize the photo to SIZE x SIZE (0: as is)')
   p.add_argument('--tile', type=int, default=128, help='input tile side, context included')
-  p.add_argument('--tile-overlap', type=int, default=16)
+  p.add_argument('--tile-pad', type=int, default=8, help='context per tile side, both frameworks')
+  p.add_argument('--released', default=None,
+                 help='MODEL:PHOTO,PHOTO[;MODEL:PHOTO...]: enhance defaults against whole images')
   p.add_argument('--batch', type=int, default=0, help="enhance_jax's tiles per call (0: its default)")
   p.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'))
   p.add_argument('--repeats', type=int, default=3)
@@ -118,7 +128,7 @@ def run_torch(args, weights_path, image):
   net = net.to(device)
   scale = weights.import_weights(weights.load_state_dict(weights_path))[0]['scale']
   dtype = torch.bfloat16 if args.precision == 'bf16' else torch.float32
-  times, out = timed(lambda: torch_tiled(net, image, scale, args.tile, args.tile_overlap // 2,
+  times, out = timed(lambda: torch_tiled(net, image, scale, args.tile, args.tile_pad,
                                          device, dtype), args.repeats)
   return {'seconds': times, 'tiles_per_call': 1, 'device': str(device)}, out
 
@@ -126,12 +136,12 @@ def run_torch(args, weights_path, image):
 def run_jax(args, weights_path, image):
   """(seconds per repeat, output) of enhance_jax's tiled path with the converted WEIGHTS_PATH."""
   import jax  # pylint: disable=g-import-not-at-top
-  from enhance_jax import enhance, inference  # pylint: disable=g-import-not-at-top
+  from enhance_jax import inference, tiling  # pylint: disable=g-import-not-at-top
   restored = inference.restore(weights_path)
-  e = enhance.enhancer_for(restored, args.precision, tile=args.tile, overlap=args.tile_overlap,
-                           batch=args.batch or None)
+  e = tiling.enhancer_for(restored, args.precision, tile=args.tile, pad=args.tile_pad,
+                          batch=args.batch or None)
   t0 = time.perf_counter()
-  e.program((e.batch, e.tile, e.tile, 3))
+  e.program(e.program_shape(*image.shape[:2]))
   compile_s = time.perf_counter() - t0
   times, out = timed(lambda: e(image), args.repeats)
   return {'seconds': times, 'tiles_per_call': e.batch, 'compile_s': compile_s,
@@ -175,18 +185,61 @@ def bench_model(name, args, argv):
           'max_abs_diff': float(diff.max()), 'mean_abs_diff': float(diff.mean())}
 
 
+def released_defaults(spec, precision):
+  """{model: {photo: seconds whole and at the defaults, their ratio, output differences}} for
+  SPEC 'MODEL:PHOTO,PHOTO;...': released weights on full-size photos, one process."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from enhance_jax import inference, tiling  # pylint: disable=g-import-not-at-top
+  out = {}
+  for part in spec.split(';'):
+    name, photos = part.split(':')
+    restored = inference.restore(name)
+    default = tiling.enhancer_for(restored, precision)
+    whole = tiling.enhancer_for(restored, precision, tile=0)
+    out[name] = {'tile': default.tile, 'pad': default.pad, 'photos': {}}
+    for photo_name in photos.split(','):
+      image = photo(photo_name)
+      row = {'size': '{}x{}'.format(*image.shape[:2])}
+      for label, e in (('whole', whole), ('defaults', default)):
+        t0 = time.perf_counter()
+        e.program(e.program_shape(*image.shape[:2]))  # compiled outside the timing
+        row[f'{label}_compile_s'] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        row[label] = e(image, dtype=np.uint8).astype(np.int32)
+        row[f'{label}_s'] = time.perf_counter() - t0
+      diff = np.abs(row.pop('defaults') - row.pop('whole')).max(-1)
+      row.update(ratio=row['defaults_s'] / row['whole_s'], max_levels=int(diff.max()),
+                 frac_over_1=float((diff > 1).mean()), mean_levels=float(diff.mean()),
+                 windows=len(tiling.windows(image.shape[0], default.tile, default.pad))
+                 * len(tiling.windows(image.shape[1], default.tile, default.pad)))
+      print(f"{name} {photo_name} {row['size']}: defaults {row['defaults_s']:.1f} s, whole "
+            f"{row['whole_s']:.1f} s ({row['ratio']:.2f}x, {row['windows']} windows), max "
+            f"{row['max_levels']} levels, {100 * row['frac_over_1']:.4f} % over 1", flush=True)
+      out[name]['photos'][photo_name] = row
+  return out
+
+
 def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)
   if args.child:
     return run_child(args)
+  if args.released:
+    import throughput  # pylint: disable=g-import-not-at-top
+    result = {'benchmark': 'enhance_defaults', 'host': platform.node(),
+              'versions': throughput.versions(), 'precision': args.precision,
+              'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+              'models': released_defaults(args.released, args.precision)}
+    if args.json:
+      throughput.write_json(args.json, result)
+    return 0
   import throughput  # pylint: disable=g-import-not-at-top
   parent_argv = [a for i, a in enumerate(argv) if a != '--json' and (i == 0 or argv[i - 1] != '--json')
                  and not a.startswith('--json=')]
   result = {'benchmark': 'enhance', 'host': platform.node(), 'threads': throughput.cpu_threads(),
             'versions': throughput.versions(),
             'photo': args.photo + ' {}x{}'.format(*photo(args.photo, args.size).shape[:2]),
-            'tile': args.tile, 'tile_overlap': args.tile_overlap,
+            'tile': args.tile, 'tile_pad': args.tile_pad,
             'precision': args.precision, 'repeats': args.repeats, 'tiny': args.tiny,
             'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
             'models': {}}

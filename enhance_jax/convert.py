@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from enhance_jax import checkpoints
 from enhance_jax import image_io
 from enhance_jax import models
+from enhance_jax import ncnn
 from enhance_jax import weights
 from enhance_jax.errors import UserError
 
@@ -66,14 +67,14 @@ def convert(path, out, arch=None, overwrite=False):
   """Reads PATH, infers (or takes) its architecture, checks and writes the model directory OUT.
   Returns {'model': model section, 'meta': ..., 'num_params': ..., 'check': (input, output shapes)}."""
   weights.check_out_dir(out, overwrite)  # before reading and converting the weights
-  sd = weights.load_state_dict(path)
   try:
-    section, variables = weights.import_weights(sd, arch)
+    section, variables, num_keys = weights.load_weights(path, arch)
   except UserError as err:
     raise UserError(f"Cannot convert '{path}': {err}") from None
   check = check_fits(section, variables)
-  meta = {'source': os.path.basename(os.fspath(path)), 'source_sha256': checkpoints.file_sha256(path),
-          'arch': section['name'], 'num_keys': len(sd)}
+  source = ncnn.paths(path)[1] if ncnn.is_ncnn(path) else path  # an ncnn model's weights: its .bin
+  meta = {'source': os.path.basename(os.fspath(path)), 'source_sha256': checkpoints.file_sha256(source),
+          'arch': section['name'], 'num_keys': num_keys}
   weights.write_model_dir(out, section, variables, meta, overwrite=overwrite)
   num_params = sum(int(v.size) for v in jax.tree.leaves(variables))
   return {'model': section, 'meta': meta, 'num_params': num_params, 'check': check}
@@ -81,7 +82,8 @@ def convert(path, out, arch=None, overwrite=False):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('weights', help='a .pth/.pt/.bin/.safetensors/.npz state_dict file')
+  parser.add_argument('weights', help='a .pth/.pt/.bin/.safetensors/.npz state_dict file, or an '
+                      'ncnn model (NAME.param with NAME.bin beside it)')
   parser.add_argument('--out', required=True, help='the model directory to write')
   parser.add_argument('--arch', default=None,
                       help=f"{' | '.join(weights.ARCHS)} (default: inferred from the keys)")

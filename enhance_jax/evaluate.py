@@ -260,7 +260,9 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--workdir', help='a training run, a converted model directory or a weights file')
+  parser.add_argument('--model', help='a released model by name (python -m enhance_jax.enhance '
+                      '--list-models); scored on the x-scale bicubic protocol')
   parser.add_argument('--checkpoint', default='best', help='best | latest | STEP')
   parser.add_argument('--data', default=None, help='folder:PATH, tfds:NAME or embedded (default: '
                       'the held-out split of the training data)')
@@ -269,8 +271,12 @@ def main(argv=None):
                       'NIMA mean-score columns (model, baselines, target)')
   args = parser.parse_args(argv)
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes are not for users
+  if bool(args.workdir) == bool(args.model):
+    print('error: give one of --workdir (a run, converted model or weights file) and --model NAME.',
+          file=sys.stderr)
+    return 2
   try:
-    result = run(args.workdir, args.checkpoint, args.data, args.out, args.nima)
+    result = run(args.workdir or args.model, args.checkpoint, args.data, args.out, args.nima)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -1,6 +1,7 @@
 """One `restore(source)` for everything that runs a trained generator (enhance, evaluate, serve, and
-training's `model.init_from`): a training workdir, a directory written by `enhance_jax.convert`, or
-a released weights file (.pth/.safetensors/.npz, architecture inferred from its keys).
+training's `model.init_from`): a training workdir, a directory written by `enhance_jax.convert`, a
+released weights file (.pth/.safetensors/.npz or an ncnn NAME.param, architecture inferred), or a
+released model by name (`zoo`: the [pretrained] package, the cache, or a download).
 
 What comes back is a `Restored`: the generator's config section, its variables and where they came
 from. `generator(restored, precision)` builds the module at a compute precision; parameters stay
@@ -15,6 +16,7 @@ from typing import Any
 import ml_collections
 
 from enhance_jax import models
+from enhance_jax import zoo
 from enhance_jax.errors import UserError
 
 PRECISIONS = ('fp32', 'bf16')
@@ -42,7 +44,8 @@ class Restored:
 
 
 def kind_of(source) -> str:
-  """'workdir', 'model_dir' or 'weights' for SOURCE, or a UserError saying what to give."""
+  """'workdir', 'model_dir', 'weights' or 'zoo' (a released model's name) for SOURCE, or a
+  UserError saying what to give."""
   from enhance_jax import weights  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(source)
   if path.is_dir():
@@ -55,6 +58,10 @@ def kind_of(source) -> str:
                     'converted model directory or a weights file (.pth/.safetensors).')
   if path.is_file():
     return 'weights'
+  if zoo.is_name(os.fspath(source)):
+    return 'zoo'
+  if os.sep not in os.fspath(source) and not path.suffix:  # a name, not a path: suggest names
+    zoo.resolve(os.fspath(source))
   raise UserError(f"'{path}' does not exist; give a training workdir, a directory written by "
                   'enhance_jax.convert, or a weights file.')
 
@@ -64,7 +71,7 @@ def restore(source, arch: str | None = None, which: str = 'best') -> Restored:
   model directory; or a weights file whose architecture is ARCH or inferred)."""
   from enhance_jax import weights  # pylint: disable=g-import-not-at-top
   kind = kind_of(source)
-  if arch and kind != 'weights':
+  if arch and kind not in ('weights', 'zoo'):
     raise UserError(f'--arch applies to weights files only; {source} already names its architecture.')
   if kind == 'workdir':
     from enhance_jax import evaluate  # pylint: disable=g-import-not-at-top
@@ -73,7 +80,11 @@ def restore(source, arch: str | None = None, which: str = 'best') -> Restored:
   if kind == 'model_dir':
     section, variables, meta = weights.read_model_dir(source)
     return Restored(dict(section), variables, os.fspath(source), meta=meta)
-  section, variables = weights.import_weights(weights.load_state_dict(source), arch)
+  if kind == 'zoo':
+    path = zoo.resolve(source)
+    section, variables, _ = weights.load_weights(path, arch or zoo.MODELS[source].arch)
+    return Restored(dict(section), variables, source, meta={'file': os.fspath(path)})
+  section, variables, _ = weights.load_weights(source, arch)
   if section['name'] not in models.GENERATORS or section['name'] == 'nima':
     raise UserError(f"'{source}' holds {section['name']} weights, which are not an image generator; "
                     'give a super-resolution model (RRDBNet, SRVGGNetCompact, EDSR, MSRResNet).')

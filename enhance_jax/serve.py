@@ -3,10 +3,12 @@ side by side with their NIMA scores; and the JSON API the page runs on.
 
   pip install -e '.[serve]'
   python -m enhance_jax.serve --workdir runs/edsr_nima --workdir models/realesrgan_x4 --nima runs/nima
+  python -m enhance_jax.serve --model realesrgan-x4plus --model realesr-animevideov3-x2
+  python -m enhance_jax.serve                      # every released model installed or cached
 
-Each --workdir is a training run, a converted model directory (enhance_jax.convert) or a folder of
+Each --model is a released model by name (enhance --list-models); each --workdir is a training run, a converted model directory (enhance_jax.convert) or a folder of
 them (every restorable run or model inside is served, named `FOLDER (experiment)`). Models load once
-at start; images go through the tiled enhance path (one compiled program per model and tile shape,
+at start; images go through the tiled enhance path (one compiled program per model and window shape,
 reused by every request; bf16 on an accelerator). --nima (a `nima` run, converted NIMA or weights
 file) adds NIMA mean scores; without it they are null.
 
@@ -29,6 +31,7 @@ Uploads and results live only under the server's own temporary directory, remove
 import argparse
 import dataclasses
 import io
+import os
 import pathlib
 import re
 import shutil
@@ -44,10 +47,11 @@ import jax
 import numpy as np
 from PIL import Image
 
-from enhance_jax import enhance
 from enhance_jax import evaluators
 from enhance_jax import image_io
 from enhance_jax import inference
+from enhance_jax import tiling
+from enhance_jax import zoo
 from enhance_jax.errors import UserError
 
 STATIC = pathlib.Path(__file__).with_name('static')
@@ -56,6 +60,9 @@ MAX_UPLOAD_MB = 25
 KEEP_JOBS = 64                # requests whose images stay downloadable (older ones are removed)
 NIMA_SIZE = 224               # NIMA scores a 224 x 224 resize (the score CLI's default): one program
 CHUNK = 1 << 20
+
+
+BUCKET = 128  # small uploads are mirrored out to multiples of this: few compiled programs per model
 
 
 class RequestError(Exception):
@@ -74,7 +81,7 @@ class Model:
   experiment: str
   source: str
   step: int
-  enhancer: enhance.Enhancer
+  enhancer: tiling.Enhancer
 
   def info(self) -> dict:
     return {'name': self.name, 'scale': self.scale, 'experiment': self.experiment,
@@ -89,11 +96,15 @@ def _restorable(path: pathlib.Path) -> bool:
 
 
 def discover(paths) -> list[tuple[str, inference.Restored]]:
-  """[(page name, Restored)] for PATHS: each a run, a converted model or a weights file, or a folder
-  whose restorable sub-folders are taken; UserError when a path holds none."""
+  """[(page name, Restored)] for PATHS: each a run, a converted model, a weights file or a released
+  model's name, or a folder whose restorable sub-folders are taken; UserError when a path holds none."""
   found = []
   for given in paths:
     path = pathlib.Path(given)
+    if not path.exists() and zoo.is_name(os.fspath(given)):
+      restored = inference.restore(given)
+      found.append((f'{given} (released {restored.name} x{restored.scale})', restored))
+      continue
     if path.is_dir() and not _restorable(path):
       inner = sorted(p for p in path.iterdir() if p.is_dir() and _restorable(p))
       if not inner:
@@ -117,12 +128,12 @@ def default_precision() -> str:
   return 'fp32' if jax.default_backend() == 'cpu' else 'bf16'
 
 
-def load_models(paths, precision=None, tile=256, overlap=16) -> list[Model]:
+def load_models(paths, precision=None, tile=tiling.DEFAULT_TILE, pad=None) -> list[Model]:
   """The Models of PATHS (`discover`), each with an Enhancer at PRECISION, loaded now."""
   precision = precision or default_precision()
   out = []
   for name, restored in discover(paths):
-    enhancer = enhance.enhancer_for(restored, precision, tile=tile, overlap=overlap)
+    enhancer = tiling.enhancer_for(restored, precision, tile=tile, pad=pad, bucket=BUCKET)
     experiment = (restored.config.get('name', restored.name) if restored.config is not None
                   else restored.name)
     out.append(Model(name, restored.scale, experiment, restored.source, restored.step, enhancer))
@@ -200,8 +211,8 @@ class Service:
     if w * h > self.max_pixels:
       raise RequestError(413, f'{filename} is {w}x{h} = {w * h:,} pixels, over this server\'s limit of '
                               f'{self.max_pixels:,}; downscale or crop it first.')
-    if min(w, h) < enhance.MIN_SIDE:
-      raise RequestError(400, f'{filename} is {w}x{h}; images need at least {enhance.MIN_SIDE} pixels '
+    if min(w, h) < tiling.MIN_SIDE:
+      raise RequestError(400, f'{filename} is {w}x{h}; images need at least {tiling.MIN_SIDE} pixels '
                               'on each side.')
     try:
       image, _ = image_io.read(path)
@@ -254,7 +265,7 @@ class Service:
       target = source = colour
       if test:  # the image is the target; the model sees its bicubic downscale
         h, w = colour.shape[0] - colour.shape[0] % s, colour.shape[1] - colour.shape[1] % s
-        if min(h, w) // s < enhance.MIN_SIDE:
+        if min(h, w) // s < tiling.MIN_SIDE:
           raise RequestError(400, f'{filename} is too small to score at x{s}; untick "score as a '
                                   'test image" or upload a larger image.')
         target = colour[:h, :w]
@@ -405,15 +416,21 @@ def create_app(service: Service):
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--workdir', action='append', required=True,
+  p.add_argument('--workdir', action='append', default=[],
                  help='a training run, converted model, or folder of them (repeatable)')
+  p.add_argument('--model', action='append', default=[],
+                 help='a released model by name (repeatable; see python -m enhance_jax.enhance '
+                      '--list-models); with no --workdir/--model, every released model found')
   p.add_argument('--nima', default=None, help='a `nima` run, converted NIMA or NIMA weights file')
   p.add_argument('--host', default='127.0.0.1', help='address to bind (default 127.0.0.1: this '
                  'machine only; 0.0.0.0 exposes the page to the network)')
   p.add_argument('--port', type=int, default=8000)
   p.add_argument('--max-pixels', type=int, default=MAX_PIXELS, help='largest input, in pixels')
   p.add_argument('--max-upload-mb', type=float, default=MAX_UPLOAD_MB, help='largest upload, in MB')
-  p.add_argument('--tile', type=int, default=256, help='tile side (input pixels; 0 = whole image)')
+  p.add_argument('--tile', type=int, default=tiling.DEFAULT_TILE,
+                 help='window side (input pixels; 0 = whole images)')
+  p.add_argument('--tile-pad', type=int, default=None,
+                 help="context pixels per window side (default: the architecture's)")
   p.add_argument('--precision', choices=inference.PRECISIONS, default=None,
                  help='default: bf16 on an accelerator, fp32 on a CPU')
   return p.parse_args(argv)
@@ -433,7 +450,11 @@ def main(argv=None):
     print("error: serving needs FastAPI and uvicorn: pip install 'enhance_jax[serve]'.", file=sys.stderr)
     return 2
   try:
-    models = load_models(args.workdir, args.precision, tile=args.tile)
+    sources = args.workdir + args.model or [m.name for m, _, _ in zoo.available()]
+    if not sources:
+      raise UserError('no model to serve: give --workdir or --model NAME, or install the released '
+                      "models with pip install 'enhance_jax[pretrained]'.")
+    models = load_models(sources, args.precision, tile=args.tile, pad=args.tile_pad)
     nima = Nima(args.nima) if args.nima else None
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

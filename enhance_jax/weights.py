@@ -43,6 +43,7 @@ import numpy as np
 from flax import traverse_util
 
 from enhance_jax import models
+from enhance_jax import ncnn
 from enhance_jax.errors import UserError
 from enhance_jax.models import backbones
 from enhance_jax.models import edsr
@@ -920,6 +921,21 @@ def import_weights(sd: Mapping[str, np.ndarray], arch: str | None = None) -> tup
   if ARCHS[arch].finish is not None:
     variables = ARCHS[arch].finish(variables)
   return layout.section, variables
+
+
+def load_weights(path: str | os.PathLike, arch: str | None = None) -> tuple[dict, dict, int]:
+  """(model section, variables, number of tensors read) of a released weights file: a state_dict
+  (.pth/.safetensors/.npz, `import_weights`) or an ncnn model (NAME.param + NAME.bin, its graph
+  checked against the architecture layer by layer, then imported through the same key tables)."""
+  if not ncnn.is_ncnn(path):
+    sd = load_state_dict(path)
+    return (*import_weights(sd, arch), len(sd))
+  section, sd = ncnn.read(path, arch)
+  try:
+    imported, variables = import_weights(sd, section['name'])
+  except UserError as err:
+    raise UserError(f"'{path}': {err}") from None
+  return {**imported, **section}, variables, len(sd)
 
 
 # ---------------------------------------------------------------- model directories

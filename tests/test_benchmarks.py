@@ -212,7 +212,7 @@ def test_enhance_benchmark_runs_both_frameworks_on_the_same_weights(tmp_path):
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
   out = tmp_path / 'enhance.json'
-  assert bench.main(['--tiny', '--size', '40', '--tile', '24', '--tile-overlap', '8', '--repeats',
+  assert bench.main(['--tiny', '--size', '40', '--tile', '24', '--tile-pad', '4', '--repeats',
                      '1', '--json', str(out)]) == 0
   r = json.loads(out.read_text())
   assert r['photo'] == 'chelsea 40x40' and r['tile'] == 24 and r['versions']['torch']
@@ -223,3 +223,20 @@ def test_enhance_benchmark_runs_both_frameworks_on_the_same_weights(tmp_path):
     assert m['ratio'] == m['jax']['megapixels_per_s'] / m['torch']['megapixels_per_s']
     # the same weights in both frameworks: the tilings differ only where tiles meet
     assert m['mean_abs_diff'] < 1e-3 and m['model']['name'] == name
+
+
+def test_enhance_defaults_give_the_whole_image_on_a_full_size_photo_with_released_weights(tmp_path):
+  """realesr-animevideov3-x4 on hubble_deep_field (872 x 1000: 2 x 3 windows at the defaults) run
+  at enhance's defaults and whole: within 2 levels of 8 bits, under 0.1 % of pixels over 1."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('enhance_benchmark', ROOT / 'benchmarks' / 'enhance.py')
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  out = tmp_path / 'defaults.json'
+  assert bench.main(['--released', 'realesr-animevideov3-x4:hubble_deep_field', '--json',
+                     str(out)]) == 0
+  r = json.loads(out.read_text())['models']['realesr-animevideov3-x4']
+  row = r['photos']['hubble_deep_field']
+  assert r['tile'] == 512 and r['pad'] == 24 and row['size'] == '872x1000' and row['windows'] == 6
+  assert row['max_levels'] <= 2 and row['frac_over_1'] < 1e-3, row
+  assert row['whole_s'] > 0 and row['ratio'] == row['defaults_s'] / row['whole_s']

@@ -18,6 +18,7 @@ from enhance_jax import enhance
 from enhance_jax import image_io
 from enhance_jax import inference
 from enhance_jax import metrics
+from enhance_jax import tiling
 from enhance_jax.errors import UserError
 from enhance_jax.models.rrdbnet import RRDBNet
 
@@ -63,53 +64,54 @@ def rrdbnet_pth(tmp_path_factory):
 # ---------------------------------------------------------------- tiling
 
 
-@pytest.mark.parametrize('length,tile,overlap', [(10, 16, 4), (16, 16, 4), (17, 16, 4), (150, 48, 16),
-                                                 (1000, 256, 32)])
-def test_tiles_cover_the_side_with_the_overlap_and_feathers_sum_positive(length, tile, overlap):
-  starts = enhance.tile_starts(length, tile, overlap)
-  assert starts[0] == 0 and starts[-1] == max(0, length - tile)
-  assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # overlap at least OVERLAP
-  total = np.zeros(max(length, tile) * 2, np.float32)
-  for s, w in zip(starts, enhance._axis_weights(starts, tile, 2)):  # pylint: disable=protected-access
-    total[s * 2:(s + tile) * 2] += w
-    assert w.min() >= 0 and w.max() == 1
-  # neighbours' ramps are complementary: the weights sum to 1 everywhere (a partition of unity)
-  np.testing.assert_allclose(total[:length * 2], 1.0, atol=1e-6)
-  np.testing.assert_allclose(enhance._weight_sums(starts, enhance._axis_weights(starts, tile, 2), 2)[  # pylint: disable=protected-access
-      :length * 2], 1.0, atol=1e-6)
+@pytest.mark.parametrize('length,tile,pad,multiple', [(10, 16, 4, 1), (16, 16, 4, 1), (17, 16, 4, 1),
+                                                      (150, 48, 16, 1), (1000, 256, 32, 1),
+                                                      (1000, 256, 32, 4), (334, 64, 8, 2)])
+def test_window_cores_partition_the_side_and_each_has_its_context(length, tile, pad, multiple):
+  ws = tiling.windows(length, tile, pad, multiple)
+  cores = [(lo, hi) for _, lo, hi in ws]
+  assert cores[0][0] == 0 and cores[-1][1] == length
+  assert all(a[1] == b[0] for a, b in zip(cores, cores[1:]))  # a partition: each pixel once
+  for start, lo, hi in ws:
+    assert start % multiple == 0 and 0 <= start and start + min(tile, length) <= length
+    assert start <= lo and hi <= start + min(tile, length)
+    assert lo - start >= pad or start == 0  # context before the core, or the image's own border
+    assert start + tile - hi >= pad or start + tile >= length  # and after it
 
 
-def test_feather_is_zero_at_shared_edges_and_one_at_the_image_border():
-  w = enhance.feather(64, 16, 0)
-  assert w[:6].max() == 0 and w[10:].min() == 1  # zero over the outer 3/8, ramp over the middle 1/4
-  assert np.all(np.diff(w) >= 0)
-  assert enhance.feather(64, 0, 0).min() == 1
+def test_default_pads_grow_with_depth():
+  from enhance_jax.models.srvgg import SRVGGNetCompact  # pylint: disable=g-import-not-at-top
+  assert tiling.default_pad(RRDBNet(num_blocks=23)) == 88  # released x4plus: measured 80 needed
+  assert tiling.default_pad(RRDBNet(num_blocks=6)) == 56  # the anime model: measured 40-48
+  assert tiling.default_pad(SRVGGNetCompact(num_convs=16)) == 24  # animevideov3: measured 12-16
+  assert all(tiling.default_pad(m) % 8 == 0 for m in (RRDBNet(num_blocks=1), SRVGGNetCompact()))
 
 
 @pytest.mark.parametrize('which', ['tiny_rrdbnet', 'tiny_srvgg'])
 def test_tiled_equals_whole_image_without_seams(which, request):
   model, variables = request.getfixturevalue(which)
-  image = photo(150, 170)  # 4 x 4 tiles of 64 with 24 shared
-  whole = enhance.Enhancer(model, variables, 4, tile=0)(image)
-  tiled_enhancer = enhance.Enhancer(model, variables, 4, tile=64, overlap=24, batch=3)
+  image = photo(150, 170)  # windows of 64 with 24 pixels of context: more than these nets see
+  whole = tiling.Enhancer(model, variables, 4, tile=0)(image)
+  tiled_enhancer = tiling.Enhancer(model, variables, 4, tile=64, pad=24, batch=3)
   tiled = tiled_enhancer(image)
   assert tiled.shape == whole.shape == (600, 680, 3)
-  assert np.abs(tiled - whole).max() < 1e-3
+  assert np.abs(tiled - whole).max() < 1e-4
   # the largest jump across any tile boundary is no larger than the whole image's own
   assert np.abs(np.diff(tiled, axis=1)).max() <= np.abs(np.diff(whole, axis=1)).max() + 1e-3
 
 
 def test_images_of_different_sizes_share_one_compiled_program(tiny_rrdbnet):
   model, variables = tiny_rrdbnet
-  e = enhance.Enhancer(model, variables, 4, tile=32, overlap=8, batch=2)
-  shapes = [e(photo(h, w)).shape for h, w in ((40, 70), (33, 33), (20, 90), (100, 37))]
-  assert shapes == [(160, 280, 3), (132, 132, 3), (80, 360, 3), (400, 148, 3)]
-  assert e.compiles == 1
+  e = tiling.Enhancer(model, variables, 4, tile=32, pad=8, batch=2)
+  shapes = [e(photo(h, w)).shape for h, w in ((40, 70), (33, 33), (50, 90), (100, 37))]
+  assert shapes == [(160, 280, 3), (132, 132, 3), (200, 360, 3), (400, 148, 3)]
+  assert e.compiles == 1  # every side at least a window: one window shape
+  assert e(photo(20, 90)).shape == (80, 360, 3) and e.compiles == 2  # a side under it runs whole
 
 
 def test_concurrent_requests_compile_once_and_agree(tiny_rrdbnet):
   model, variables = tiny_rrdbnet
-  e = enhance.Enhancer(model, variables, 4, tile=32, overlap=8, batch=2)
+  e = tiling.Enhancer(model, variables, 4, tile=32, pad=8, batch=2)
   images = [photo(50 + 7 * i, 60) for i in range(4)]
   results = [None] * 4
   threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, e(images[i])))
@@ -125,7 +127,7 @@ def test_concurrent_requests_compile_once_and_agree(tiny_rrdbnet):
 
 def test_the_program_cache_is_bounded(tiny_rrdbnet):
   model, variables = tiny_rrdbnet
-  e = enhance.Enhancer(model, variables, 4, tile=0, max_programs=2)
+  e = tiling.Enhancer(model, variables, 4, tile=0, max_programs=2)
   for side in (8, 12, 16, 20):
     e(photo(side, side))
   assert e.compiles == 4 and len(e._programs) == 2  # pylint: disable=protected-access
@@ -133,7 +135,7 @@ def test_the_program_cache_is_bounded(tiny_rrdbnet):
 
 def test_host_memory_grows_with_the_output_not_with_a_float_copy_of_it(tiny_srvgg):
   model, variables = tiny_srvgg
-  e = enhance.Enhancer(model, variables, 4, tile=64, overlap=16, batch=4)
+  e = tiling.Enhancer(model, variables, 4, tile=64, pad=8, batch=4)
   e(photo(64, 64), dtype=np.uint8)  # compile outside the measurement
 
   def peak(h, w):
@@ -147,21 +149,21 @@ def test_host_memory_grows_with_the_output_not_with_a_float_copy_of_it(tiny_srvg
 
   small, _ = peak(128, 256)
   large, out_bytes = peak(512, 256)  # 4x the rows: 12 MB more uint8 output, 50 MB more as float
-  assert large - small < 1.5 * out_bytes  # one band of tiles in float, whatever the height
+  assert large - small < 1.5 * out_bytes  # one batch of windows in float, whatever the height
 
 
 def test_bf16_runs_close_to_fp32(tiny_rrdbnet, rrdbnet_pth):
   restored = inference.restore(rrdbnet_pth)
   image = photo(40, 48)
-  fp32 = enhance.enhancer_for(restored, 'fp32', tile=32, overlap=8)(image)
-  bf16 = enhance.enhancer_for(restored, 'bf16', tile=32, overlap=8)(image)
+  fp32 = tiling.enhancer_for(restored, 'fp32', tile=32, pad=8)(image)
+  bf16 = tiling.enhancer_for(restored, 'bf16', tile=32, pad=8)(image)
   assert np.isfinite(bf16).all() and bf16.max() > 0
   assert float(metrics.psnr(bf16, fp32)) > 30
 
 
-def test_a_bad_overlap_is_refused(tiny_rrdbnet):
-  with pytest.raises(UserError, match='under half the tile'):
-    enhance.Enhancer(*tiny_rrdbnet, 4, tile=32, overlap=16)
+def test_a_pad_that_fills_the_window_is_refused(tiny_rrdbnet):
+  with pytest.raises(UserError, match='leaves no room inside --tile-pad 16'):
+    tiling.Enhancer(*tiny_rrdbnet, 4, tile=32, pad=16)
 
 
 # ---------------------------------------------------------------- image files
@@ -220,7 +222,7 @@ def test_cli_weights_file_16_bit_rgba_grey_and_jpeg(tmp_path, rrdbnet_pth):
   image_io.write(src / 'grey.png', rgb.mean(-1, keepdims=True))
   image_io.write(src / 'photo.jpg', rgb)
   assert _run(src, '-o', tmp_path / 'out', '--weights', rrdbnet_pth, '--tile', 16,
-              '--tile-overlap', 4, '--suffix', '_x4') == 0
+              '--tile-pad', 4, '--suffix', '_x4') == 0
   out = tmp_path / 'out'
   rgb16, info = image_io.read(out / 'rgb16_x4.png')
   assert info.bits == 16 and rgb16.shape == (80, 96, 3)
@@ -262,7 +264,7 @@ def test_trained_workdir_beats_bicubic_on_a_held_out_photo(tmp_path, l1_run):
   lr = np.asarray(degradations.parse(restored.config.data.degradation)(hr, np.random.default_rng(0)))
   image_io.write(tmp_path / 'lr.png', lr)
   assert _run(tmp_path / 'lr.png', '-o', tmp_path / 'sr.png', '--workdir', l1_run, '--tile', 32,
-              '--tile-overlap', 8) == 0
+              '--tile-pad', 8) == 0
   sr, _ = image_io.read(tmp_path / 'sr.png')
   lr8, _ = image_io.read(tmp_path / 'lr.png')
   bicubic = np.clip(skimage.transform.resize(lr8, (256, 384), order=3), 0, 1)
@@ -298,10 +300,15 @@ def test_bad_files_in_a_folder_are_reported_and_the_others_written(tmp_path, rrd
     ('empty_folder', 'holds no images'),
     ('missing_output_folder', 'does not exist; create it'),
     ('wrong_arch', 'edsr'),
-    ('both_sources', 'exactly one of --workdir'),
+    ('both_sources', 'give one of --model'),
     ('missing_input', 'does not exist'),
+    ('unknown_model', 'realesrgan-x4plus'),  # the nearest names
+    ('unreachable_model', 'RealESRGAN_x2plus.pth'),  # not installed, not cached, not reachable
 ])
-def test_bad_invocations_fail_in_one_sentence(case, message, tmp_path, rrdbnet_pth, capsys):
+def test_bad_invocations_fail_in_one_sentence(case, message, tmp_path, rrdbnet_pth, capsys,
+                                              monkeypatch):
+  monkeypatch.setenv('ENHANCE_JAX_MODELS', str(tmp_path / 'cache'))
+  monkeypatch.setenv('ENHANCE_JAX_MODEL_MIRROR', 'http://127.0.0.1:9/')  # the discard port: refused
   image_io.write(tmp_path / 'a.png', photo(16, 16))
   (tmp_path / 'empty').mkdir()
   argv = {'empty_folder': [tmp_path / 'empty', '-o', tmp_path / 'o', '--weights', rrdbnet_pth],
@@ -312,7 +319,11 @@ def test_bad_invocations_fail_in_one_sentence(case, message, tmp_path, rrdbnet_p
           'both_sources': [tmp_path / 'a.png', '-o', tmp_path / 'b.png', '--weights', rrdbnet_pth,
                            '--workdir', tmp_path],
           'missing_input': [tmp_path / 'nope.png', '-o', tmp_path / 'b.png', '--weights',
-                            rrdbnet_pth]}[case]
+                            rrdbnet_pth],
+          'unknown_model': [tmp_path / 'a.png', '-o', tmp_path / 'b.png', '--model',
+                            'realesrgan-x4pls'],
+          'unreachable_model': [tmp_path / 'a.png', '-o', tmp_path / 'b.png', '--model',
+                                'realesrgan-x2plus']}[case]
   assert _run(*argv) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith('error: ') and message in err and len(err.splitlines()) == 1
@@ -324,11 +335,11 @@ def test_the_onednn_primitive_cache_is_bounded_for_a_server_seeing_every_size():
   import subprocess  # pylint: disable=g-import-not-at-top
   child = '''
 import numpy as np, jax, jax.numpy as jnp
-from enhance_jax import conv, enhance
+from enhance_jax import conv, tiling
 from enhance_jax.models.srvgg import SRVGGNetCompact
 assert conv.onednn_enabled(), conv.onednn_unavailable_reason()
 m = SRVGGNetCompact(num_features=4, num_convs=1, scale=2)
-e = enhance.Enhancer(m, m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))), 2, tile=0,
+e = tiling.Enhancer(m, m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))), 2, tile=0,
                      max_programs=2)
 for side in range(8, 14):  # six whole-image shapes, three convolutions each
   e(np.zeros((side, 9, 3), np.float32))

@@ -171,7 +171,7 @@ def check_err(err: str, bad: int = 1):
 
 def _enhance(models, *argv):
   return enhance_cli.main([str(a) for a in argv] + ['--workdir', str(models[0]), '--tile', '16',
-                                                    '--tile-overlap', '2'])
+                                                    '--tile-pad', '2'])
 
 
 @pytest.mark.parametrize('name', BAD_FILES + ('missing.png',))
@@ -222,12 +222,12 @@ def test_enhance_folder_reports_each_bad_file_and_writes_the_rest(models, tmp_pa
     (['--outscale', 'nan'], '--outscale'),
     (['--outscale', '-2'], '--outscale'),
     (['--outscale', 'inf'], '--outscale'),
-    (['--tile-overlap', '-3'], '--tile-overlap'),
+    (['--tile-pad', '-3'], '--tile-pad'),
     (['--batch', '0'], '--batch'),
     (['--scale', '3'], 'scale'),
     (['--tile', '100000'], '--tile'),
     (['--tile', '256', '--batch', '100000'], '--batch'),
-], ids=['tile_-1', 'outscale_nan', 'outscale_-2', 'outscale_inf', 'overlap_-3', 'batch_0',
+], ids=['tile_-1', 'outscale_nan', 'outscale_-2', 'outscale_inf', 'pad_-3', 'batch_0',
         'scale_3', 'tile_100000', 'batch_100000'])
 def test_enhance_bad_numbers(flags, message, models, tmp_path, capsys):
   Image.fromarray(_photo()).save(tmp_path / 'a.png')
@@ -541,7 +541,7 @@ def test_real_cli_exit_codes(models, tmp_path):
   make_bad(src, 'bomb_65535x65535.png')
   make_good(src, 'non_utf8_name')  # printed to a real (UTF-8, strict) stdout
   r = _cli('-m', 'enhance_jax.enhance', str(src), '-o', str(tmp_path / 'out'), '--workdir',
-           str(models[0]), '--tile', '16', '--tile-overlap', '2', cwd=tmp_path)
+           str(models[0]), '--tile', '16', '--tile-pad', '2', cwd=tmp_path)
   assert r.returncode == 1, r.stderr
   check_err(r.stderr)
   assert len(list((tmp_path / 'out').iterdir())) == 1

@@ -78,7 +78,7 @@ def server(l1_run, tmp_path_factory):
   proc = subprocess.Popen(
       [sys.executable, '-m', 'enhance_jax.serve', '--workdir', str(l1_run), '--workdir', str(srvgg),
        '--nima', str(nima), '--port', str(port), '--max-pixels', str(MAX_PIXELS),
-       '--max-upload-mb', str(MAX_UPLOAD_MB), '--tile', '64'],
+       '--max-upload-mb', str(MAX_UPLOAD_MB), '--tile', '64', '--tile-pad', '8'],
       stdout=log, stderr=subprocess.STDOUT, cwd=root)
   url = f'http://127.0.0.1:{port}'
   deadline = time.time() + 300
@@ -209,11 +209,11 @@ def test_two_concurrent_requests_both_succeed(server):
 def test_results_of_old_requests_are_removed(tmp_path, monkeypatch):
   """The Service keeps the last KEEP_JOBS requests' images (a server up for days stays bounded)
   and deletes each upload once read."""
-  from enhance_jax import enhance, serve  # pylint: disable=g-import-not-at-top
+  from enhance_jax import serve, tiling  # pylint: disable=g-import-not-at-top
   srvgg, _ = _converted_models(tmp_path)
   monkeypatch.setattr(serve, 'KEEP_JOBS', 2)
-  model = serve.load_models([srvgg], 'fp32', tile=32, overlap=8)[0]
-  assert isinstance(model.enhancer, enhance.Enhancer)
+  model = serve.load_models([srvgg], 'fp32', tile=32, pad=8)[0]
+  assert isinstance(model.enhancer, tiling.Enhancer)
   service = serve.Service([model], root=tmp_path / 'root')
   ids = [service.enhance(io.BytesIO(_png(_photo(20, 20, seed=i))), f'{i}.png')['id'] for i in range(3)]
   assert sorted(p.name for p in service.results.iterdir()) == sorted(ids[1:])

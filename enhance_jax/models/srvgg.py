@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from enhance_jax.conv import Conv
 from enhance_jax.models.srgan import pixel_shuffle
+from enhance_jax.torch_resize import torch_resize_matrix
 
 Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)
 ACTIVATIONS = ('prelu', 'relu', 'leakyrelu')
@@ -37,12 +38,15 @@ class SRVGGNetCompact(nn.Module):
   """LR image [N,h,w,3] in [0,1] -> SR image [N,h*scale,w*scale,3] (float32).
 
   body_0 conv(3 -> num_features), act, then num_convs x [conv(num_features -> num_features), act],
-  then conv(num_features -> 3*scale^2) and a pixel shuffle. `act` is 'prelu' (the released weights;
-  parameters at the odd indices), 'relu' or 'leakyrelu' (slope 0.1; no parameters).
+  then conv(num_features -> 3*net^2) and a pixel shuffle by net = `net_scale` (0: `scale`). `act` is
+  'prelu' (the released weights; parameters at the odd indices), 'relu' or 'leakyrelu' (slope 0.1; no
+  parameters). A net_scale above scale ends with PyTorch's bicubic downscale to scale, as the
+  animevideov3 x2/x3 releases run their x4 network.
   """
   num_features: int = 64
   num_convs: int = 16
   scale: int = 4
+  net_scale: int = 0
   act: str = 'prelu'
   dtype: Any = jnp.float32
 
@@ -63,6 +67,18 @@ class SRVGGNetCompact(nn.Module):
     for i in range(self.num_convs + 1):
       out = Conv3x3(self.num_features, dtype=self.dtype, name=f'body_{2 * i}')(out)
       out = self.activation(out, 2 * i + 1)
-    out = Conv3x3(3 * self.scale ** 2, dtype=self.dtype, name=f'body_{2 * self.num_convs + 2}')(out)
-    out = pixel_shuffle(out, self.scale).astype(jnp.float32)
-    return out + nearest_upsample(x, self.scale)
+    net = self.net_scale or self.scale
+    out = Conv3x3(3 * net ** 2, dtype=self.dtype, name=f'body_{2 * self.num_convs + 2}')(out)
+    out = pixel_shuffle(out, net).astype(jnp.float32) + nearest_upsample(x, net)
+    if net == self.scale:
+      return out
+    return downscale(out, self.scale / net)
+
+
+def downscale(x, factor):
+  """NHWC X resized by FACTOR < 1 as F.interpolate(scale_factor=FACTOR, mode='bicubic') does."""
+  (h, w), bicubic = x.shape[1:3], 2
+  oh, ow = int(h * factor), int(w * factor)
+  mh = torch_resize_matrix(h, oh, h, oh, bicubic, 1 / factor)
+  mw = torch_resize_matrix(w, ow, w, ow, bicubic, 1 / factor)
+  return jnp.einsum('oh,nhwc,pw->nopc', mh, x, mw, precision='highest')

@@ -52,19 +52,18 @@ def default_pad(model) -> int:
 def windows(length: int, tile: int, pad: int, multiple: int = 1) -> list[tuple[int, int, int]]:
   """(window start, core start, core end) along a side of LENGTH: cores partition the side, and each
   window of side TILE holds its core plus PAD pixels of context on both sides, or reaches the
-  image's border. A side no longer than TILE is one window. LENGTH, TILE and PAD are multiples of
-  MULTIPLE (the Enhancer pads and rounds them), and so are the starts."""
+  image's border (so the first and last cores may reach TILE - PAD). A side no longer than TILE is
+  one window. LENGTH, TILE and PAD are multiples of MULTIPLE (the Enhancer pads and rounds them),
+  and so are the starts."""
+  del multiple  # every cut below is a sum of multiples
   if length <= tile:
     return [(0, 0, length)]
+  first, last = tile - pad, length - tile + pad  # the first core's end, the last core's start
   core = tile - 2 * pad
-  n = math.ceil(length / core)
-  step = math.ceil(length / n / multiple) * multiple  # equal cores, aligned
-  out = []
-  for lo in range(0, length, step):
-    hi = min(lo + step, length)
-    start = min(max(lo - pad, 0), length - tile)
-    out.append((start, lo, hi))
-  return out
+  middle = max(0, math.ceil((last - first) / core))  # windows between the first and the last
+  cuts = [0] + [min(first + i * core, last) for i in range(middle + 1)] + [length]
+  cuts = sorted(set(cuts))
+  return [(min(max(lo - pad, 0), length - tile), lo, hi) for lo, hi in zip(cuts, cuts[1:])]
 
 
 def _pad_to(image: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -162,8 +162,8 @@ def _levels(a, b):
 def test_windows_at_the_default_pad_give_the_whole_image_on_a_real_photo(name):
   restored = inference.restore(name)
   pad = tiling.default_pad(inference.generator(restored))
-  tile = 2 * pad + 64  # small windows (the default is larger): 4 cores of 64 across the crop
-  image = np.asarray(skimage.data.coffee()[80:80 + tile, 100:100 + 256], np.float32) / 255
+  tile = 2 * pad + 64  # small windows (the default is larger): 4 across the crop
+  image = np.asarray(skimage.data.coffee()[80:80 + tile, 100:100 + 2 * pad + 256], np.float32) / 255
   whole = tiling.enhancer_for(restored, tile=0)(image, dtype=np.uint8)
   windowed = tiling.enhancer_for(restored, tile=tile)
   assert len(tiling.windows(image.shape[1], windowed.tile, windowed.pad)) == 4

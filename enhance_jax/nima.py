@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from enhance_jax import weights
+from enhance_jax import zoo
 from enhance_jax.errors import UserError
 from enhance_jax.models import nima as nima_model
 from enhance_jax.models.nima import mean_score, std_score
@@ -217,6 +218,10 @@ def restore(path: str | os.PathLike, backbone: str | None = None):
                       '--backbone or give another model.')
     model = _section_model(section)
     _check_tree(model, variables, path)
+  elif not os.path.exists(path) and zoo.is_name(path):
+    raise UserError(f"'{path}' is a released {zoo.MODELS[path].arch} super-resolution model, not a "
+                    'NIMA (no NIMA is released by name); give a NIMA weights file, model directory '
+                    'or nima run.')
   elif not os.path.exists(path):
     raise UserError(f"NIMA weights '{path}' do not exist; give a NIMA weights file (.pth/.safetensors/"
                     '.npz) or model directory.')

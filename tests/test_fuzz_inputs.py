@@ -9,6 +9,7 @@ inside the tests (seeded); parametrize ids are fixed strings.
 
 import json
 import os
+import re
 import pathlib
 import struct
 import subprocess
@@ -153,13 +154,16 @@ def models(tmp_path_factory):
   return root / 'srvgg_x2', root / 'nima'
 
 
+TQDM_BAR = re.compile(r'(img/s|s/img)\]')  # a progress bar's rate, fast host or slow
+
+
 def check_err(err: str, bad: int = 1):
   """No traceback; BAD lines that name the fix (`error:` or `skipped PATH:`) plus at most a summary."""
   if os.environ.get('FUZZ_SHOW'):  # FUZZ_SHOW=1 pytest -s ...: read the messages
     sys.__stderr__.write(err)
   assert 'Traceback' not in err, err
   lines = [l for line in err.splitlines() for l in line.split('\r')
-           if l.strip() and 'img/s]' not in l]  # tqdm's bar redraws itself with \r
+           if l.strip() and not TQDM_BAR.search(l)]  # tqdm's bar redraws itself with \r
   fixes = [l for l in lines if l.startswith('error: ') or l.startswith('skipped ')]
   assert len(fixes) == bad, err
   others = [l for l in lines if l not in fixes]

@@ -297,3 +297,10 @@ def test_registry_entries(monkeypatch):
   assert zoo.mirror('https://a.b/c/d.pth') == 'https://a.b/c/d.pth'
   monkeypatch.setenv('ENHANCE_JAX_MODEL_MIRROR', 'http://h:1/files/')
   assert zoo.mirror('https://a.b/c/d.pth') == 'http://h:1/files/d.pth'
+
+
+def test_a_released_sr_name_given_as_a_nima_says_what_it_is():
+  from enhance_jax import nima  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match="'realesrgan-x4plus' is a released rrdbnet super-resolution "
+                                      'model, not a NIMA'):
+    nima.restore('realesrgan-x4plus')

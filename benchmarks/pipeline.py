@@ -170,7 +170,6 @@ def step_figure(args):
 def run(args):
   """The benchmark's result (see the module docstring)."""
   check_args(args)
-  import grain  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.FLAGS(sys.argv[:1], known_only=True)  # grain's worker processes read absl flags
   from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top

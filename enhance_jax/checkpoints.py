@@ -267,6 +267,26 @@ class Checkpoints:
     self._check_format(out.meta, step)
     return out.state, out.data, out.meta
 
+  def generator_variables(self, which='best'):
+    """(meta, generator variables, step) of checkpoint WHICH ('best' falls back to 'latest'),
+    read without the train state's structure: the EMA weights when kept, else G's, with G's
+    BatchNorm statistics. What inference and frozen networks need, without the trainer."""
+    if which == 'best' and self.best.latest_step() is None:
+      which = 'latest'
+    mngr, step = self._step(which)
+    out = self._read(mngr, step, ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                    meta=ocp.args.JsonRestore()))
+    if not isinstance(out.meta, dict) or not isinstance(out.state, dict):
+      raise self._damaged(mngr, step, 'its state or meta is not what enhance_jax writes')
+    self._check_format(out.meta, step)
+    state = out.state
+    params = state.get('ema_params') if state.get('ema_params') is not None else state.get('g_params')
+    if params is None:
+      raise self._damaged(mngr, step, 'it holds no generator parameters')
+    stats = state.get('g_stats') or {}
+    return out.meta, {'params': params, **({'batch_stats': stats} if stats else {})}, \
+        int(state.get('step', step))
+
   def check_compatible(self, config):
     """Raises UserError (and writes nothing) when the workdir's checkpoint is another model's."""
     if not self.has_checkpoint():

@@ -8,6 +8,11 @@ import pathlib
 
 import ml_collections
 
+from enhance_jax import input_pipeline
+from enhance_jax import kinds
+from enhance_jax import losses
+from enhance_jax import models
+from enhance_jax import trainer
 from enhance_jax.errors import UserError
 
 
@@ -161,8 +166,6 @@ def apply_overrides(config, overrides):
 def validate(config):
   """Checks CONFIG once, before anything runs: each section by the part that owns it (model, data,
   loss, train), so a bad value is one UserError naming the key instead of a failure mid-run."""
-  # pylint: disable=g-import-not-at-top
-  from enhance_jax import input_pipeline, kinds, losses, models, trainer
   models.check_config(config)
   trainer.check_config(config)
   losses.check_config(config)

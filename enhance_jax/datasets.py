@@ -14,7 +14,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from enhance_jax import ava
 from enhance_jax.errors import UserError
+from enhance_jax.image_io import read_image, to_rgb  # uint8 RGB for the pipeline
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 # scikit-image photographs that load offline; the last two are held out for evaluation.
@@ -29,30 +31,6 @@ RECORDS_VERSION = 2  # 1: a custom record layout that tfds cannot read
 RECORDS_TFDS_VERSION = '1.0.0'
 RECORDS_LAYOUT = 'tf.train.Example: image (PNG), name (text), origin (int64 source image index)'
 _AGAIN = 'python data/prepare.py --src IMAGES --out NEW_FOLDER'
-
-
-def to_rgb(array):
-  """uint8 HxW, HxWx1, HxWx3 or HxWx4 -> uint8 HxWx3."""
-  array = np.asarray(array)
-  if array.ndim == 2:
-    array = array[..., None]
-  if array.shape[-1] == 1:
-    array = np.repeat(array, 3, axis=-1)
-  return np.ascontiguousarray(array[..., :3].astype(np.uint8))
-
-
-def read_image(path):
-  """Decodes PATH to uint8 RGB, or raises UserError naming the file."""
-  try:
-    with Image.open(path) as im:
-      if im.mode.startswith('I'):  # 16-bit greyscale PNG: convert('RGB') would clip it to white
-        wide = np.asarray(im).astype(np.float64)
-        if im.mode.startswith('I;16') or wide.max() > 255:
-          wide = wide / 257.0
-        return to_rgb(np.clip(np.round(wide), 0, 255))
-      return to_rgb(np.asarray(im.convert('RGB')))
-  except (OSError, ValueError, SyntaxError, IndexError, Image.DecompressionBombError) as e:
-    raise UserError(f'cannot read image {path} ({e}); remove or replace it.') from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,7 +369,6 @@ def open_source(spec, data_dir='', split='train'):
     name, _, tfds_split = arg.partition(':')
     return tfds_source(name, tfds_split or split, data_dir)
   if kind == 'ava' and arg:
-    from enhance_jax import ava  # pylint: disable=g-import-not-at-top  (ava imports this module)
     return ava.AVASource(arg)
   raise UserError(f'data source {spec!r} is not one of: embedded, folder:PATH, records:PATH, '
                   'tfds:NAME, ava:DIR.')

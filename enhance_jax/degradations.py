@@ -15,145 +15,20 @@ import numpy as np
 import scipy.ndimage
 
 from enhance_jax import jpeg as jpeg_lib
-from enhance_jax.torch_resize import METHODS as RESIZE_METHODS  # F.interpolate modes, drawn uniformly
-from enhance_jax.torch_resize import torch_resize_matrix
+from enhance_jax.resize import (fold_reflect, gaussian_matrix, image_hw, resize, separable,
+                                 to_matrix, torch_resize_matrix, xp_of)
 from enhance_jax.errors import UserError
-
-
-def _xp(x):
-  """The array namespace of `x`: jnp for jax arrays and tracers, numpy otherwise."""
-  return jnp if isinstance(x, jax.Array) else np
-
-
-def _cubic(x, a=-0.5):
-  """Keys' cubic convolution kernel; a = -0.5 is MATLAB imresize's bicubic."""
-  x = np.abs(x)
-  near = ((a + 2) * x - (a + 3)) * x * x + 1
-  far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-  return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
-
-
-def _triangle(x):
-  """The bilinear (tent) kernel."""
-  return np.maximum(1.0 - np.abs(x), 0.0)
-
-
-_KERNELS = {'bicubic': (_cubic, 4.0), 'bilinear': (_triangle, 2.0)}  # kernel, support width
-
-
-def _fold_symmetric(idx, size):
-  """Maps any integer index into [0, size) by mirroring with the edge repeated (MATLAB 'symmetric')."""
-  idx = np.mod(idx, 2 * size)
-  return np.where(idx < size, idx, 2 * size - 1 - idx)
-
-
-def _fold_reflect(idx, size):
-  """Maps any integer index into [0, size) by mirroring about the edge pixels (numpy/PyTorch 'reflect');
-  numpy or jnp, size traced ok."""
-  xp = jnp if isinstance(idx, jax.Array) or isinstance(size, jax.Array) else np
-  period = xp.maximum(2 * size - 2, 1)
-  idx = xp.mod(idx, period)
-  return xp.where(idx < size, idx, period - idx)
-
-
-def _to_matrix(rows, cols, weights, in_size, out_size, fold=_fold_symmetric):
-  """Scatters (row, col, weight) taps into a dense [out, in] float32 read-only matrix; FOLD maps
-  out-of-range columns inside (symmetric: edge repeated, as MATLAB)."""
-  m = np.zeros((out_size, in_size), np.float64)
-  np.add.at(m, (rows, fold(cols, in_size)), weights)
-  m = m.astype(np.float32)
-  m.setflags(write=False)
-  return m
-
-
-def _nearest_matrix(in_size, out_size):
-  """One-hot rows picking source pixel floor((i + 0.5) * in / out)."""
-  src = np.minimum(np.floor((np.arange(out_size) + 0.5) * in_size / out_size), in_size - 1)
-  return _to_matrix(np.arange(out_size), src.astype(np.int64), 1.0, in_size, out_size)
-
-
-@functools.lru_cache(maxsize=256)
-def resize_matrix(in_size: int, out_size: int, method: str = 'bicubic',
-                  antialias: bool = True) -> np.ndarray:
-  """The [out_size, in_size] matrix of a 1-D resize with MATLAB imresize semantics; rows sum to 1.
-
-  Pixel centres map as x_in = (x_out + 0.5) * in / out - 0.5; on downscaling with `antialias` the kernel
-  is stretched by in / out. Out-of-range taps are mirrored (symmetric padding) into the matrix.
-  """
-  if in_size < 1 or out_size < 1:
-    raise ValueError(f'resize sizes must be positive, got {in_size} -> {out_size}.')
-  if method == 'nearest':
-    return _nearest_matrix(in_size, out_size)
-  if method not in _KERNELS:
-    raise ValueError(f"Unknown resize method {method!r}; use one of {['nearest', *_KERNELS]}.")
-  kernel, support = _KERNELS[method]
-  scale = out_size / in_size
-  stretch = 1.0 / scale if (antialias and scale < 1) else 1.0
-  centre = (np.arange(out_size) + 0.5) / scale - 0.5
-  taps = int(math.ceil(support * stretch)) + 2
-  cols = np.floor(centre - support * stretch / 2)[:, None].astype(np.int64) + np.arange(taps)
-  weights = kernel((centre[:, None] - cols) / stretch)
-  weights /= weights.sum(axis=1, keepdims=True)
-  rows = np.broadcast_to(np.arange(out_size)[:, None], cols.shape)
-  return _to_matrix(rows, cols, weights, in_size, out_size)
-
-
-@functools.lru_cache(maxsize=256)
-def gaussian_matrix(size: int, sigma: float) -> np.ndarray:
-  """The [size, size] matrix of a 1-D Gaussian blur (radius ceil(3 sigma), reflect boundary)."""
-  if sigma < 0:
-    raise ValueError(f'Gaussian sigma must be >= 0, got {sigma}.')
-  radius = int(math.ceil(3 * sigma))
-  offsets = np.arange(-radius, radius + 1)
-  taps = np.exp(-0.5 * (offsets / sigma) ** 2) if sigma > 0 else np.ones(1)
-  taps /= taps.sum()
-  rows = np.broadcast_to(np.arange(size)[:, None], (size, offsets.size))
-  return _to_matrix(rows, rows + offsets, np.broadcast_to(taps, rows.shape), size, size)
-
-
-def _apply_along(m, x, axis):
-  """Contracts matrix `m` [out, in] with axis `axis` of `x`, keeping the axis in place."""
-  xp = _xp(x)
-  extra = {'precision': jax.lax.Precision.HIGHEST} if xp is jnp else {}  # no TF32/bf16 on GPU/TPU
-  y = xp.tensordot(m, x, axes=([1], [axis]), **extra)
-  return xp.moveaxis(y, 0, axis)
-
-
-def _hw(img):
-  """Height and width of an HWC or NHWC image; other ranks are a ValueError."""
-  if img.ndim not in (3, 4):
-    raise ValueError(f'Expected an HWC or NHWC image, got shape {img.shape}.')
-  return img.shape[-3:-1]
-
-
-def _separable(img, mh, mw):
-  """Applies mh along H and mw along W of an HWC or NHWC image, as float32."""
-  x = _xp(img).asarray(img, dtype=np.float32)
-  return _apply_along(mw, _apply_along(mh, x, -3), -2)
-
-
-def resize(img, out_hw, method: str = 'bicubic', antialias: bool = True):
-  """Resizes an HWC or NHWC image (numpy or jax) to `out_hw`; float32, not clipped."""
-  h, w = _hw(img)
-  oh, ow = (int(s) for s in out_hw)
-  return _separable(img, resize_matrix(h, oh, method, antialias), resize_matrix(w, ow, method, antialias))
-
-
-def imresize_scale(img, scale: float, method: str = 'bicubic', antialias: bool = True):
-  """Resizes by a factor to round(h * scale) x round(w * scale) (halves round up), like MATLAB imresize."""
-  h, w = _hw(img)
-  return resize(img, (math.floor(h * scale + 0.5), math.floor(w * scale + 0.5)), method, antialias)
 
 
 def gaussian_blur(img, sigma: float):
   """Separable Gaussian blur of an HWC or NHWC image, reflect boundary, truncated at 3 sigma."""
-  h, w = _hw(img)
-  return _separable(img, gaussian_matrix(h, float(sigma)), gaussian_matrix(w, float(sigma)))
+  h, w = image_hw(img)
+  return separable(img, gaussian_matrix(h, float(sigma)), gaussian_matrix(w, float(sigma)))
 
 
 def _check_divisible(hr, scale):
   """Raises ValueError unless the HR height and width are multiples of `scale` (see `mod_crop`)."""
-  h, w = _hw(hr)
+  h, w = image_hw(hr)
   if h % scale or w % scale:
     raise ValueError(f'HR size {h}x{w} is not divisible by scale {scale}; mod_crop the image first.')
 
@@ -161,17 +36,17 @@ def _check_divisible(hr, scale):
 def bicubic_down(hr, scale: int = 4, antialias: bool = True):
   """Plain bicubic downscale by an integer `scale` (the classic SR degradation), clipped to [0, 1]."""
   _check_divisible(hr, scale)
-  h, w = _hw(hr)
+  h, w = image_hw(hr)
   lr = resize(hr, (h // scale, w // scale), 'bicubic', antialias)
-  return _xp(lr).clip(lr, 0.0, 1.0)
+  return xp_of(lr).clip(lr, 0.0, 1.0)
 
 
 def bicubic_down_blur(hr, scale: int = 4, blur_sigma: float = 1.5):
   """Report 004's LQ: antialiased bicubic downscale, then a Gaussian blur (sigma = PIL radius) on the LR."""
   _check_divisible(hr, scale)
-  h, w = _hw(hr)
+  h, w = image_hw(hr)
   lr = gaussian_blur(resize(hr, (h // scale, w // scale), 'bicubic', True), blur_sigma)
-  return _xp(lr).clip(lr, 0.0, 1.0)
+  return xp_of(lr).clip(lr, 0.0, 1.0)
 
 
 def flip_rot90(img, hflip: bool, vflip: bool, rot90: bool):
@@ -204,7 +79,7 @@ def random_crop(img, size: int, rng: np.random.Generator):
 
 def center_crop(img, size: int):
   """The centred size x size square of an HWC or NHWC image (top-left rounding when odd)."""
-  h, w = _hw(img)
+  h, w = image_hw(img)
   top, left = (h - size) // 2, (w - size) // 2
   return img[..., top:top + size, left:left + size, :]
 
@@ -212,8 +87,8 @@ def center_crop(img, size: int):
 def square_resize(img, side: int):
   """Reports 003/004's HR preparation: the largest centred square, resized (bicubic, antialiased) to
   side x side. uint8 (0..255) or float ([0, 1]) HWC/NHWC in, float32 in [0, 1] out."""
-  h, w = _hw(img)
-  xp = _xp(img)
+  h, w = image_hw(img)
+  xp = xp_of(img)
   sq = center_crop(img, min(h, w))
   sq = xp.asarray(sq, np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
   if min(h, w) != side:
@@ -271,7 +146,7 @@ def random_affine(img, rng: np.random.Generator, rotation=0.0, shift=0.0, shear=
 
 def mod_crop(img, scale: int):
   """Crops H and W (HWC or NHWC) down to multiples of `scale`, keeping the top-left corner."""
-  h, w = _hw(img)
+  h, w = image_hw(img)
   return img[..., :h - h % scale, :w - w % scale, :]
 
 
@@ -331,10 +206,10 @@ def down_up_op(factor, method='bicubic'):
   _check_factor('down_up', factor)
 
   def op(img, rng):
-    h, w = _hw(img)
+    h, w = image_hw(img)
     small = resize(img, (max(1, round(h / factor)), max(1, round(w / factor))), method, True)
     up = resize(small, (h, w), method, False)
-    return _xp(up).clip(up, 0.0, 1.0)
+    return xp_of(up).clip(up, 0.0, 1.0)
   return op
 
 
@@ -346,7 +221,7 @@ def salt_pepper_op(low=0.3, high=0.6):
     kp, km, kv = _split(rng, 3)
     hit = _uniform(km, img.shape[:-1]) < _uniform(kp, (), low, high)
     white = (_uniform(kv, img.shape[:-1]) < 0.5).astype(np.float32)
-    return _xp(img).where(hit[..., None], white[..., None], img)
+    return xp_of(img).where(hit[..., None], white[..., None], img)
   return op
 
 
@@ -357,7 +232,7 @@ def color_noise_op(low=0.3, high=0.6):
   def op(img, rng):
     kp, km, kc = _split(rng, 3)
     hit = _uniform(km, img.shape[:-1]) < _uniform(kp, (), low, high)
-    return _xp(img).where(hit[..., None], _uniform(kc, img.shape), img)
+    return xp_of(img).where(hit[..., None], _uniform(kc, img.shape), img)
   return op
 
 
@@ -370,12 +245,12 @@ def darken_op(low=0.3, high=0.6):
 def brighten_op(low=0.3, high=0.6):
   """Report 001: every pixel multiplied by 1 + p, p ~ U(low, high), clipped to [0, 1]."""
   _check_range('brighten', low, high)
-  return lambda img, rng: _xp(img).clip(img * (1.0 + _uniform(rng, (), low, high)), 0.0, 1.0)
+  return lambda img, rng: xp_of(img).clip(img * (1.0 + _uniform(rng, (), low, high)), 0.0, 1.0)
 
 
 def clip_op():
   """Clips to [0, 1]."""
-  return lambda img, rng: _xp(img).clip(img, 0.0, 1.0)
+  return lambda img, rng: xp_of(img).clip(img, 0.0, 1.0)
 
 
 def identity_op():
@@ -636,8 +511,8 @@ def filter2d(img, kernel, hw=None):
   height, width, channels = img.shape
   h, w = (height, width) if hw is None else hw
   p = kernel.shape[0] // 2
-  rows = _fold_reflect(jnp.arange(-p, height + p), jnp.asarray(h))
-  cols = _fold_reflect(jnp.arange(-p, width + p), jnp.asarray(w))
+  rows = fold_reflect(jnp.arange(-p, height + p), jnp.asarray(h))
+  cols = fold_reflect(jnp.arange(-p, width + p), jnp.asarray(w))
   padded = jnp.asarray(img, jnp.float32)[rows][:, cols]
   weights = jnp.broadcast_to(jnp.asarray(kernel, jnp.float32)[:, :, None, None], (*kernel.shape, 1, channels))
   out = jax.lax.conv_general_dilated(padded[None], weights, (1, 1), 'VALID',
@@ -655,7 +530,7 @@ def resize_content(img, hw, out_hw, out_shape, method, factor=None):
   ratio = None if factor is None else 1.0 / factor
   mh = torch_resize_matrix(hw[0], out_hw[0], img.shape[0], out_shape[0], method, ratio)
   mw = torch_resize_matrix(hw[1], out_hw[1], img.shape[1], out_shape[1], method, ratio)
-  return _separable(img, mh, mw)
+  return separable(img, mh, mw)
 
 
 def draw_resize(key, o, order=''):
@@ -875,20 +750,20 @@ def usm_matrix(size: int, radius: int = 50) -> np.ndarray:
     taps = np.exp(-((np.arange(k) - (k - 1) / 2) ** 2) / (2 * sigma ** 2))
     taps /= taps.sum()
   rows = np.broadcast_to(np.arange(size)[:, None], (size, k))
-  return _to_matrix(rows, rows + np.arange(k) - k // 2, np.broadcast_to(taps, rows.shape), size, size,
-                    fold=_fold_reflect)
+  return to_matrix(rows, rows + np.arange(k) - k // 2, np.broadcast_to(taps, rows.shape), size, size,
+                   fold=fold_reflect)
 
 
 def usm_sharpen(img, weight=0.5, radius=50, threshold=10):
   """Real-ESRGAN's USMSharp of an HWC or NHWC image in [0, 1] (numpy or jax): residual = img - blur;
   sharp = clip(img + weight * residual, 0, 1), blended in by the blurred mask |residual| * 255 >
   threshold, so flat areas are left as they are."""
-  h, w = _hw(img)
-  xp = _xp(img)
+  h, w = image_hw(img)
+  xp = xp_of(img)
   img = xp.asarray(img, np.float32)
   mh, mw = usm_matrix(h, radius), usm_matrix(w, radius)
-  residual = img - _separable(img, mh, mw)
-  soft_mask = _separable((xp.abs(residual) * 255 > threshold).astype(np.float32), mh, mw)
+  residual = img - separable(img, mh, mw)
+  soft_mask = separable((xp.abs(residual) * 255 > threshold).astype(np.float32), mh, mw)
   sharp = xp.clip(img + weight * residual, 0.0, 1.0)
   return soft_mask * sharp + (1 - soft_mask) * img
 

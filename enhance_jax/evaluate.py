@@ -18,54 +18,36 @@ import sys
 
 from absl import logging as absl_logging
 import jax
-import ml_collections
 import numpy as np
 
-from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import datasets
 from enhance_jax import degradations
 from enhance_jax import evaluators
+from enhance_jax import inference
 from enhance_jax import input_pipeline
+from enhance_jax import metrics as metrics_lib
+from enhance_jax import models
+from enhance_jax import nima as nima_lib
 from enhance_jax import reporting
 from enhance_jax import trainer
 from enhance_jax.errors import UserError
+from enhance_jax.models.nima import mean_score
 
 METRICS = evaluators.METRICS
 
 
 def restore_generator(workdir, which='best'):
   """(config, task, generator variables, step) from WORKDIR's checkpoint WHICH (EMA weights if kept);
-  a converted model directory or a weights file is scored as its architecture's classic x`scale`
-  bicubic protocol (inference.model_config)."""
-  from enhance_jax import inference  # pylint: disable=g-import-not-at-top
-  if inference.kind_of(workdir) != 'workdir':
-    restored = inference.restore(workdir)
-    config = inference.model_config(restored)
-    return config, trainer.make_task(config), restored.variables, 0
-  workdir = pathlib.Path(workdir)
-  if not (workdir / 'checkpoints').is_dir():
-    raise UserError(f'{workdir} holds no checkpoints; train first '
-                    f'(python -m enhance_jax.train --workdir {workdir}).')
-  ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
-  if which == 'best' and ckpts.best.latest_step() is None:
-    which = 'latest'
-  meta = ckpts.read_meta(which)
-  config = ml_collections.ConfigDict(meta['config'])
-  task = trainer.make_task(config)
-  ph, pw = input_pipeline.patch_hw(config)
-  s = config.model.scale
-  abstract = jax.eval_shape(
-      lambda rng: trainer.init_state(task, rng, (1, ph // s, pw // s, 3), (1, ph, pw, 3)),
-      jax.random.key(0))
-  state, _, _ = ckpts.restore(abstract, which)
-  ckpts.close()
-  return config, task, trainer.eval_variables(state), int(state.step)
+  a converted model directory, a weights file or a released model's name is scored as its
+  architecture's classic x`scale` bicubic protocol (inference.model_config)."""
+  restored = inference.restore(workdir, which=which)
+  config = restored.config if restored.config is not None else inference.model_config(restored)
+  return config, trainer.make_task(config), restored.variables, restored.step
 
 
 def held_out_hr(image, config):
   """A held-out uint8 image as the float target that is scored: fitted to data.hr_resize when set
   (as in training), min-max normalised when training was, then cropped to the model's size multiple."""
-  from enhance_jax import models  # pylint: disable=g-import-not-at-top
   hr = input_pipeline.prepare_hr(image, config.data.get('hr_resize', 0),
                                  config.data.get('hr_resize_mode', 'resize'))
   hr = input_pipeline.normalize(hr, config.data.get('normalize', 'none'))
@@ -126,8 +108,6 @@ def epoch_seconds(workdir):
 def nima_scorer(path):
   """image HxWx3 [0, 1] -> NIMA mean score, from a NIMA model directory or weights file (report
   002's aesthetic metric; any image size, one compiled program per size)."""
-  from enhance_jax import nima as nima_lib  # pylint: disable=g-import-not-at-top
-  from enhance_jax.models.nima import mean_score  # pylint: disable=g-import-not-at-top
   module, variables, _ = nima_lib.restore(path)
   fn = jax.jit(lambda x: mean_score(module.apply(variables, x))[0])
   return lambda image: float(fn(np.asarray(image, np.float32)[None]))
@@ -170,7 +150,6 @@ def rating_run(config, task, g_vars, step, source, out, checkpoint, data):
   """A rating model's (NIMA's) evaluation: every held-out image fitted and centre-cropped as in
   validation, its predicted histogram against its ratings (synthetic for unrated photos): EMD per
   image; mean EMD, LCC, SRCC and mean-score error over all; scores.png plots predicted vs true."""
-  from enhance_jax import nima as nima_lib  # pylint: disable=g-import-not-at-top
   predict = jax.jit(functools.partial(trainer.predict, task))
   names, preds, trues = list(source.names), [], []
   records = []
@@ -179,14 +158,15 @@ def rating_run(config, task, g_vars, step, source, out, checkpoint, data):
     pred = np.asarray(predict(g_vars, batch['image']))[0]
     preds.append(pred)
     trues.append(batch['histogram'][0])
-    mean, std = (float(v) for v in nima_lib.histogram_mean_std(pred))
+    mean, std = (float(v) for v in metrics_lib.histogram_mean_std(pred))
     records.append({'name': names[i], 'mean': mean, 'std': std,
-                    'true_mean': float(nima_lib.histogram_mean_std(trues[-1])[0]),
-                    'emd': float(nima_lib.emd(pred, trues[-1]))})
+                    'true_mean': float(metrics_lib.histogram_mean_std(trues[-1])[0]),
+                    'emd': float(metrics_lib.emd(pred, trues[-1]))})
   pred_mean = np.asarray([r['mean'] for r in records])
   true_mean = np.asarray([r['true_mean'] for r in records])
   metrics = {'emd': float(np.mean([r['emd'] for r in records])),
-             'lcc': nima_lib.lcc(pred_mean, true_mean), 'srcc': nima_lib.srcc(pred_mean, true_mean),
+             'lcc': metrics_lib.lcc(pred_mean, true_mean),
+             'srcc': metrics_lib.srcc(pred_mean, true_mean),
              'score_mae': float(np.mean(np.abs(pred_mean - true_mean)))}
   result = {'mean': metrics, 'images': records, 'n': len(records), 'experiment': config.get('name', ''),
             'checkpoint': {'which': str(checkpoint), 'step': step},

@@ -12,9 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from enhance_jax import degradations
 from enhance_jax import metrics as metrics_lib
 from enhance_jax import parallel
+from enhance_jax import resize
+from enhance_jax.models.nima import mean_score
 
 METRICS = ('psnr', 'ssim', 'psnr_y', 'ssim_y', 'mse')
 HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'psnr_y': True, 'ssim_y': True, 'mse': False,
@@ -32,8 +33,8 @@ def baselines(lr, hr_shape, scale=None):
   hw = tuple(hr_shape[:2])
   if scale == 1 or (scale is None and tuple(lr.shape[:2]) == hw):
     return {'input': np.clip(np.asarray(lr, np.float32), 0.0, 1.0)}
-  return {'bicubic': np.clip(degradations.resize(lr, hw), 0.0, 1.0),
-          'nearest': np.asarray(degradations.resize(lr, hw, 'nearest'), np.float32)}
+  return {'bicubic': np.clip(resize.resize(lr, hw), 0.0, 1.0),
+          'nearest': np.asarray(resize.resize(lr, hw, 'nearest'), np.float32)}
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -175,14 +176,14 @@ class RatingEvaluator:
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 10), np.float32)
 
   def run(self, variables, samples=0):
-    from enhance_jax import nima  # pylint: disable=g-import-not-at-top
     pred = self.predictions(variables)
-    true_mean = np.asarray(nima.mean_score(jnp.asarray(self.histograms)))
-    pred_mean = np.asarray(nima.mean_score(jnp.asarray(pred)))
+    true_mean = np.asarray(mean_score(jnp.asarray(self.histograms)))
+    pred_mean = np.asarray(mean_score(jnp.asarray(pred)))
     self.means = (pred_mean, true_mean)
     self.samples = list(pred[:samples])
-    return {'emd': float(np.mean(np.asarray(nima.emd(pred, self.histograms)))),
-            'lcc': nima.lcc(pred_mean, true_mean), 'srcc': nima.srcc(pred_mean, true_mean),
+    return {'emd': float(np.mean(np.asarray(metrics_lib.emd(pred, self.histograms)))),
+            'lcc': metrics_lib.lcc(pred_mean, true_mean),
+            'srcc': metrics_lib.srcc(pred_mean, true_mean),
             'score_mae': float(np.mean(np.abs(pred_mean - true_mean)))}
 
 

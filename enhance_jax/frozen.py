@@ -10,12 +10,15 @@ import functools
 
 from enhance_jax import losses
 from enhance_jax import models
+from enhance_jax import nima as nima_lib
+from enhance_jax import weights
+from enhance_jax.models.nima import NIMA
+from enhance_jax.models.vgg import VGG19Features
 from enhance_jax.errors import UserError
 
 
 def vgg19(config):
   """torchvision VGG19 features up to the last content layer, from loss.vgg_weights (random if unset)."""
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
   l = config.loss
   return vgg19_module(config), {'params': weights.load_vgg19(l.vgg_weights or None,
                                                              tuple(losses.content_layers(l)))}
@@ -23,7 +26,6 @@ def vgg19(config):
 
 def vgg19_module(config):
   """The VGG19Features module the content loss runs (no weights read)."""
-  from enhance_jax.models.vgg import VGG19Features  # pylint: disable=g-import-not-at-top
   l = config.loss
   return VGG19Features(layers=tuple(losses.content_layers(l)),
                        before_activation=l.content_before_activation,
@@ -32,7 +34,6 @@ def vgg19_module(config):
 
 def nima_module(config):
   """Report 002's NIMA (loss.nima_backbone) that the aesthetic loss term runs (no weights read)."""
-  from enhance_jax.models.nima import NIMA  # pylint: disable=g-import-not-at-top
   return NIMA(backbone=config.loss.get('nima_backbone', 'mnasnet'), dtype=models.compute_dtype(config))
 
 
@@ -40,7 +41,6 @@ def nima(config):
   """NIMA from loss.nima_from (a NIMA model directory or weights file), else random, said once."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from enhance_jax import nima as nima_lib  # pylint: disable=g-import-not-at-top
   module, path = nima_module(config), config.loss.get('nima_from', '')
   if path:
     _, variables, section = nima_lib.restore(path)

@@ -244,3 +244,30 @@ def collect(inputs) -> list[tuple[pathlib.Path, pathlib.Path]]:
     else:
       raise UserError(f"'{shown(path)}' does not exist; give image files or folders.")
   return found
+
+
+# ---------------------------------------------------------------- uint8 RGB for datasets
+
+
+def to_rgb(array):
+  """uint8 HxW, HxWx1, HxWx3 or HxWx4 -> uint8 HxWx3."""
+  array = np.asarray(array)
+  if array.ndim == 2:
+    array = array[..., None]
+  if array.shape[-1] == 1:
+    array = np.repeat(array, 3, axis=-1)
+  return np.ascontiguousarray(array[..., :3].astype(np.uint8))
+
+
+def read_image(path):
+  """Decodes PATH to uint8 RGB, or raises UserError naming the file."""
+  try:
+    with Image.open(path) as im:
+      if im.mode.startswith('I'):  # 16-bit greyscale PNG: convert('RGB') would clip it to white
+        wide = np.asarray(im).astype(np.float64)
+        if im.mode.startswith('I;16') or wide.max() > 255:
+          wide = wide / 257.0
+        return to_rgb(np.clip(np.round(wide), 0, 255))
+      return to_rgb(np.asarray(im.convert('RGB')))
+  except (OSError, ValueError, SyntaxError, IndexError, Image.DecompressionBombError) as e:
+    raise UserError(f'cannot read image {path} ({e}); remove or replace it.') from None

@@ -13,9 +13,15 @@ import os
 import pathlib
 from typing import Any
 
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
 import ml_collections
 
+from enhance_jax import checkpoints
+from enhance_jax import config as config_lib
 from enhance_jax import models
+from enhance_jax import weights
 from enhance_jax import zoo
 from enhance_jax.errors import UserError
 
@@ -46,7 +52,6 @@ class Restored:
 def kind_of(source) -> str:
   """'workdir', 'model_dir', 'weights' or 'zoo' (a released model's name) for SOURCE, or a
   UserError saying what to give."""
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(source)
   if path.is_dir():
     if weights.is_model_dir(path):
@@ -69,14 +74,11 @@ def kind_of(source) -> str:
 def restore(source, arch: str | None = None, which: str = 'best') -> Restored:
   """The generator stored at SOURCE (a workdir's WHICH checkpoint, EMA weights when kept; a converted
   model directory; or a weights file whose architecture is ARCH or inferred)."""
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
   kind = kind_of(source)
   if arch and kind not in ('weights', 'zoo'):
     raise UserError(f'--arch applies to weights files only; {source} already names its architecture.')
   if kind == 'workdir':
-    from enhance_jax import evaluate  # pylint: disable=g-import-not-at-top
-    config, _, variables, step = evaluate.restore_generator(source, which)
-    return Restored(config.model.to_dict(), variables, os.fspath(source), config, step)
+    return _from_workdir(source, which)
   if kind == 'model_dir':
     section, variables, meta = weights.read_model_dir(source)
     return Restored(dict(section), variables, os.fspath(source), meta=meta)
@@ -89,6 +91,20 @@ def restore(source, arch: str | None = None, which: str = 'best') -> Restored:
     raise UserError(f"'{source}' holds {section['name']} weights, which are not an image generator; "
                     'give a super-resolution model (RRDBNet, SRVGGNetCompact, EDSR, MSRResNet).')
   return Restored(dict(section), variables, os.fspath(source))
+
+
+def _from_workdir(workdir, which: str) -> Restored:
+  """The generator of WORKDIR's checkpoint WHICH (EMA weights when kept) with its training config."""
+  if not (pathlib.Path(workdir) / 'checkpoints').is_dir():
+    raise UserError(f'{workdir} holds no checkpoints; train first '
+                    f'(python -m enhance_jax.train --workdir {workdir}).')
+  ckpts = checkpoints.Checkpoints(workdir, read_only=True)
+  try:
+    meta, variables, step = ckpts.generator_variables(which)
+  finally:
+    ckpts.close()
+  config = ml_collections.ConfigDict(meta['config'])
+  return Restored(config.model.to_dict(), variables, os.fspath(workdir), config, step)
 
 
 def at_scale(restored: Restored, scale: int | None) -> Restored:
@@ -128,7 +144,6 @@ def model_config(restored: Restored, experiment: str = 'esrgan') -> ml_collectio
     return restored.config
   if restored.name == 'nima':
     _check_makes_images(restored, models.GENERATORS['nima']())
-  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.load_experiment(experiment)
   c.model = ml_collections.ConfigDict({k: v for k, v in restored.model.items()})
   c.discriminator = ml_collections.ConfigDict({'name': 'none'})
@@ -141,7 +156,6 @@ def model_config(restored: Restored, experiment: str = 'esrgan') -> ml_collectio
 
 
 def _flat_shapes(tree) -> dict:
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
   return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(dict(tree), sep='/').items()}
 
 
@@ -178,8 +192,6 @@ def initial_weights(config, g_params) -> Restored | None:
 def with_initial_weights(state, config, restored: Restored | None = None):
   """STATE with the generator (and its EMA copy) started from `model.init_from` (a training workdir,
   a converted model directory or a released weights file), when set; shapes checked key by key."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   restored = restored or initial_weights(config, state.g_params)
   if restored is None:
     return state

@@ -14,7 +14,10 @@ import grain
 import jax
 import numpy as np
 
+from enhance_jax import ava
 from enhance_jax import degradations
+from enhance_jax import models
+from enhance_jax import resize
 from enhance_jax.errors import UserError
 
 AFFINE_FIELDS = ('rotation', 'shift', 'shear', 'zoom', 'hflip')
@@ -64,7 +67,6 @@ def check_config(config):
   """UserError for data settings that cannot work together, checked before anything runs: the
   degradation spec and the model's scale, patch sides and the model's size multiple, hr_resize,
   affine ranges, fraction."""
-  from enhance_jax import models  # pylint: disable=g-import-not-at-top
   data, scale = config.data, config.model.scale
   step = models.hr_multiple(config)
   ph, pw = patch_hw(config)
@@ -133,7 +135,7 @@ def prepare_hr(image, hr_resize=0, mode='resize'):
   if not hr_resize:
     return image.astype(np.float32) / 255.0
   if mode == 'stretch':
-    return np.clip(degradations.resize(image.astype(np.float32) / 255.0, (hr_resize, hr_resize)),
+    return np.clip(resize.resize(image.astype(np.float32) / 255.0, (hr_resize, hr_resize)),
                    0.0, 1.0).astype(np.float32)
   if mode == 'crop_or_resize' and min(image.shape[:2]) >= hr_resize:
     return degradations.center_crop(image, hr_resize).astype(np.float32) / 255.0
@@ -184,7 +186,6 @@ def _random_flips(img, rng):
 
 def rates(config):
   """Whether config.model is a rating model (NIMA): batches {'image', 'histogram'}, not {'lr', 'hr'}."""
-  from enhance_jax import models  # pylint: disable=g-import-not-at-top
   return models.output_key(models.build_generator(config)) != 'image'
 
 
@@ -200,7 +201,6 @@ def make_rated(item, rng, *, patch_size, resize, resize_mode, augment):
   """A source item -> {'image': random PATCH of the image fitted to RESIZE (NIMA: 256 x 256, then
   192 x 192 crops), [h-flipped], 'histogram': its ratings, or `ava.synthetic_histogram` of the crop
   for an unrated photo (the offline stand-in: a fixed function of the pixels)."""
-  from enhance_jax import ava  # pylint: disable=g-import-not-at-top
   image, hist = split_rating(item)
   crop = random_crop_hw(prepare_hr(image, resize, resize_mode), patch_size, rng)
   if augment and rng.random() < 0.5:
@@ -271,7 +271,6 @@ def rated_batch(items, config):
   """Held-out rated images as one batch {'image', 'histogram'}: each fitted to data.hr_resize, its
   centre crop of the training patch (data.val_patch_size when set); unrated ones get
   `ava.synthetic_histogram` of that crop."""
-  from enhance_jax import ava  # pylint: disable=g-import-not-at-top
   images, hists = [], []
   for item in items:
     image, hist = split_rating(item)
@@ -286,7 +285,6 @@ def validation_batch(source, config):
   """All validation images as one batch: centre crops of one common size (data.val_patch_size, or
   the training patch when 0), or, with data.hr_resize, each image fitted to hr_resize whole.
   A rating model's: `rated_batch`."""
-  from enhance_jax import models  # pylint: disable=g-import-not-at-top
   n = min(len(source), config.data.get('val_max_images', 0) or len(source))
   images = [source[int(i)] for i in np.linspace(0, len(source) - 1, n).round()] if n else []
   if rates(config):

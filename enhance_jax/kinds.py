@@ -12,7 +12,10 @@ from typing import Callable
 import jax.numpy as jnp
 
 from enhance_jax import evaluators
+from enhance_jax import input_pipeline
 from enhance_jax import metrics as metrics_lib
+from enhance_jax import reporting
+from enhance_jax.models.nima import mean_score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +44,6 @@ def _image_evaluator(task, config, jitted, val, frozen, chunk, place):
     return evaluators.Evaluator(
         jitted['predict'], list(zip(val['lr'], val['hr'])), config.model.scale, chunk=chunk,
         place=place, losses=lambda v, lr, hr: jitted['losses'](v, frozen, lr, hr))
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   return evaluators.MultiScaleEvaluator(
       {s: evaluators.Evaluator(
           jitted['predict'][s],
@@ -53,13 +55,11 @@ def _image_evaluator(task, config, jitted, val, frozen, chunk, place):
 
 def _image_samples(evaluator, val, k, step):
   del step
-  from enhance_jax import reporting  # pylint: disable=g-import-not-at-top
   return reporting.sample_grid(val['lr'][:k], evaluator.samples, val['hr'][:k])
 
 
 def _rating_step_metrics(histogram, batch):
   """The mean absolute error of the mean score (the EMD itself is the loss term)."""
-  from enhance_jax.models.nima import mean_score  # pylint: disable=g-import-not-at-top
   return {'score_mae': jnp.mean(jnp.abs(mean_score(histogram) - mean_score(batch['histogram'])))}
 
 
@@ -71,7 +71,6 @@ def _rating_evaluator(task, config, jitted, val, frozen, chunk, place):
 
 def _rating_samples(evaluator, val, k, step):
   del val, k
-  from enhance_jax import reporting  # pylint: disable=g-import-not-at-top
   pred, true = evaluator.means
   return reporting.score_scatter(pred, true, f'step {step}: predicted vs true mean score')
 

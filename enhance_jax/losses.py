@@ -15,6 +15,9 @@ import jax.numpy as jnp
 import optax
 
 from enhance_jax import metrics as metrics_lib
+from enhance_jax import models
+from enhance_jax.models import vgg
+from enhance_jax.models.nima import mean_score
 from enhance_jax.errors import UserError
 
 
@@ -142,18 +145,17 @@ def kl_loss(x):
 def nima_loss(x):
   """Report 002's aesthetic term: 10 - the frozen NIMA's mean score of the output (batch mean); with
   'mse' it makes the hybrid loss L2 + gamma * (10 - NIMA), gamma being this term's weight."""
-  from enhance_jax.models.nima import mean_score  # pylint: disable=g-import-not-at-top
   return 10.0 - jnp.mean(mean_score(x.frozen['nima'](jnp.clip(x.image, 0.0, 1.0))))
 
 
 def emd_term(x):
   """NIMA's training loss: the EMD (r = loss.emd_r, 2 as NIMA and report 002) between the predicted
   and the true rating histograms ('histogram' of the outputs and of the batch), batch mean."""
-  from enhance_jax import nima  # pylint: disable=g-import-not-at-top
   if 'histogram' not in x.outputs or 'histogram' not in x.batch:
     raise UserError("loss term 'emd' compares rating histograms: it needs a rating model (model.name="
                     'nima) and rated data; drop the emd weight for this model.')
-  return nima.emd_loss(x.outputs['histogram'], x.batch['histogram'], float(x.options.get('emd_r', 2.0)))
+  return metrics_lib.emd_loss(x.outputs['histogram'], x.batch['histogram'],
+                              float(x.options.get('emd_r', 2.0)))
 
 
 LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
@@ -194,7 +196,6 @@ def check_config(config):
       raise UserError(f'unknown loss.{key} {l[key]!r}; valid: {", ".join(PIXEL_CRITERIA)}.')
   if l.gan_type not in GAN_TYPES:
     raise UserError(f'unknown loss.gan_type {l.gan_type!r}; valid: {", ".join(GAN_TYPES)}.')
-  from enhance_jax.models import vgg  # pylint: disable=g-import-not-at-top
   for layer, w in (l.get('content_layers', None) or {l.content_layer: 1.0}).items():
     vgg.conv_name(layer)  # UserError naming the valid layers
     if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
@@ -218,7 +219,6 @@ def check_config(config):
   if adversarial:
     raise UserError(f'loss.pretrain weights {adversarial}, which need a discriminator; move them to '
                     'loss.gan.')
-  from enhance_jax import models  # pylint: disable=g-import-not-at-top
   rating = models.output_key(models.build_generator(config)) != 'image'
   weighted = [k for _, section in stages for k, w in section.items() if w]
   wrong = sorted({k for k in weighted if (k in RATING_TERMS) != rating})

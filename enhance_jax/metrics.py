@@ -1,4 +1,5 @@
-"""Image-quality metrics on float [0, 1] HWC/NHWC arrays: dm-pix PSNR/SSIM, MSE and the SR protocol.
+"""Image-quality metrics on float [0, 1] HWC/NHWC arrays: dm-pix PSNR/SSIM, MSE and the SR protocol;
+and NIMA's rating-histogram metrics: EMD (its loss), LCC and SRCC of mean scores.
 
 Every metric returns one value per image (shape [N] for NHWC, a scalar for HWC) and is jittable.
 The published SR protocol scores uint8 images: pass both images through `quantize` first to match it.
@@ -8,6 +9,8 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from enhance_jax.models.nima import mean_score, std_score
 
 
 def _xp(x):
@@ -73,3 +76,63 @@ def sr_metrics(sr, hr, scale: int) -> dict:
       'psnr_y': psnr(sr_y, hr_y),
       'ssim_y': ssim(sr_y, hr_y),
   }
+
+
+# ---------------------------------------------------------------- rating histograms (NIMA, report 002)
+
+
+def cdf(p):
+  """Cumulative sums over the last axis (the CDF of each histogram)."""
+  return jnp.cumsum(p, axis=-1)
+
+
+def emd(p, q, r: float = 2.0):
+  """NIMA's normalised EMD between histograms [..., N] (rows sum to 1) -> [...]; 0 when equal.
+
+  (mean_k |CDF_p(k) - CDF_q(k)|^r)^(1/r). The sqrt at r = 2 has an infinite gradient at 0, so the
+  loss uses a tiny floor inside it (1e-12), which changes no value above 1e-6.
+  """
+  p, q = jnp.asarray(p, jnp.float32), jnp.asarray(q, jnp.float32)
+  d = jnp.abs(cdf(p) - cdf(q))
+  m = jnp.mean(d ** r, axis=-1)
+  return jnp.where(m > 0, jnp.maximum(m, 1e-12) ** (1.0 / r), 0.0)
+
+
+def emd_loss(pred, true, r: float = 2.0):
+  """The batch mean of `emd` (NIMA's training loss)."""
+  return jnp.mean(emd(pred, true, r))
+
+
+def histogram_mean_std(hist):
+  """(mean, std) of the rating 1..10 of histograms [..., 10] (normalised or vote counts)."""
+  hist = jnp.asarray(hist, jnp.float32)
+  hist = hist / jnp.sum(hist, axis=-1, keepdims=True)
+  return mean_score(hist), std_score(hist)
+
+
+def lcc(pred, true) -> float:
+  """Pearson linear correlation of two 1-D score arrays (nan when either is constant)."""
+  a, b = np.asarray(pred, np.float64).ravel(), np.asarray(true, np.float64).ravel()
+  a, b = a - a.mean(), b - b.mean()
+  denom = np.sqrt((a * a).sum() * (b * b).sum())
+  return float((a * b).sum() / denom) if denom > 0 else float('nan')
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+  """Ranks 1..n with ties given their average rank (scipy.stats.rankdata's 'average')."""
+  order = np.argsort(x, kind='mergesort')
+  sorted_x = x[order]
+  starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
+  group = np.cumsum(starts) - 1
+  first = np.flatnonzero(starts)
+  last = np.r_[first[1:], len(x)] - 1
+  avg = (first + last) / 2.0 + 1.0
+  ranks = np.empty(len(x), np.float64)
+  ranks[order] = avg[group]
+  return ranks
+
+
+def srcc(pred, true) -> float:
+  """Spearman rank correlation of two 1-D score arrays: Pearson of their (tie-averaged) ranks."""
+  a, b = np.asarray(pred, np.float64).ravel(), np.asarray(true, np.float64).ravel()
+  return lcc(_ranks(a), _ranks(b))

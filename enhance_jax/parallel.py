@@ -9,6 +9,8 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from enhance_jax.errors import UserError
+
 def launched_multihost(env=None):
   """True when this process is one of several: a JAX coordinator, SLURM or Open MPI with >1 tasks."""
   env = os.environ if env is None else env
@@ -26,7 +28,6 @@ def _env_int(env, name, minimum=1):
   except ValueError:
     number = minimum - 1
   if number < minimum:
-    from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
     kind, example = ('a positive whole number', 60) if minimum == 1 else ('a whole number >= 0', 0)
     raise UserError(f'{name}={value!r} is not {kind}; set it to one (e.g. {name}={example}) or '
                     'unset it.')
@@ -82,7 +83,6 @@ def check_batch(batch_size, mesh):
   """Raises a clear error when the global batch cannot be split evenly over the devices."""
   n = mesh.devices.size
   if batch_size % n:
-    from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
     raise UserError(f'train.batch_size={batch_size} is not divisible by the {n} devices; '
                     f'use a multiple of {n}.')
 

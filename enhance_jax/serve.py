@@ -50,6 +50,7 @@ from PIL import Image
 from enhance_jax import evaluators
 from enhance_jax import image_io
 from enhance_jax import inference
+from enhance_jax import score
 from enhance_jax import tiling
 from enhance_jax import zoo
 from enhance_jax.errors import UserError
@@ -144,7 +145,6 @@ class Nima:
   """A NIMA scoring float RGB images resized to NIMA_SIZE (one compiled program): (mean, std)."""
 
   def __init__(self, path):
-    from enhance_jax import score  # pylint: disable=g-import-not-at-top
     self._scorer = score.Scorer(path)
     self._prepare = score.prepare
 

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from enhance_jax import checkpoints as ckpt_lib
+from enhance_jax import config as config_lib
 from enhance_jax import datasets
 from enhance_jax import evaluators
 from enhance_jax import frozen as frozen_lib
@@ -261,7 +262,6 @@ def train_and_evaluate(config, workdir):
   until train.num_steps; validation and samples every train.eval_every_steps, checkpoints every
   train.checkpoint_every_steps and at every evaluation that improves train.best_metric.
   """
-  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   config_lib.validate(config)  # also configs made in Python, not through get_config
   parallel.initialize()
   # One run per workdir (and a writable one), refused before any step; process 0 holds the lock,
@@ -390,7 +390,6 @@ def main(argv=None):
   parser.add_argument('--list', action='store_true', help='print the experiments and exit')
   args = parser.parse_args(argv)
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes are not for users
-  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   if args.list:
     print('\n'.join(config_lib.describe_experiments()))
     return 0

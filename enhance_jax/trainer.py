@@ -20,9 +20,11 @@ import optax
 
 from enhance_jax import degradations
 from enhance_jax import frozen as frozen_lib
+from enhance_jax import input_pipeline
 from enhance_jax import kinds
 from enhance_jax import losses
 from enhance_jax import models
+from enhance_jax import parallel
 from enhance_jax.errors import UserError
 
 KEY_NAMES = ('dropout', 'sample', 'degrade', 'loss')
@@ -160,7 +162,6 @@ def check_config(config):
 def _check_device_ops(config):
   """UserError for the on-device data ops: the degradation with its config options (data.realesrgan),
   jnp-only ops without data.degrade_on_device, and a data.target_sharpen that is no same-size op."""
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (sizes only)
   data = config.data
   degrade = degradations.parse(data.degradation, degradations.config_options(data))
   if degradations.device_only(degrade) and not data.degrade_on_device:
@@ -178,7 +179,6 @@ def check_shapes(config):
   """Builds G and D abstractly (jax.eval_shape: no compute) on the training shapes: a field a module
   rejects when it first runs, or an output that is not the target's size, is a UserError now.
   Memoised on what the answer depends on (the model sections, patch, precision, module classes)."""
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (sizes only)
   m, d = config.model.to_dict(), config.discriminator.to_dict()
   parts = json.dumps({'model': m, 'discriminator': d, 'patch': input_pipeline.patch_hw(config),
                       'precision': config.train.precision}, sort_keys=True, default=str)
@@ -217,7 +217,6 @@ def make_task(config):
   with_d = config.discriminator.name != 'none'
   needed = losses.frozen_needed([pretrain, gan] if with_d else [pretrain])
   generator = models.build_generator(config)
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   scales = models.train_scales(generator)
   return Task(
       generator=generator, scales=scales,
@@ -460,7 +459,6 @@ def jit_steps(task, mesh):
   For a multi-scale generator (task.scales) each entry is {scale: jitted function}, the scale bound
   statically: one compiled program per scale, each with the same signature as a single-scale one
   (`(state, batch, frozen) -> (state, metrics)` for the steps); the loop picks `step_scale`'s."""
-  from enhance_jax import parallel  # pylint: disable=g-import-not-at-top
   rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   step_kw = dict(in_shardings=(rep, split, rep), out_shardings=(rep, rep), donate_argnums=0)
 

@@ -44,11 +44,11 @@ from flax import traverse_util
 
 from enhance_jax import models
 from enhance_jax import ncnn
-from enhance_jax.errors import UserError
 from enhance_jax.models import backbones
 from enhance_jax.models import edsr
 from enhance_jax.models import nima as models_nima
 from enhance_jax.models import vgg
+from enhance_jax.errors import UserError
 
 _TORCH_EXTS = ('.pth', '.pt', '.bin')
 _EXTS = ('.npz', '.safetensors') + _TORCH_EXTS
@@ -445,7 +445,6 @@ _BACKBONE_HINTS = {
 
 def _resnet18_table() -> dict[tuple[str, str], tuple[str, tuple[int, ...]]]:
   """{(collection, Flax path): (torch key, torch shape)} for ResNet18Features, in module order."""
-  from enhance_jax.models import backbones  # pylint: disable=g-import-not-at-top
   table = {}
 
   def conv(path, key, c_in, c_out, k):
@@ -476,7 +475,6 @@ def _resnet18_table() -> dict[tuple[str, str], tuple[str, tuple[int, ...]]]:
 
 def _vgg16_table() -> dict[tuple[str, str], tuple[str, tuple[int, ...]]]:
   """{('params', Flax path): (torch key, torch shape)} for VGG16Features, in module order."""
-  from enhance_jax.models import backbones  # pylint: disable=g-import-not-at-top
   table = {}
   for index, c_in, c_out in backbones.vgg16_conv_indices():
     table['params', f'features_{index}/kernel'] = (f'features.{index}.weight', (c_out, c_in, 3, 3))
@@ -514,10 +512,7 @@ def vgg16_params_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict:
 
 def _nima_backbone(arch: str):
   """The importer of NIMA's torchvision ImageNet backbone ARCH (mobilenet_v2 or mnasnet)."""
-  def load(sd):
-    from enhance_jax import nima  # pylint: disable=g-import-not-at-top  (nima imports this module)
-    return nima.nima_backbone_params_from_state_dict(sd, arch)
-  return load
+  return lambda sd: nima_backbone_params_from_state_dict(sd, arch)
 
 
 _BACKBONE_IMPORTERS = {'resnet18': resnet18_params_from_state_dict, 'vgg16': vgg16_params_from_state_dict,
@@ -587,6 +582,75 @@ def with_backbone_weights(state, config):
   if 'g_params' in changes and state.ema_params is not None:
     changes['ema_params'] = jax.tree.map(jnp.copy, changes['g_params'])
   return state.replace(**changes)
+
+
+# ---------------------------------------------------------------- NIMA (torchvision mobilenet_v2 / mnasnet1_0)
+
+_NIMA_BACKBONE_PREFIXES = ('', 'backbone.')
+# A key only each torchvision layout has (its last conv), to tell the backbone from a state_dict.
+NIMA_SIGNATURES = {'mobilenet_v2': 'features.18.0.weight', 'mnasnet': 'layers.14.weight'}
+_NIMA_HINTS = {
+    'mobilenet_v2': "torchvision's mobilenet_v2 state_dict (e.g. mobilenet_v2-b0353104.pth), or an "
+                    '.npz/.safetensors with the same keys',
+    'mnasnet': "torchvision's mnasnet1_0 state_dict (e.g. mnasnet1.0_top1_73.512-f206786ef8.pth), or "
+               'an .npz/.safetensors with the same keys',
+}
+
+
+def infer_backbone(sd: Mapping) -> str:
+  """'mobilenet_v2' or 'mnasnet' from the keys of SD; UserError when neither layout is there."""
+  for name, key in NIMA_SIGNATURES.items():
+    if any(p + key in sd for p in _NIMA_BACKBONE_PREFIXES):
+      return name
+  raise UserError(f'Cannot tell the NIMA backbone from the keys ({_clip(list(sd), 4)}); '
+                  f'give --backbone {" or ".join(models_nima.IMPORTABLE)}, or '
+                  f"{_NIMA_HINTS['mnasnet']}.")
+
+
+def _check_importable(backbone: str) -> None:
+  if backbone not in models_nima.IMPORTABLE:
+    raise UserError(f"The NIMA backbone '{backbone}' has no torchvision layout to import; use one of "
+                    f"{', '.join(models_nima.IMPORTABLE)}, or a model directory.")
+
+
+def _nima_convert(sd: Mapping, backbone: str, table: dict, namespace: tuple[str, ...], what: str) -> dict:
+  try:
+    return _convert(sd, table, namespace)
+  except _Mismatch as err:
+    raise UserError(f'The weights do not fit {what}: '
+                    + _mismatch_message(err.problems, _NIMA_HINTS[backbone])) from None
+
+
+def nima_backbone_params_from_state_dict(sd: Mapping[str, np.ndarray], backbone: str) -> dict:
+  """torchvision mobilenet_v2 (`features.{i}...`) or mnasnet1_0 (`layers.{i}...`) keys, bare or under
+  `backbone.` -> `models.nima.Backbone(arch=backbone)` variables {'params', 'batch_stats'} (numpy).
+
+  Every key under the backbone's prefix must be used with its shape (`num_batches_tracked` and
+  `classifier.*` are ignored); UserError naming the first mismatched key otherwise.
+  """
+  _check_importable(backbone)
+  spec = models_nima.layer_specs(backbone)
+  first = next(iter(models_nima.torch_table(backbone).values()))[0]
+  prefix = _first_prefix(sd, _NIMA_BACKBONE_PREFIXES, first)
+  table = models_nima.torch_table(backbone, prefix=prefix)
+  return _nima_convert(sd, backbone, table, tuple(prefix + n for n in spec.namespace),
+                  f'the {backbone} backbone')
+
+
+def nima_params_from_state_dict(sd: Mapping[str, np.ndarray], backbone: str | None = None) -> dict:
+  """A whole NIMA in torchvision layout (backbone keys + `classifier.1.weight` [10, C], `.bias`) ->
+  `models.nima.NIMA(backbone)` variables (numpy; the head's weight transposed to a kernel [C, 10]).
+
+  backbone: None infers it from the keys. Every key must be used; UserError naming the first
+  mismatched one otherwise.
+  """
+  backbone = backbone or infer_backbone(sd)
+  _check_importable(backbone)
+  variables = _nima_convert(sd, backbone, models_nima.torch_table(backbone, head=True), ('',),
+                       f'NIMA ({backbone})')
+  head = variables['params']['head']
+  head['kernel'] = np.ascontiguousarray(head['kernel'].T)
+  return variables
 
 
 # ---------------------------------------------------------------- released generators: layouts from keys
@@ -770,8 +834,7 @@ _NIMA_HINT = ("a whole NIMA in torchvision layout: mobilenet_v2 (`features.*`) o
 
 def _nima_found(sd: Mapping) -> tuple[str | None, str]:
   """(backbone, key prefix) of the torchvision NIMA backbone in `sd`, or (None, '') if none is."""
-  from enhance_jax import nima  # pylint: disable=g-import-not-at-top  (nima imports this module)
-  for backbone, key in nima._SIGNATURES.items():  # pylint: disable=protected-access
+  for backbone, key in NIMA_SIGNATURES.items():
     for prefix in _NIMA_PREFIXES:
       if prefix + key in sd:
         return backbone, prefix

@@ -13,6 +13,7 @@ import skimage.data
 from PIL import Image
 
 from enhance_jax import degradations as deg
+from enhance_jax import resize
 from enhance_jax.errors import UserError
 
 
@@ -31,14 +32,14 @@ def _pil_resize(img, hw):
 @pytest.mark.parametrize('method', ['bicubic', 'bilinear', 'nearest'])
 @pytest.mark.parametrize('sizes', [(512, 128), (37, 11), (16, 64), (10, 10)])
 def test_resize_matrix_rows_sum_to_one(method, sizes):
-  m = deg.resize_matrix(*sizes, method=method)
+  m = resize.resize_matrix(*sizes, method=method)
   assert m.shape == sizes[::-1] and m.dtype == np.float32
   np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_resize_matrix_is_cached_and_read_only():
-  m = deg.resize_matrix(40, 10)
-  assert deg.resize_matrix(40, 10) is m
+  m = resize.resize_matrix(40, 10)
+  assert resize.resize_matrix(40, 10) is m
   with pytest.raises(ValueError):
     m[0, 0] = 1.0
 
@@ -47,7 +48,7 @@ def test_resize_matrix_matches_matlab_x2_bicubic_weights():
   # MATLAB imresize(x, 0.5, 'bicubic'): the a=-0.5 kernel stretched x2, taps at distances 0.5..3.5.
   half = np.array([-0.0234375, -0.0703125, 0.2265625, 0.8671875]) / 2
   kernel = np.concatenate([half, half[::-1]])
-  row = deg.resize_matrix(16, 8)[3]  # output 3 centres on input 6.5: taps on inputs 3..10
+  row = resize.resize_matrix(16, 8)[3]  # output 3 centres on input 6.5: taps on inputs 3..10
   np.testing.assert_allclose(row[3:11], kernel, atol=1e-7)
   assert np.all(row[:3] == 0) and np.all(row[11:] == 0)
 
@@ -59,39 +60,39 @@ def test_resize_matrix_folds_boundary_symmetrically():
   expected = np.zeros(8)
   for src, w in zip([2, 1, 0, 0, 1, 2, 3, 4], taps):
     expected[src] += w
-  np.testing.assert_allclose(deg.resize_matrix(8, 4)[0], expected, atol=1e-7)
+  np.testing.assert_allclose(resize.resize_matrix(8, 4)[0], expected, atol=1e-7)
 
 
 def test_nearest_picks_source_pixels():
   img = np.arange(8, dtype=np.float32).reshape(1, 8, 1) * np.ones((8, 1, 1), np.float32)
-  out = deg.resize(img, (4, 4), method='nearest')
+  out = resize.resize(img, (4, 4), method='nearest')
   np.testing.assert_array_equal(out[0, :, 0], [1, 3, 5, 7])  # floor((i + 0.5) * 2)
 
 
 def test_unknown_method_raises():
   with pytest.raises(ValueError, match='bilinear'):
-    deg.resize_matrix(10, 5, method='lanczos7')
+    resize.resize_matrix(10, 5, method='lanczos7')
 
 
 @pytest.mark.parametrize('method', ['bicubic', 'bilinear', 'nearest'])
 def test_resize_keeps_constant_image_constant(method):
   img = np.full((30, 45, 3), 0.37, np.float32)
   for hw in [(7, 11), (30, 45), (120, 180)]:
-    np.testing.assert_allclose(deg.resize(img, hw, method), 0.37, atol=1e-6)
+    np.testing.assert_allclose(resize.resize(img, hw, method), 0.37, atol=1e-6)
 
 
 def test_bicubic_downscale_matches_pil(astronaut):
   # Reference: PIL Image.resize(..., Image.BICUBIC) (a=-0.5, antialiased) on float 'F' channels. PIL
   # renormalises clipped border taps where we mirror, so only the 2-pixel border may differ.
-  ours = deg.resize(astronaut, (128, 128))
+  ours = resize.resize(astronaut, (128, 128))
   ref = _pil_resize(astronaut, (128, 128))
   assert np.abs(ours - ref).mean() < 0.02
   np.testing.assert_allclose(ours[2:-2, 2:-2], ref[2:-2, 2:-2], atol=1e-5)
 
 
 def test_bicubic_upscale_matches_pil(astronaut):
-  lr = deg.resize(astronaut[:128, :96], (32, 24))
-  ours = deg.resize(lr, (128, 96))
+  lr = resize.resize(astronaut[:128, :96], (32, 24))
+  ours = resize.resize(lr, (128, 96))
   assert ours.shape == (128, 96, 3)
   inner = np.s_[8:-8, 8:-8]  # the mirrored boundary reaches 2 LR pixels = 8 HR pixels in
   np.testing.assert_allclose(ours[inner], _pil_resize(lr, (128, 96))[inner], atol=1e-5)
@@ -99,29 +100,29 @@ def test_bicubic_upscale_matches_pil(astronaut):
 
 def test_numpy_and_jax_give_the_same_resize(astronaut):
   img = astronaut[:200, :160]
-  ours = deg.resize(img, (50, 40))
-  on_jax = deg.resize(jnp.asarray(img), (50, 40))
+  ours = resize.resize(img, (50, 40))
+  on_jax = resize.resize(jnp.asarray(img), (50, 40))
   assert isinstance(on_jax, jax.Array) and isinstance(ours, np.ndarray)
   np.testing.assert_allclose(np.asarray(on_jax), ours, atol=1e-5)
-  jitted = jax.jit(lambda x: deg.resize(x, (50, 40)))(jnp.asarray(img))
+  jitted = jax.jit(lambda x: resize.resize(x, (50, 40)))(jnp.asarray(img))
   np.testing.assert_allclose(np.asarray(jitted), ours, atol=1e-5)
 
 
 def test_resize_shapes_hwc_and_nhwc(astronaut):
   batch = np.stack([astronaut[:64, :48], astronaut[64:128, :48]])
-  out = deg.resize(batch, (16, 12))
+  out = resize.resize(batch, (16, 12))
   assert out.shape == (2, 16, 12, 3) and out.dtype == np.float32
-  np.testing.assert_allclose(out[1], deg.resize(batch[1], (16, 12)), atol=1e-6)
-  assert deg.imresize_scale(batch[0], 4).shape == (256, 192, 3)
-  assert deg.imresize_scale(batch, 0.25).shape == (2, 16, 12, 3)
+  np.testing.assert_allclose(out[1], resize.resize(batch[1], (16, 12)), atol=1e-6)
+  assert resize.imresize_scale(batch[0], 4).shape == (256, 192, 3)
+  assert resize.imresize_scale(batch, 0.25).shape == (2, 16, 12, 3)
   with pytest.raises(ValueError, match='HWC'):
-    deg.resize(astronaut[..., 0], (16, 16))
+    resize.resize(astronaut[..., 0], (16, 16))
 
 
 def test_resize_does_not_clip():
   img = np.zeros((16, 16, 1), np.float32)
   img[:, 8:] = 1.0  # a hard edge makes the bicubic kernel overshoot
-  up = deg.resize(img, (64, 64))
+  up = resize.resize(img, (64, 64))
   assert up.max() > 1.0 and up.min() < 0.0
 
 
@@ -142,7 +143,7 @@ def test_gaussian_blur_preserves_constant_and_mean(astronaut):
 
 
 def test_gaussian_matrix_radius_is_ceil_three_sigma():
-  m = deg.gaussian_matrix(40, 1.5)  # radius 5: row 20 touches columns 15..25 only
+  m = resize.gaussian_matrix(40, 1.5)  # radius 5: row 20 touches columns 15..25 only
   assert np.count_nonzero(m[20]) == 11 and m[20, 15] > 0 and m[20, 25] > 0
   np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)
 
@@ -384,8 +385,8 @@ def test_down_up_keeps_the_size_and_resizes_down_and_back(astronaut):
   out = op(img, np.random.default_rng(0))
   assert out.shape == (218, 178, 3) and out.dtype == np.float32
   assert deg.output_hw(op, (218, 178)) == (218, 178)
-  small = deg.resize(img, (44, 36))  # round(218 / 5) x round(178 / 5)
-  np.testing.assert_allclose(out, np.clip(deg.resize(small, (218, 178)), 0, 1), atol=1e-6)
+  small = resize.resize(img, (44, 36))  # round(218 / 5) x round(178 / 5)
+  np.testing.assert_allclose(out, np.clip(resize.resize(small, (218, 178)), 0, 1), atol=1e-6)
   assert out.min() >= 0.0 and out.max() <= 1.0
   assert np.abs(out - img).mean() > 0.01  # the detail really is lost
   assert not np.allclose(out, deg.parse('down_up(4)')(img, np.random.default_rng(0)), atol=1e-3)

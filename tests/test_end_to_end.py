@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from enhance_jax import checkpoints as ckpt_lib
-from enhance_jax import config as config_lib
 from enhance_jax import evaluate
-from enhance_jax import train
 from enhance_jax.errors import UserError
+
+pytestmark = pytest.mark.slow  # every report trained end to end
 
 
 def test_l1_stage_beats_bicubic_on_held_out_photos(l1_run):

@@ -16,6 +16,8 @@ from enhance_jax import models
 from enhance_jax import train
 from enhance_jax import trainer
 
+pytestmark = pytest.mark.slow  # every experiment trained a few steps
+
 REPORT_000 = ('celeba_cnn', 'celeba_rbf', 'celeba_gan')
 REPORT_001 = ('cifar10_denoise_ae', 'cifar10_denoise_vae', 'catsdogs_deconv', 'catsdogs_resnet')
 FAMILY = ('srgan', 'srgan6', 'dcgan_sr', 'refine_ae', 'refine_gan', *REPORT_000, *REPORT_001)

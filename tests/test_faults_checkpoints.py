@@ -18,7 +18,6 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import ml_collections
-import orbax.checkpoint as ocp
 import pytest
 
 from conftest import quick_compile, tiny_config

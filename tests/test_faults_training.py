@@ -23,6 +23,8 @@ from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import input_pipeline
 from enhance_jax import train
 
+pytestmark = pytest.mark.slow  # real CLI runs killed and resumed
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 KILL_RUN = (*TINY, 'train.num_steps=14', 'train.checkpoint_every_steps=1', 'train.eval_every_steps=7',
             'train.log_every_steps=1')

@@ -23,6 +23,8 @@ import pytest
 from conftest import TINY
 from enhance_jax import config as config_lib
 
+pytestmark = pytest.mark.slow  # pip installs and a wheel build
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = ('setup.cfg', 'setup.py', 'pyproject.toml', 'MANIFEST.in', 'README.md', 'enhance_jax',
            'experiments')

@@ -9,6 +9,8 @@ from enhance_jax import evaluate
 from enhance_jax import train
 from enhance_jax import trainer
 
+pytestmark = pytest.mark.slow  # trainings stopped by signals
+
 
 def test_ctrl_c_saves_then_resume_finishes(tmp_path, monkeypatch):
   config = tiny_config()

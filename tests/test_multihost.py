@@ -22,6 +22,8 @@ from enhance_jax import checkpoints as ckpt_lib
 from enhance_jax import parallel
 from enhance_jax.errors import UserError
 
+pytestmark = pytest.mark.slow  # two-process trainings
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SETS = [a for t in (*TINY, 'train.num_steps=4') for a in ('--set', t)]
 PEER_TIMEOUT = 10  # seconds a silent peer is waited for in these tests

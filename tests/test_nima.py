@@ -12,7 +12,7 @@ import scipy.stats
 from PIL import Image
 
 from enhance_jax import ava
-from enhance_jax import nima
+from enhance_jax import metrics
 from enhance_jax import score
 from enhance_jax import weights
 from enhance_jax.errors import UserError
@@ -31,21 +31,21 @@ def _onehot(k):
 
 def test_emd_zero_for_identical_and_hand_computed():
   p = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(0), (4, 10)))
-  np.testing.assert_allclose(nima.emd(p, p), 0.0, atol=1e-7)
+  np.testing.assert_allclose(metrics.emd(p, p), 0.0, atol=1e-7)
   # one-hot at 1 vs at 2: the CDFs differ by 1 at k = 1 only -> sqrt(1/10).
-  np.testing.assert_allclose(nima.emd(_onehot(1), _onehot(2)), math.sqrt(0.1), rtol=1e-6)
+  np.testing.assert_allclose(metrics.emd(_onehot(1), _onehot(2)), math.sqrt(0.1), rtol=1e-6)
   # one-hot at 1 vs at 10: they differ by 1 at k = 1..9 -> sqrt(9/10).
-  np.testing.assert_allclose(nima.emd(_onehot(1), _onehot(10)), math.sqrt(0.9), rtol=1e-6)
+  np.testing.assert_allclose(metrics.emd(_onehot(1), _onehot(10)), math.sqrt(0.9), rtol=1e-6)
   # [.5, .5, 0...] vs [0, .5, .5, 0...]: CDF differences .5, .5, 0... -> sqrt((.25 + .25) / 10).
   a = jnp.asarray([.5, .5] + [0] * 8)
   b = jnp.asarray([0, .5, .5] + [0] * 7)
-  np.testing.assert_allclose(nima.emd(a, b), math.sqrt(0.05), rtol=1e-6)
-  batch = nima.emd(jnp.stack([_onehot(1), a]), jnp.stack([_onehot(2), b]))
+  np.testing.assert_allclose(metrics.emd(a, b), math.sqrt(0.05), rtol=1e-6)
+  batch = metrics.emd(jnp.stack([_onehot(1), a]), jnp.stack([_onehot(2), b]))
   np.testing.assert_allclose(batch, [math.sqrt(0.1), math.sqrt(0.05)], rtol=1e-6)
-  np.testing.assert_allclose(nima.emd(_onehot(1), _onehot(3), r=1), 0.2, rtol=1e-6)
-  grad = jax.grad(lambda x: nima.emd_loss(jax.nn.softmax(x), p))(jnp.zeros((4, 10)))
+  np.testing.assert_allclose(metrics.emd(_onehot(1), _onehot(3), r=1), 0.2, rtol=1e-6)
+  grad = jax.grad(lambda x: metrics.emd_loss(jax.nn.softmax(x), p))(jnp.zeros((4, 10)))
   assert np.all(np.isfinite(grad))
-  grad0 = jax.grad(lambda x: nima.emd_loss(x, x * 1.0))(p)
+  grad0 = jax.grad(lambda x: metrics.emd_loss(x, x * 1.0))(p)
   assert np.all(np.isfinite(grad0))
 
 
@@ -56,7 +56,7 @@ def test_mean_and_std_scores():
   uniform = jnp.full((10,), 0.1)
   np.testing.assert_allclose(nima_model.mean_score(uniform), 5.5, rtol=1e-6)
   np.testing.assert_allclose(nima_model.std_score(uniform), np.std(np.arange(1, 11)), rtol=1e-5)
-  mean, std = nima.histogram_mean_std(jnp.asarray([0, 1, 5, 17, 38, 36, 15, 6, 5, 1]))
+  mean, std = metrics.histogram_mean_std(jnp.asarray([0, 1, 5, 17, 38, 36, 15, 6, 5, 1]))
   counts = np.asarray([0, 1, 5, 17, 38, 36, 15, 6, 5, 1])
   ratings = np.repeat(np.arange(1, 11), counts)
   np.testing.assert_allclose([mean, std], [ratings.mean(), ratings.std()], rtol=1e-5)
@@ -67,9 +67,9 @@ def test_lcc_srcc_match_numpy_and_scipy():
   a = rng.normal(size=50)
   b = a + rng.normal(size=50) * 0.5
   b[:5] = b[5]  # ties
-  np.testing.assert_allclose(nima.lcc(a, b), np.corrcoef(a, b)[0, 1], rtol=1e-10)
-  np.testing.assert_allclose(nima.srcc(a, b), scipy.stats.spearmanr(a, b).statistic, rtol=1e-10)
-  assert math.isnan(nima.lcc(np.ones(5), a[:5]))
+  np.testing.assert_allclose(metrics.lcc(a, b), np.corrcoef(a, b)[0, 1], rtol=1e-10)
+  np.testing.assert_allclose(metrics.srcc(a, b), scipy.stats.spearmanr(a, b).statistic, rtol=1e-10)
+  assert math.isnan(metrics.lcc(np.ones(5), a[:5]))
 
 
 # ---------------------------------------------------------------- the network
@@ -260,17 +260,17 @@ def _compare(net, backbone, variables, shape=(2, 3, 72, 64)):
 def test_mobilenet_v2_import_matches_torch(mobilenet_v2_pth):
   net, path = mobilenet_v2_pth
   sd = weights.load_state_dict(path)
-  assert nima.infer_backbone(sd) == 'mobilenet_v2'
-  variables = nima.nima_params_from_state_dict(sd)
+  assert weights.infer_backbone(sd) == 'mobilenet_v2'
+  variables = weights.nima_params_from_state_dict(sd)
   _compare(net, 'mobilenet_v2', variables)
   # The backbone importer alone: classifier ignored, same tree as Backbone.init builds.
-  backbone_vars = nima.nima_backbone_params_from_state_dict(sd, 'mobilenet_v2')
+  backbone_vars = weights.nima_backbone_params_from_state_dict(sd, 'mobilenet_v2')
   like = jax.eval_shape(nima_model.Backbone('mobilenet_v2').init, jax.random.PRNGKey(0),
                         jnp.zeros((1, 32, 32, 3)))
   shapes = lambda tree: jax.tree.map(lambda a: tuple(a.shape), dict(tree))
   assert shapes(backbone_vars) == shapes(like)
   prefixed = {'backbone.' + k: v for k, v in sd.items() if k.startswith('features.')}
-  nima.nima_backbone_params_from_state_dict(prefixed, 'mobilenet_v2')
+  weights.nima_backbone_params_from_state_dict(prefixed, 'mobilenet_v2')
 
 
 @pytest.fixture(scope='module')
@@ -278,8 +278,8 @@ def mnasnet_twin():
   torch.manual_seed(1)
   net = _randomised(TorchMnasNetNIMA())
   sd = {k: v.numpy() for k, v in net.state_dict().items()}
-  assert nima.infer_backbone(sd) == 'mnasnet'
-  return net, jax.tree.map(jnp.asarray, nima.nima_params_from_state_dict(sd))
+  assert weights.infer_backbone(sd) == 'mnasnet'
+  return net, jax.tree.map(jnp.asarray, weights.nima_params_from_state_dict(sd))
 
 
 def test_mnasnet_import_matches_torch(mnasnet_twin):
@@ -294,17 +294,17 @@ def test_importer_names_the_first_mismatched_key(mobilenet_v2_pth):
   del broken['features.5.conv.1.1.running_var']
   with pytest.raises(UserError, match=r"first mismatched key: missing 'features\.5\.conv\.1\.1\."
                                       r"running_var'"):
-    nima.nima_backbone_params_from_state_dict(broken, 'mobilenet_v2')
+    weights.nima_backbone_params_from_state_dict(broken, 'mobilenet_v2')
   wrong = dict(sd, **{'features.3.conv.2.weight': np.zeros((24, 144, 3, 3), np.float32)})
   with pytest.raises(UserError, match=r"'features\.3\.conv\.2\.weight' has shape"):
-    nima.nima_params_from_state_dict(wrong)
+    weights.nima_params_from_state_dict(wrong)
   with pytest.raises(UserError, match=r"unexpected 'features\.19\.0\.weight'"):
-    nima.nima_backbone_params_from_state_dict(
+    weights.nima_backbone_params_from_state_dict(
         dict(sd, **{'features.19.0.weight': np.zeros(1)}), 'mobilenet_v2')
   with pytest.raises(UserError, match="missing 'layers.0.weight'"):
-    nima.nima_params_from_state_dict(sd, 'mnasnet')
+    weights.nima_params_from_state_dict(sd, 'mnasnet')
   with pytest.raises(UserError, match='no torchvision layout'):
-    nima.nima_backbone_params_from_state_dict(sd, 'mobilenet')
+    weights.nima_backbone_params_from_state_dict(sd, 'mobilenet')
 
 
 # ---------------------------------------------------------------- AVA
@@ -388,7 +388,7 @@ def test_score_cli(tmp_path, mobilenet_v2_pth, capsys):
   table = {line.split()[0]: float(line.split()[1]) for line in lines[1:]}
   assert table[rows[0]['image']] == pytest.approx(rows[0]['mean'], abs=1e-3)
   # The same NIMA as a model directory scores the same.
-  variables = nima.nima_params_from_state_dict(weights.load_state_dict(pth))
+  variables = weights.nima_params_from_state_dict(weights.load_state_dict(pth))
   weights.write_model_dir(tmp_path / 'model', {'name': 'nima', 'backbone': 'mobilenet_v2'},
                           variables, {})
   assert score.main([str(tmp_path / 'a.png'), '--nima', str(tmp_path / 'model'), '--size', '64',

@@ -74,7 +74,7 @@ def test_nima_through_the_cli(backbone, ext, prefix, tmp_path, capsys):
   model, variables, section = nima.restore(tmp_path / 'model')
   assert section == dict(SECTION, backbone=backbone)
   assert model.backbone == backbone and model.dropout == nima_model.NIMA_DROPOUT
-  want = nima.nima_params_from_state_dict(sd)
+  want = weights.nima_params_from_state_dict(sd)
   assert jax.tree.structure(variables) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(want)):
     np.testing.assert_array_equal(a, b)

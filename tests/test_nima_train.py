@@ -14,11 +14,15 @@ from enhance_jax import config as config_lib
 from enhance_jax import evaluate
 from enhance_jax import frozen
 from enhance_jax import input_pipeline
+from enhance_jax import metrics
 from enhance_jax import nima as nima_lib
 from enhance_jax import score
 from enhance_jax import train
 from enhance_jax import trainer
+from enhance_jax import weights
 from enhance_jax.errors import UserError
+
+pytestmark = pytest.mark.slow  # NIMA trainings
 
 N_IMAGES = 24
 TINY_NIMA = ('model.backbone=mobilenet', 'data.hr_resize=64', 'data.patch_size=48',
@@ -98,7 +102,7 @@ def test_score_and_the_hybrid_loss_read_a_nima_workdir(nima_run, tmp_path, capsy
   Image.fromarray(photo).save(tmp_path / 'a.png')
   assert score.main([str(tmp_path / 'a.png'), '--nima', str(workdir), '--json', '--size', '0']) == 0
   (row,) = json.loads(capsys.readouterr().out)
-  want = nima_lib.histogram_mean_std(module.apply(variables, photo[None].astype(np.float32) / 255))
+  want = metrics.histogram_mean_std(module.apply(variables, photo[None].astype(np.float32) / 255))
   assert row['mean'] == pytest.approx(float(want[0][0]), abs=1e-3)
   hybrid = config_lib.get_config('edsr_nima', [f'loss.nima_from={workdir}',
                                                'loss.nima_backbone=mobilenet'])
@@ -185,7 +189,6 @@ def test_enhance_refuses_a_nima_run_and_names_score(nima_run, tmp_path, capsys):
 def test_imagenet_backbone_weights_start_the_nima_run(tmp_path):
   """model.backbone_weights (a torchvision mobilenet_v2 state_dict, here random in an .npz) becomes
   the backbone's parameters and BatchNorm statistics of the train state; the head stays random."""
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
   from enhance_jax.models import nima as nima_model  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   table = nima_model.torch_table('mobilenet_v2')

@@ -23,6 +23,7 @@ from conftest import tiny_config
 from enhance_jax import config as config_lib
 from enhance_jax import degradations as deg
 from enhance_jax import jpeg as jpeg_lib
+from enhance_jax import resize
 from enhance_jax import trainer
 from enhance_jax.errors import UserError
 
@@ -257,7 +258,7 @@ def test_filter2d_is_reflect_padded_correlation_also_inside_a_buffer(photo):
 
 @pytest.mark.parametrize('method', [0, 1, 2])
 def test_resize_matrix_reads_the_content_only_and_keeps_constants(method):
-  m = np.asarray(_jit(deg.torch_resize_matrix, 37, 23, 60, 50)(method))
+  m = np.asarray(_jit(resize.torch_resize_matrix, 37, 23, 60, 50)(method))
   assert np.all(m[23:] == 0) and np.all(m[:, 37:] == 0)
   np.testing.assert_allclose(m[:23].sum(axis=1), 1.0, atol=1e-6)
 
@@ -266,15 +267,15 @@ def test_resize_matrix_is_pytorchs_interpolate():
   torch = pytest.importorskip('torch')
   x = np.random.default_rng(0).random(64).astype(np.float32)
   t = torch.from_numpy(x)[None, None, None]
-  for method, mode in enumerate(deg.RESIZE_METHODS):
+  for method, mode in enumerate(resize.METHODS):
     for n_out in (96, 37, 9, 64):
       ref = torch.nn.functional.interpolate(t, size=(1, n_out), mode=mode)[0, 0, 0].numpy()
-      m = _jit(deg.torch_resize_matrix, 64, n_out, 64, n_out)(method)
+      m = _jit(resize.torch_resize_matrix, 64, n_out, 64, n_out)(method)
       np.testing.assert_allclose(np.asarray(m) @ x, ref,
                                  atol=2e-6, err_msg=f'{mode} 64->{n_out}')
     f = np.float32(0.731)  # interpolate(scale_factor=f): floor(64 f) samples, coordinates mapped by 1 / f
     ref = torch.nn.functional.interpolate(t, scale_factor=(1.0, float(f)), mode=mode)[0, 0, 0].numpy()
-    m = np.asarray(_jit(deg.torch_resize_matrix, 64, len(ref), 64, len(ref))(method, 1 / f))
+    m = np.asarray(_jit(resize.torch_resize_matrix, 64, len(ref), 64, len(ref))(method, 1 / f))
     np.testing.assert_allclose(m @ x, ref, atol=2e-6, err_msg=f'{mode} x{f}')
 
 

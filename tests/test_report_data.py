@@ -9,6 +9,7 @@ import skimage.data
 from enhance_jax import config as config_lib
 from enhance_jax import datasets
 from enhance_jax import degradations as deg
+from enhance_jax import resize
 from enhance_jax import evaluate
 from enhance_jax import evaluators
 from enhance_jax import input_pipeline
@@ -52,7 +53,7 @@ def test_square_resize_crops_the_centre_square_and_resizes(chelsea):
   assert out.shape == (64, 64, 3) and out.dtype == np.float32
   assert out.min() >= 0.0 and out.max() <= 1.0
   square = chelsea[:, 75:375].astype(np.float32) / 255.0  # 300x451 -> the centred 300x300
-  np.testing.assert_allclose(out, np.clip(deg.resize(square, (64, 64)), 0, 1), atol=1e-6)
+  np.testing.assert_allclose(out, np.clip(resize.resize(square, (64, 64)), 0, 1), atol=1e-6)
   np.testing.assert_array_equal(out, deg.square_resize(chelsea, 64))  # deterministic
   np.testing.assert_allclose(deg.square_resize(chelsea.astype(np.float32) / 255.0, 64), out, atol=1e-6)
   batch = deg.square_resize(np.stack([chelsea, chelsea[::-1]]), 64)  # NHWC too
@@ -272,7 +273,7 @@ def test_nearest_baseline_is_worse_than_bicubic_on_a_photo():
   for up in base.values():
     assert up.shape == hr.shape and up.dtype == np.float32 and 0 <= up.min() and up.max() <= 1
   np.testing.assert_array_equal(base['nearest'], lr.repeat(4, axis=0).repeat(4, axis=1))
-  np.testing.assert_allclose(base['bicubic'], np.clip(deg.resize(lr, (256, 256)), 0, 1), atol=1e-6)
+  np.testing.assert_allclose(base['bicubic'], np.clip(resize.resize(lr, (256, 256)), 0, 1), atol=1e-6)
   scores = {k: evaluators.score(v[None], hr[None], 4)[0] for k, v in base.items()}
   assert scores['nearest']['psnr'] < scores['bicubic']['psnr'] - 0.5
   assert scores['nearest']['ssim'] < scores['bicubic']['ssim']
@@ -306,7 +307,7 @@ def test_same_size_tasks_score_the_input_itself():
 
 def test_held_out_pairs_resize_images_and_score_nearest():
   # A stand-in generator (bicubic upscaling) keeps this a data test: no model, no checkpoint.
-  predict = lambda variables, lr: deg.resize(lr, (lr.shape[1] * 4, lr.shape[2] * 4)).clip(0, 1)
+  predict = lambda variables, lr: resize.resize(lr, (lr.shape[1] * 4, lr.shape[2] * 4)).clip(0, 1)
   src = datasets.embedded(datasets.EMBEDDED_EVAL)
   cfg = _report_003()
   pairs = evaluate.held_out_pairs(cfg, src)

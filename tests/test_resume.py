@@ -25,6 +25,8 @@ from enhance_jax import input_pipeline
 from enhance_jax import train
 from enhance_jax.errors import UserError
 
+pytestmark = pytest.mark.slow  # trainings resumed from checkpoints
+
 # 2 L1 steps then 4 GAN steps, 2 steps an epoch (conftest.TINY); EMA on, and both learning rates
 # halve after one step of their stage, so a resume that lost the optimizer's step count would show.
 RESUME = ('train.ema_decay=0.9', 'train.pretrain_milestones=(1,)', 'train.gan_milestones=(1,)')

@@ -28,6 +28,8 @@ from enhance_jax import weights
 from enhance_jax.models.nima import NIMA
 from enhance_jax.models.srvgg import SRVGGNetCompact
 
+pytestmark = pytest.mark.slow  # a real server subprocess and headless Chromium
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ARTIFACTS = pathlib.Path(os.environ.get('ENHANCE_JAX_ARTIFACTS', REPO / 'artifacts'))
 MAX_PIXELS = 250_000

@@ -5,7 +5,7 @@ The report gives no widths or kernels for either. Chosen here:
 - RefineAutoencoder: 3x3 ReLU convs. Encoder nf,nf @160 | pool | 2nf,2nf @80 | pool | 4nf @40 (5 convs,
   2 max-pools 2x2); decoder 4nf @40 | bicubic x4 | 2nf,2nf @160 | bicubic x4 | nf, 3 (linear) @640
   (5 convs, 2 upsamplings by 4), mirroring the encoder and keeping the widest convs at low resolution.
-  Bicubic is degradations.resize (MATLAB kernel, differentiable jnp matmuls), computed in float32.
+  Bicubic is resize.resize (MATLAB kernel, differentiable jnp matmuls), computed in float32.
 - RefineGenerator: SRResNet without BatchNorm or residuals: 9x9 head, num_layers conv3x3+PReLU,
   pixel-shuffle x2 upsamplers, 9x9 tail, tanh mapped to [0,1].
 - RefineDiscriminator: conv nf (LeakyReLU 0.2), convs 2nf/4nf/8nf stride 2 with BN + LeakyReLU 0.2,
@@ -18,7 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax import degradations
+from enhance_jax import resize
 from enhance_jax.models.srgan import (Conv3x3, Conv9x9, PReLU, UpsampleBlock, batch_norm,
                                       imagenet_normalize, num_doublings)
 
@@ -26,7 +26,7 @@ from enhance_jax.models.srgan import (Conv3x3, Conv9x9, PReLU, UpsampleBlock, ba
 def bicubic_up(x, factor):
   """Bicubic upsampling of an NHWC batch by an integer factor, in float32, back in x's dtype."""
   n, h, w, c = x.shape
-  return degradations.resize(x, (h * factor, w * factor), 'bicubic', antialias=False).astype(x.dtype)
+  return resize.resize(x, (h * factor, w * factor), 'bicubic', antialias=False).astype(x.dtype)
 
 
 class RefineAutoencoder(nn.Module):

@@ -28,6 +28,7 @@ RUN_KEYS = ('device', 'num_devices', 'images_per_sec', 'ms_per_step', 'ms_min', 
             'peak_bytes', 'host_max_rss_bytes')
 
 
+@pytest.mark.slow
 def test_throughput_compare_writes_json_with_ratio_and_flops(tmp_path):
   """The GAN stage (G, D and VGG: every network the pretrain stage runs and more) in both frameworks;
   the pretrain stage's JAX path is timed by test_throughput_times_multi_scale_and_rating_models."""
@@ -56,6 +57,7 @@ def test_throughput_compare_writes_json_with_ratio_and_flops(tmp_path):
   assert 0.9 < r['jax']['xla_over_analytic'] < 1.1, r['jax']['xla_over_analytic']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('exp,extra', [('mdsr', ('--set', 'model.num_blocks=1', '--set',
                                                  'model.num_features=8')),
                                        ('nima', ('--set', 'model.backbone=mobilenet'))])
@@ -88,6 +90,7 @@ def _fake_basicsr(monkeypatch):
   monkeypatch.setitem(sys.modules, arch.__name__, arch)
 
 
+@pytest.mark.slow
 def test_torch_run_times_basicsr_rrdbnet_as_an_extra_column(tmp_path, monkeypatch):
   _fake_basicsr(monkeypatch)
   out = tmp_path / 'torch.json'
@@ -171,6 +174,7 @@ def test_analytic_flops_of_the_report_rrdbnet():
   assert flops.rrdbnet(32, 32, m) == expected
 
 
+@pytest.mark.slow
 def test_op_profile_groups_the_step_ops_by_kind(tmp_path):
   import op_profile  # pylint: disable=g-import-not-at-top
   out = tmp_path / 'prof.json'
@@ -206,6 +210,7 @@ def test_bad_input_is_one_error_line(argv, match, capsys):
   assert len(err) == 1 and err[0].startswith('error: ') and match in err[0], err
 
 
+@pytest.mark.slow
 def test_enhance_benchmark_runs_both_frameworks_on_the_same_weights(tmp_path):
   import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location('enhance_benchmark', ROOT / 'benchmarks' / 'enhance.py')
@@ -225,6 +230,7 @@ def test_enhance_benchmark_runs_both_frameworks_on_the_same_weights(tmp_path):
     assert m['mean_abs_diff'] < 1e-3 and m['model']['name'] == name
 
 
+@pytest.mark.slow
 def test_enhance_defaults_give_the_whole_image_on_a_full_size_photo_with_released_weights(tmp_path):
   """realesr-animevideov3-x4 on hubble_deep_field (872 x 1000: 2 x 3 windows at the defaults) run
   at enhance's defaults and whole: within 2 levels of 8 bits, under 0.1 % of pixels over 1."""

@@ -60,6 +60,7 @@ def test_removed_keys_are_gone(esrgan, key):
     config_lib.get_config('esrgan', [f'{key}=1'])
 
 
+@pytest.mark.slow
 def test_every_experiment_loads_and_validates():
   names = config_lib.list_experiments()
   assert 'esrgan' in names and 'esrgan_cpu' in names
@@ -248,6 +249,7 @@ def _cli(*args):
                         capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args', [('--exp', 'nope'), ('--set', 'train.batch_size=abc'),
                                   ('--set', 'train.batchsize=8'), ('--set', 'model.scale=5'),
                                   ('--set', 'data.degradation=bicubic(2)')])
@@ -261,6 +263,7 @@ def test_cli_user_errors_exit_2_with_one_line(args, tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.slow
 def test_cli_list_prints_experiments():
   out = _cli('--list')
   assert out.returncode == 0, out.stderr

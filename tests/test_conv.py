@@ -118,6 +118,7 @@ def test_build_errors_name_the_cause(tmp_path, monkeypatch):
   assert not list((tmp_path / 'b').glob('*.so'))  # nothing half-written is left to be loaded
 
 
+@pytest.mark.slow
 def test_build_caches_by_source(tmp_path):
   lib = conv.build(conv.onednn_prefix(), tmp_path)
   assert lib.exists() and lib.suffix == '.so'
@@ -200,6 +201,7 @@ def test_build_key_follows_what_the_kernels_link_against(tmp_path, monkeypatch):
   assert conv.build_key(fake, 'c++') != conv.build_key(prefix, 'c++')
 
 
+@pytest.mark.slow
 def test_kernels_find_onednn_and_its_runtimes_without_ld_library_path(tmp_path):
   """The library carries DT_RPATH to oneDNN's folder, which also serves libdnnl's own dependencies
   (TBB, the SYCL runtime): a fresh process with no LD_LIBRARY_PATH loads it."""

@@ -36,6 +36,7 @@ def _max_abs(a, b):
 # ------------------------------------------------------------------------------ the core is open
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('on_device', [False, True])
 def test_a_loss_term_and_a_degradation_op_from_a_test_file_train(monkeypatch, tmp_path, on_device):
   """A new loss is one function and one registry line, a new degradation one factory and one line:
@@ -74,6 +75,7 @@ def _resnet_sr_setup():
   return config, task, batch, state
 
 
+@pytest.mark.slow
 def test_dropout_masks_differ_between_steps_and_repeat_under_the_seed():
   _, task, batch, state = _resnet_sr_setup()
 
@@ -96,6 +98,7 @@ def test_dropout_masks_differ_between_steps_and_repeat_under_the_seed():
   assert _max_abs(s1.g_params, s2.g_params) == 0 and float(m1['g_loss']) == float(m2['g_loss'])
 
 
+@pytest.mark.slow
 def test_the_vae_samples_per_step_its_kl_is_finite_and_its_loss_falls():
   config = config_lib.get_config('cifar10_denoise_vae', ['train.batch_size=8'])
   task = trainer.make_task(config)
@@ -134,6 +137,7 @@ def cadence_run(tmp_path_factory):
   return workdir, config
 
 
+@pytest.mark.slow
 def test_evaluation_and_checkpoints_follow_steps_not_epochs(cadence_run):
   workdir, _ = cadence_run
   val = _records(workdir, 'val')
@@ -144,6 +148,7 @@ def test_evaluation_and_checkpoints_follow_steps_not_epochs(cadence_run):
   assert all(r['epoch_seconds'] > 0 for r in _records(workdir, 'train'))
 
 
+@pytest.mark.slow
 def test_the_best_checkpoint_follows_train_best_metric(cadence_run):
   workdir, _ = cadence_run
   gan = [r for r in _records(workdir, 'val') if r['stage'] == 'gan']
@@ -174,6 +179,7 @@ def test_better_knows_each_metrics_direction():
     tiny_config('train.best_metric=sharpness')
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_the_core_is_refused_in_one_sentence(tmp_path):
   """Meta format 1 (no 'format' key, epochs and best_psnr) is refused, never misread, and the
   refusal writes nothing."""
@@ -194,6 +200,7 @@ def test_a_checkpoint_from_before_the_core_is_refused_in_one_sentence(tmp_path):
   assert listing() == before  # (but the run lock every run takes)
 
 
+@pytest.mark.slow
 def test_the_ema_is_warmed_up_so_a_short_run_is_not_scored_on_its_init():
   """With decay 0.999 from the start, 60 steps would leave the average 94% initialisation; warmed
   up it tracks the trained weights."""
@@ -226,6 +233,7 @@ def backbone_gan():
   return make, batch
 
 
+@pytest.mark.slow
 def test_a_backbone_can_be_frozen_or_get_its_own_learning_rate(backbone_gan):
   make, batch = backbone_gan
   moved = {}
@@ -263,6 +271,7 @@ def denoise_run(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_the_denoising_autoencoder_beats_its_noisy_input_on_held_out_photos(denoise_run):
   result = evaluate.run(denoise_run, 'best')
   model, noisy = result['mean']['model'], result['mean']['input']
@@ -274,6 +283,7 @@ def test_the_denoising_autoencoder_beats_its_noisy_input_on_held_out_photos(deno
   assert 'psnr input' in table and 'mean epoch duration' in table
 
 
+@pytest.mark.slow
 def test_imagenet_backbone_weights_from_a_user_file_go_into_g_and_d(tmp_path):
   """model/discriminator.backbone_weights (torchvision state_dicts) fill the 'backbone' submodules
   of a fresh state, BatchNorm statistics included; the rest stays as initialised."""

@@ -52,6 +52,7 @@ def test_mdsr_parameter_counts(num_blocks, paper):
   assert _near(count, paper, 0.02), f'MDSR {num_blocks} blocks: {count:,} parameters, paper {paper:,.0f}'
 
 
+@pytest.mark.slow
 def test_mdsr_gives_every_scale_from_one_parameter_set():
   model = MDSR(num_blocks=1, num_features=8)
   x = jax.random.uniform(jax.random.key(1), (2, 6, 5, 3))
@@ -159,6 +160,7 @@ def edsr_run(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_edsr_beats_bicubic_on_held_out_photos(edsr_run):
   result = evaluate.run(edsr_run, 'latest')
   assert result['checkpoint']['step'] == BAR_STEPS and result['experiment'] == 'edsr'

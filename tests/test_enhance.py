@@ -87,6 +87,7 @@ def test_default_pads_grow_with_depth():
   assert all(tiling.default_pad(m) % 8 == 0 for m in (RRDBNet(num_blocks=1), SRVGGNetCompact()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('which', ['tiny_rrdbnet', 'tiny_srvgg'])
 def test_tiled_equals_whole_image_without_seams(which, request):
   model, variables = request.getfixturevalue(which)
@@ -257,6 +258,7 @@ def test_outscale_resizes_after_the_model(tmp_path, rrdbnet_pth):
   assert Image.open(tmp_path / 'b.png').size == (75, 52)  # round(30 * 2.5), round(21 * 2.5)
 
 
+@pytest.mark.slow
 def test_trained_workdir_beats_bicubic_on_a_held_out_photo(tmp_path, l1_run):
   from enhance_jax import degradations  # pylint: disable=g-import-not-at-top
   hr = skimage.data.coffee()[:256, :384].astype(np.float32) / 255.0  # held out in training
@@ -330,6 +332,7 @@ def test_bad_invocations_fail_in_one_sentence(case, message, tmp_path, rrdbnet_p
   assert not (tmp_path / 'b.png').exists() and not (tmp_path / 'no').exists()
 
 
+@pytest.mark.slow
 def test_the_onednn_primitive_cache_is_bounded_for_a_server_seeing_every_size():
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top

@@ -28,6 +28,8 @@ from enhance_jax import train
 from enhance_jax import trainer
 from enhance_jax.errors import UserError
 
+pytestmark = pytest.mark.slow  # real checkpoints damaged on disk
+
 RUN = ('train.num_steps=4', 'train.pretrain_steps=4', 'train.checkpoint_every_steps=2',
        'train.eval_every_steps=2')
 
@@ -93,6 +95,7 @@ FILES = ('meta/metadata', 'data/metadata', 'state/_METADATA', 'state/manifest.oc
          '_CHECKPOINT_METADATA', 'array data')
 
 
+@pytest.mark.slow
 def test_finished_checkpoints_carry_matching_sums(trained):
   for step_dir in (trained / 'checkpoints/2', trained / 'checkpoints/4', trained / 'best/4'):
     assert (step_dir / ckpt_lib.SUMS).is_file()

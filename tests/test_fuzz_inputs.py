@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 import prepare as prepare_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import throughput as throughput_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+pytestmark = pytest.mark.slow  # every command fuzzed through its CLI on trained fixtures
+
 PRECIOUS = b'precious: an earlier result'
 
 
@@ -178,6 +180,7 @@ def _enhance(models, *argv):
                                                     '--tile-pad', '2'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', BAD_FILES + ('missing.png',))
 def test_enhance_bad_file_is_one_line_and_keeps_the_output(name, models, tmp_path, capsys):
   bad = make_bad(tmp_path, name) if name != 'missing.png' else tmp_path / name
@@ -538,6 +541,7 @@ def _cli(*argv, cwd):
                         timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_real_cli_exit_codes(models, tmp_path):
   """A few bad inputs through the real entry points: exit status and one line, no traceback."""
   src = tmp_path / 'in'

@@ -71,6 +71,7 @@ def test_evaluate_scores_a_converted_directory_on_the_bicubic_protocol(released,
   assert (tmp_path / 'eval' / 'metrics.json').is_file() and (tmp_path / 'eval' / 'a.png').is_file()
 
 
+@pytest.mark.slow
 def test_init_from_starts_the_generator_and_its_ema_from_the_converted_weights(released):
   _, model_dir = released
   config = tiny_config(f'model.init_from={model_dir}', 'train.ema_decay=0.999')
@@ -83,6 +84,7 @@ def test_init_from_starts_the_generator_and_its_ema_from_the_converted_weights(r
   assert not np.array_equal(state.g_params['conv_first']['kernel'], want['conv_first']['kernel'])
 
 
+@pytest.mark.slow
 def test_training_from_a_release_runs_and_a_misfit_is_one_sentence(released, tmp_path, capsys):
   pth, _ = released
   assert train.main(['--exp', 'esrgan_cpu', '--workdir', str(tmp_path / 'ok'),
@@ -114,6 +116,7 @@ def test_init_from_another_architecture_is_refused(tmp_path):
     inference.with_initial_weights(state, config)
 
 
+@pytest.mark.slow
 def test_init_from_a_training_workdir(l1_run):
   config = tiny_config(f'model.init_from={l1_run}', 'model.num_blocks=2', 'model.num_features=32',
                        'model.growth_channels=16')

@@ -45,6 +45,7 @@ def test_mdsr_experiment_builds_and_validates():
   assert edsr.scales == () and trainer.step_scale(edsr, 5) is None
 
 
+@pytest.mark.slow
 def test_mdsr_trains_cycling_scales_with_one_compile_each(tmp_path, monkeypatch):
   traced, called, jitted = [], [], {}
   real_step, real_jit_steps = trainer.pretrain_step, trainer.jit_steps

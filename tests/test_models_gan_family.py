@@ -161,6 +161,7 @@ def test_batchnorm_generators_update_batch_stats_in_training(model):
   assert all(jax.tree.leaves(changed))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('model', [
     *TINY_GENERATORS,
     VGGStyleDiscriminator(num_features=8, dense_features=16, pool='flatten'),
@@ -179,6 +180,7 @@ def test_bf16_compute_returns_float32_with_float32_params(model):
   np.testing.assert_allclose(y, ref, atol=0.1 * float(jnp.abs(ref).max()) + 0.05)
 
 
+@pytest.mark.slow
 def test_refine_autoencoder_bicubic_upsampling_differentiates():
   model = RefineAutoencoder(num_features=4)
   x = jax.random.uniform(jax.random.key(1), (1, 8, 8, 3))

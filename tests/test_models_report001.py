@@ -157,6 +157,7 @@ def test_runs_at_multiples_of_input_multiple_with_output_in_unit_range(model, fa
   assert image.std() > 0  # not a constant
 
 
+@pytest.mark.slow
 def test_every_parameter_gets_a_gradient():
   """A train-mode MSE step reaches every parameter leaf with a finite, nonzero gradient."""
   cases = ((DenoiseAutoencoder(), 1, (2, 8, 8, 3)), (DenoiseVAE(), 1, (2, 8, 8, 3)),

@@ -74,6 +74,7 @@ def ncnn_forward(path: pathlib.Path, image):
   return np.array(out).transpose(1, 2, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', PACKAGE_MODELS)
 def test_released_ncnn_model_equals_pytorch_and_ncnn_on_a_real_photo(name):
   path = param(name)
@@ -158,6 +159,7 @@ def _levels(a, b):
   return int(diff.max()), float((diff > 1).mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['realesrgan-x4plus-anime', 'realesr-animevideov3-x4'])
 def test_windows_at_the_default_pad_give_the_whole_image_on_a_real_photo(name):
   restored = inference.restore(name)
@@ -171,6 +173,7 @@ def test_windows_at_the_default_pad_give_the_whole_image_on_a_real_photo(name):
   assert worst <= 2 and over_1 < 1e-3, (worst, over_1)
 
 
+@pytest.mark.slow
 def test_realesrgan_x4plus_needs_its_default_pad_and_no_more_than_that():
   """Cut a real photo at its right and bottom, as a window is cut: output pixels at least the
   default pad from the cut equal the whole image's (<= 2 levels, < 0.1 % over 1); nearer they do

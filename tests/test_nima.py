@@ -369,6 +369,7 @@ def test_synthetic_histogram_is_fixed_and_ordered():
 # ---------------------------------------------------------------- python -m enhance_jax.score
 
 
+@pytest.mark.slow
 def test_score_cli(tmp_path, mobilenet_v2_pth, capsys):
   _, pth = mobilenet_v2_pth
   rng = np.random.default_rng(0)

@@ -60,6 +60,7 @@ def _fails(capsys, *argv):
   return err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('backbone, ext, prefix', [
     ('mobilenet_v2', '.pth', ''),
     ('mobilenet_v2', '.safetensors', 'backbone.'),

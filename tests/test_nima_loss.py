@@ -33,12 +33,14 @@ def setup():
   return config, task, state, frozen, {'lr': lr, 'hr': hr}
 
 
+@pytest.mark.slow
 def test_the_experiment_weights_l2_and_the_nima_term_and_runs_nima_frozen(setup):
   config, task, _, frozen, _ = setup
   assert dict(config.loss.pretrain) == {'mse': 1.0, 'nima': 0.4}
   assert tuple(task.frozen) == ('nima',) and set(frozen['nima']) == {'params', 'batch_stats'}
 
 
+@pytest.mark.slow
 def test_the_term_is_ten_minus_the_mean_score(setup):
   _, task, _, frozen, batch = setup
   nets = frozen_lib.bind(task.frozen, frozen)
@@ -49,6 +51,7 @@ def test_the_term_is_ten_minus_the_mean_score(setup):
                              rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_gradient_reaches_the_generator_and_leaves_nima_unchanged(setup):
   _, task, state, frozen, batch = setup
   before = jax.tree.map(np.array, frozen)
@@ -93,6 +96,7 @@ def nima_dir(setup, tmp_path_factory):
   return path
 
 
+@pytest.mark.slow
 def test_a_tiny_edsr_nima_run_checkpoints_and_evaluates_with_the_nima_column(nima_dir, tmp_path):
   from enhance_jax import evaluate, train  # pylint: disable=g-import-not-at-top
   config = config_lib.get_config('edsr_nima', [

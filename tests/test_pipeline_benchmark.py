@@ -29,6 +29,7 @@ def check_rows(r, workers):
   assert r['meets_goal'] == (r['headroom'] >= 2.0)
 
 
+@pytest.mark.slow
 def test_pipeline_benchmark_writes_json(tmp_path):
   out = tmp_path / 'pl.json'
   assert pipeline.main([*SHORT, '--workers', '1', '--step-images-per-sec', '10', '--step-device',
@@ -39,6 +40,7 @@ def test_pipeline_benchmark_writes_json(tmp_path):
                        'device': 'H100', 'note': 'pretrain', 'images_per_sec': 10.0}
 
 
+@pytest.mark.slow
 def test_pipeline_benchmark_measures_both_stages_here(tmp_path):
   out = tmp_path / 'pl.json'
   assert pipeline.main([*SHORT, '--workers', '0', '--step-steps', '1', '--json', str(out),

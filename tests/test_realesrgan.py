@@ -45,6 +45,7 @@ def d8_fixture():
   return d, v, x, fast_jit(converge, v['batch_stats'])(v['batch_stats'])
 
 
+@pytest.mark.slow
 def test_unet_discriminator_gives_one_logit_per_pixel(d8):
   d, v, x, _ = d8
   logits = fast_jit(d.apply, v, x)(v, x)
@@ -241,6 +242,7 @@ _TINY_GAN = ('discriminator.num_features=8', 'loss.content_layers.conv3_4=0',
              'loss.content_layers.conv4_4=0', 'loss.content_layers.conv5_4=0')
 
 
+@pytest.mark.slow
 def test_realesrnet_trains_on_device_degraded_batches():
   """Two of realesrnet_x4plus's own steps (at -O0) on HR-only batches: USM-sharpened target and the
   realesrgan chain inside the step. (Its loop, checkpoints and evaluation are the GAN run's below.)"""
@@ -260,6 +262,7 @@ def test_realesrnet_trains_on_device_degraded_batches():
   assert int(state.step) == 2 and all(np.isfinite(losses_)) and losses_[0] != losses_[1]
 
 
+@pytest.mark.slow
 def test_realesrgan_trains_end_to_end_at_test_size(tmp_path):
   """realesrgan_x4plus through train_and_evaluate: its GAN stage from step 0 with the U-Net D, the
   five-layer perceptual loss (two at test size), D shown the unsharpened target; the checkpoint

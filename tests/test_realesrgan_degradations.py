@@ -144,6 +144,7 @@ def test_output_size_and_device_marking_without_running():
 # ----------------------------------------------------------------------------- stage frequencies
 
 
+@pytest.mark.slow
 def test_resize_directions_methods_and_factors_follow_the_options(draws):
   for order, probs, (low, high) in [('1', (0.2, 0.7, 0.1), (0.15, 1.5)), ('2', (0.3, 0.4, 0.3), (0.3, 1.2))]:
     r = draws[f'resize{order}']
@@ -263,6 +264,7 @@ def test_resize_matrix_reads_the_content_only_and_keeps_constants(method):
   np.testing.assert_allclose(m[:23].sum(axis=1), 1.0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resize_matrix_is_pytorchs_interpolate():
   torch = pytest.importorskip('torch')
   x = np.random.default_rng(0).random(64).astype(np.float32)
@@ -366,6 +368,7 @@ def _jpeg_bytes(quality):
 # --------------------------------------------------------------------------------------- chain
 
 
+@pytest.mark.slow
 def test_chain_makes_quantised_lr_deterministic_per_key(photo, draws):
   batch = np.stack([photo, photo[::-1], photo[:, ::-1], photo.transpose(1, 0, 2)] * 2)
   params = _first(draws, 8)

@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # children with 8 fake devices and trainings on them
+
 TESTS = pathlib.Path(__file__).resolve().parent
 XLA_FLAGS = '--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0'
 STEPS = {'pretrain': 2, 'gan': 2}
@@ -32,6 +34,7 @@ def child(tmp_path_factory):
   return json.loads((out / 'result.json').read_text())
 
 
+@pytest.mark.slow
 def test_child_has_8_devices(child):
   assert child['devices'] == 8
 

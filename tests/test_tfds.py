@@ -91,6 +91,7 @@ class TinyFaces(tfds.core.GeneratorBasedBuilder):
                 'attributes': {'Smiling': bool(i % 2)}}
 
 
+@pytest.mark.slow
 def test_srgan_trains_on_a_celeba_shaped_tfds_dataset_resized_to_64(tmp_path):
   """Report 003's route: tfds faces, each centre-cropped to a square and resized to HR 64 (LR 16)."""
   from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top

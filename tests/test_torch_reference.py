@@ -54,6 +54,7 @@ def _assert_trees_close(actual, desired, rtol, atol):
     np.testing.assert_allclose(actual[k], desired[k], rtol=rtol, atol=atol, err_msg=k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scale', [4, 2])
 def test_rrdbnet_matches_jax(scale):
   torch.manual_seed(scale)
@@ -108,6 +109,7 @@ def _bn_sizes(n, hw):
   return {f'bn{i}': n * (hw >> ((i + 1) // 2)) ** 2 for i in range(1, 8)}
 
 
+@pytest.mark.slow
 def test_discriminator_matches_jax_eval_and_train():
   d = _random_discriminator(0)
   params, stats = ts.export_params(d)
@@ -305,6 +307,7 @@ def _both_steps(setup, stage):
   return config, t, state, new_state, jax_out, torch_out
 
 
+@pytest.mark.slow
 def test_pretrain_step_matches_jax(setup):
   config, t, state, new_state, jax_out, torch_out = _both_steps(setup, 'pretrain')
   _assert_update_matches(state.g_params, ts.export_params(t.generator), new_state.g_params,
@@ -326,6 +329,7 @@ def _assert_ema_matches(t, state, config):
   _assert_trees_close(torch_ema, want, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_gan_step_matches_jax(setup):
   config, t, state, new_state, jax_out, torch_out = _both_steps(setup, 'gan')
   _assert_update_matches(state.g_params, ts.export_params(t.generator), new_state.g_params,

@@ -202,6 +202,7 @@ def test_bce_from_logits_is_stable_at_extreme_logits():
 # ------------------------------------------------------------------------------------- train steps
 
 
+@pytest.mark.slow
 def test_init_state_layout(setup):
   task, state, batch = setup['task'], setup['state'], setup['batch']
   assert int(state.step) == 0
@@ -294,6 +295,7 @@ def _reference_losses(task, state, batch, vgg):
           'd_real': jnp.mean(jax.nn.sigmoid(real)), 'd_fake': jnp.mean(jax.nn.sigmoid(fake))}
 
 
+@pytest.mark.slow
 def test_gan_steps_on_a_fixed_batch(setup):
   """What a correct GAN step must do: report the losses of the state it starts from, move G and D,
   update D's BatchNorm statistics, lower G's content/pixel loss and teach D real from fake."""
@@ -371,6 +373,7 @@ def _naive_gan_step(task, state, batch, vgg):
                'd_grad_norm': optax.global_norm(d_grads)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('norm,gan_type', [('batch', 'relativistic'), ('none', 'vanilla')])
 def test_fused_gan_step_matches_naive_gradients(setup, norm, gan_type):
   """One fused GAN step against the naive one from the same state. Both optimizers are SGD with
@@ -405,6 +408,7 @@ def test_fused_gan_step_matches_naive_gradients(setup, norm, gan_type):
   assert int(fused.step) == int(naive.step) == int(state.step) + 1
 
 
+@pytest.mark.slow
 def test_bf16_keeps_fp32_state_and_learns(setup):
   config = tiny_config(*BASE, 'train.precision=bf16', 'train.ema_decay=0')
   task = trainer.make_task(config)
@@ -441,6 +445,7 @@ def test_bf16_keeps_fp32_state_and_learns(setup):
     assert len(dtypes) - dtypes.count(jnp.dtype(jnp.bfloat16)) == len(ssim_convs), step.__name__
 
 
+@pytest.mark.slow
 def test_degrade_on_device_gives_the_host_pipelines_lr_and_step(setup):
   """data.degrade_on_device: grain ships HR only and the jitted step makes the same LR itself."""
   from enhance_jax import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
@@ -483,6 +488,7 @@ def _device_reads_in_step_loop(monkeypatch, config, workdir):
   return reads
 
 
+@pytest.mark.slow
 def test_step_loop_never_waits_for_the_device(tmp_path, monkeypatch):
   """The loop reads metrics only once per log window (on CPU, jax.transfer_guard cannot see
   device->host reads: they are zero-copy). One run with one injected per-step-style read: the spy
@@ -530,6 +536,7 @@ def test_multihost_launch_is_detected_from_the_environment():
   assert parallel.launched_multihost({'OMPI_COMM_WORLD_SIZE': '2'})
 
 
+@pytest.mark.slow
 @pytest.mark.optimized  # the memory users get: XLA as it compiles for them
 def test_remat_trunk_gives_the_same_outputs_and_gradients_in_half_the_memory():
   """model.remat: the same function and gradients, same parameter tree, and the backward pass keeps

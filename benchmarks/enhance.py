@@ -7,7 +7,7 @@ the same device, photo, tile and precision, in one run:
 Both frameworks get the same weights (the twin's random state_dict converted by enhance_jax), so the
 outputs are compared too. The twin follows RealESRGANer.tile_process: one tile at a time (batch 1),
 each tile the core plus --tile-pad pixels of context per side, cropped and pasted without
-blending. enhance_jax runs its own path (enhance_jax.tiling): --batch windows per call through one
+blending. enhance_jax runs its own path (enhance_jax.infer.tiling): --batch windows per call through one
 compiled program, the same core + context scheme with windows of one shape. Megapixels are of the
 output image.
 
@@ -121,7 +121,7 @@ def twin(name, args):
 def run_torch(args, weights_path, image):
   """(seconds per repeat, output) of Real-ESRGAN-style tiling with the twin holding WEIGHTS_PATH."""
   import torch  # pylint: disable=g-import-not-at-top
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
+  from enhance_jax.io import weights# pylint: disable=g-import-not-at-top
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   net = twin(args.model, args)
   net.load_state_dict(torch.load(weights_path, weights_only=True))
@@ -136,7 +136,8 @@ def run_torch(args, weights_path, image):
 def run_jax(args, weights_path, image):
   """(seconds per repeat, output) of enhance_jax's tiled path with the converted WEIGHTS_PATH."""
   import jax  # pylint: disable=g-import-not-at-top
-  from enhance_jax import inference, tiling  # pylint: disable=g-import-not-at-top
+  from enhance_jax.infer import inference# pylint: disable=g-import-not-at-top
+  from enhance_jax.infer import tiling# pylint: disable=g-import-not-at-top
   restored = inference.restore(weights_path)
   e = tiling.enhancer_for(restored, args.precision, tile=args.tile, pad=args.tile_pad,
                           batch=args.batch or None)
@@ -189,7 +190,8 @@ def released_defaults(spec, precision):
   """{model: {photo: seconds whole and at the defaults, their ratio, output differences}} for
   SPEC 'MODEL:PHOTO,PHOTO;...': released weights on full-size photos, one process."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from enhance_jax import inference, tiling  # pylint: disable=g-import-not-at-top
+  from enhance_jax.infer import inference# pylint: disable=g-import-not-at-top
+  from enhance_jax.infer import tiling# pylint: disable=g-import-not-at-top
   out = {}
   for part in spec.split(';'):
     name, photos = part.split(':')

@@ -72,13 +72,13 @@ def buffered_batches(workers):
   """Batches grain's buffers can hold ahead of the consumer with WORKERS processes (the read
   threads' prefetch buffer per process, plus each worker's queue and the main process's slot)."""
   import grain  # pylint: disable=g-import-not-at-top
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   read, mp = input_pipeline.READ_OPTIONS, grain.MultiprocessingOptions()
   return max(1, workers) * read.prefetch_buffer_size + workers * (mp.per_worker_buffer_size + 1)
 
 
 def timed_batches(args, workers):
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   return args.batches or 4 * input_pipeline.READ_OPTIONS.num_threads * max(1, workers)
 
 
@@ -101,7 +101,7 @@ def write_pngs(source, folder):
 def train_source(config, tmp):
   """(the training source the trainer would read, a description); embedded photos are first written
   to TMP as PNG files, so reading them decodes."""
-  from enhance_jax import datasets  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import datasets# pylint: disable=g-import-not-at-top
   spec = config.data.source
   if spec.partition(':')[0] == 'embedded':
     embedded, _ = datasets.train_val_sources(config.data)
@@ -117,7 +117,7 @@ def train_source(config, tmp):
 
 def pipeline_row(ds, workers, warmup, batches, batch):
   """Images/s of a fresh train_iterator over DS, timed for BATCHES after WARMUP batches."""
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   it = input_pipeline.train_iterator(ds, workers)
   try:
     t0 = time.perf_counter()
@@ -172,8 +172,8 @@ def run(args):
   check_args(args)
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.FLAGS(sys.argv[:1], known_only=True)  # grain's worker processes read absl flags
-  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.training import config as config_lib# pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   config = config_lib.get_config(args.exp, [f'train.batch_size={args.batch}',
                                             f'data.patch_size={args.patch}', *args.set])
   rows, load = [], [os.getloadavg()[0]]

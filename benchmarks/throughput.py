@@ -119,7 +119,7 @@ def host_max_rss_bytes():
 
 
 def make_config(args):
-  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from enhance_jax.training import config as config_lib# pylint: disable=g-import-not-at-top
   return config_lib.get_config(args.exp, [
       f'train.batch_size={args.batch}', f'data.patch_size={args.patch}',
       f'train.precision={args.precision}', *args.set])
@@ -162,7 +162,9 @@ def lower_jax_step(args, config):
   """enhance_jax's train step for ARGS.stage, lowered for ARGS.devices devices: (lowered, state,
   batch, vgg, mesh, seconds to lower)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from enhance_jax import frozen, parallel, trainer  # pylint: disable=g-import-not-at-top
+  from enhance_jax.training import frozen# pylint: disable=g-import-not-at-top
+  from enhance_jax import parallel# pylint: disable=g-import-not-at-top
+  from enhance_jax.training import trainer# pylint: disable=g-import-not-at-top
   task = trainer.make_task(config)
   mesh = parallel.make_mesh(args.devices)
   if mesh.devices.size != args.devices:
@@ -207,7 +209,8 @@ def compile_jax_step(args, config):
 def xla_flops(config, state, batch, vgg, stage, mesh):
   """FLOPs of one train step (all devices) by XLA's cost analysis, counted on the step traced with
   XLA's own convolutions (the oneDNN path is an FFI call, opaque to the cost analysis)."""
-  from enhance_jax import conv, trainer  # pylint: disable=g-import-not-at-top
+  from enhance_jax.ops import conv# pylint: disable=g-import-not-at-top
+  from enhance_jax.training import trainer# pylint: disable=g-import-not-at-top
   with conv.xla_convolutions():
     lowered = stage_step(trainer.jit_steps(trainer.make_task(config), mesh), stage, config).lower(
         state, batch, vgg)

@@ -6,7 +6,7 @@ For each released model and real photo: the model's output on the whole photo, a
 along its right and bottom edges (what a window sees at a cut). Each output pixel's error in levels
 of 8 bits is binned by its distance, in input pixels, to the nearest cut: a window pad of d keeps
 every pixel at distance >= d, so the smallest d whose pixels all stay within 2 levels, with under
-0.1 % more than 1 level off, is the pad that architecture needs (enhance_jax.tiling.PAD_RULES).
+0.1 % more than 1 level off, is the pad that architecture needs (enhance_jax.infer.tiling.PAD_RULES).
 """
 
 import argparse
@@ -23,8 +23,8 @@ import skimage.data
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from enhance_jax import inference  # pylint: disable=g-import-not-at-top,wrong-import-position
-from enhance_jax import tiling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from enhance_jax.infer import inference# pylint: disable=g-import-not-at-top,wrong-import-position
+from enhance_jax.infer import tiling# pylint: disable=g-import-not-at-top,wrong-import-position
 
 BINS = (0, 4, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96)
 

@@ -31,7 +31,7 @@ import numpy as np
 from array_record.python import array_record_module
 from PIL import Image
 
-from enhance_jax import datasets
+from enhance_jax.data import datasets
 from enhance_jax.errors import UserError
 
 SHARD = '{name}-train.array_record-{k:05d}-of-{n:05d}'  # tfds's default file name template

@@ -12,8 +12,8 @@ import skimage.data
 from PIL import Image
 from PIL import ImageDraw
 
-from enhance_jax import inference
-from enhance_jax import tiling
+from enhance_jax.infer import inference
+from enhance_jax.infer import tiling
 
 OUT = pathlib.Path(__file__).with_name('before_after.png')
 MODEL = 'realesrgan-x4plus'

@@ -18,7 +18,7 @@ model.backbone_weights.
 BasicSR's `params_ema` is used when a checkpoint holds it, else `params`, `state_dict` or `model`.
 Before anything is written the variables are checked against the Flax module the model section builds.
 OUT gets model.json (the config `model` section and where the weights came from) and variables.npz;
-`enhance_jax.weights.read_model_dir` reads it back. A file that does not fit stops with one sentence
+`enhance_jax.io.weights.read_model_dir` reads it back. A file that does not fit stops with one sentence
 naming the first mismatched key, and nothing is written. An existing non-empty OUT is kept unless
 --overwrite, which replaces only a model directory (atomically).
 """
@@ -32,11 +32,11 @@ from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
-from enhance_jax import checkpoints
-from enhance_jax import image_io
+from enhance_jax.io import checkpoints
+from enhance_jax.io import image_io
 from enhance_jax import models
-from enhance_jax import ncnn
-from enhance_jax import weights
+from enhance_jax.io import ncnn
+from enhance_jax.io import weights
 from enhance_jax.errors import UserError
 
 

@@ -9,7 +9,7 @@
 Images up to --tile pixels a side run whole; larger ones run in windows of that side, each output
 pixel taken from the one window where it has --tile-pad pixels of context (default: measured per
 architecture), so the output is the whole-image output to a level or two of 8 bits, with no seam
-(enhance_jax.tiling). Alpha is enlarged by the model (or bicubic, --alpha), grey stays grey, 16-bit
+(enhance_jax.infer.tiling). Alpha is enlarged by the model (or bicubic, --alpha), grey stays grey, 16-bit
 stays 16-bit, EXIF orientation is applied.
 """
 
@@ -22,10 +22,10 @@ from absl import logging as absl_logging
 import numpy as np
 from PIL import Image
 
-from enhance_jax import image_io
-from enhance_jax import inference
-from enhance_jax import tiling
-from enhance_jax import zoo
+from enhance_jax.io import image_io
+from enhance_jax.infer import inference
+from enhance_jax.infer import tiling
+from enhance_jax.io import zoo
 from enhance_jax.errors import UserError
 
 # ---------------------------------------------------------------- one image, many files

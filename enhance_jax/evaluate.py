@@ -20,16 +20,16 @@ from absl import logging as absl_logging
 import jax
 import numpy as np
 
-from enhance_jax import datasets
-from enhance_jax import degradations
-from enhance_jax import evaluators
-from enhance_jax import inference
-from enhance_jax import input_pipeline
-from enhance_jax import metrics as metrics_lib
+from enhance_jax.data import datasets
+from enhance_jax.data import degradations
+from enhance_jax.eval import evaluators
+from enhance_jax.infer import inference
+from enhance_jax.data import input_pipeline
+from enhance_jax.eval import metrics as metrics_lib
 from enhance_jax import models
-from enhance_jax import nima as nima_lib
-from enhance_jax import reporting
-from enhance_jax import trainer
+from enhance_jax.io import nima as nima_lib
+from enhance_jax.io import reporting
+from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
 from enhance_jax.models.nima import mean_score
 

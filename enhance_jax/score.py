@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from enhance_jax import image_io
-from enhance_jax import nima
+from enhance_jax.io import image_io
+from enhance_jax.io import nima
 from enhance_jax.errors import UserError
 from enhance_jax.models import nima as nima_model
 

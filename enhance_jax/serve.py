@@ -47,12 +47,12 @@ import jax
 import numpy as np
 from PIL import Image
 
-from enhance_jax import evaluators
-from enhance_jax import image_io
-from enhance_jax import inference
+from enhance_jax.eval import evaluators
+from enhance_jax.io import image_io
+from enhance_jax.infer import inference
 from enhance_jax import score
-from enhance_jax import tiling
-from enhance_jax import zoo
+from enhance_jax.infer import tiling
+from enhance_jax.io import zoo
 from enhance_jax.errors import UserError
 
 STATIC = pathlib.Path(__file__).with_name('static')

@@ -10,7 +10,7 @@ bicubic rescale when not (data.hr_resize_mode='crop_or_resize'), the input its b
 
 import ml_collections
 
-from enhance_jax.config import load_experiment, supervised_run
+from enhance_jax.training.config import load_experiment, supervised_run
 
 REPORT = '001'
 

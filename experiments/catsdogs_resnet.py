@@ -9,7 +9,7 @@ batch 5, 5 epochs.
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '001'
 

@@ -12,7 +12,7 @@ named, 218x178 crops of the embedded photos. Chosen where the report is silent: 
 
 import ml_collections
 
-from enhance_jax.config import load_experiment, supervised_run
+from enhance_jax.training.config import load_experiment, supervised_run
 
 REPORT = '000'
 CELEBA_IMAGES = 202_599

@@ -19,7 +19,7 @@ supervised warm-up (pretrain_steps 0), Adam (0.5, 0.999) as DCGAN, vanilla BCE.
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '000'
 

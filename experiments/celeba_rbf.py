@@ -11,7 +11,7 @@ neither); raise them with --set model.patch=16 --set model.num_units=1024.
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '000'
 

@@ -11,7 +11,7 @@ says): MSE, Adam lr 1e-3, batch 32 (their notebook used 1), 3 epochs of CIFAR-10
 
 import ml_collections
 
-from enhance_jax.config import load_experiment, supervised_run
+from enhance_jax.training.config import load_experiment, supervised_run
 
 REPORT = '001'
 NOISE = ("one_of('salt_pepper(0.3, 0.6)', 'color_noise(0.3, 0.6)', 'darken(0.3, 0.6)', "

@@ -11,7 +11,7 @@ Adam lr 1e-3 as that notebook.
 
 import ml_collections
 
-from enhance_jax.config import load_experiment, supervised_run
+from enhance_jax.training.config import load_experiment, supervised_run
 
 REPORT = '001'
 

@@ -13,7 +13,7 @@ no pre-training, 20 epochs of 1021 batches like the report's SRGAN.
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '003'
 

@@ -21,7 +21,7 @@ data/prepare.py `records:PATH`; the embedded photos when none is named.
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '002'
 

@@ -12,7 +12,7 @@ weight 0, so `--set loss.pretrain.nima=0.1 --set loss.nima_from=NIMA_DIR` turns 
 `--set loss.pretrain.pixel=0 --set loss.pretrain.mse=1` gives the report's L2 base).
 """
 
-from enhance_jax.config import load_experiment, with_nima_term
+from enhance_jax.training.config import load_experiment, with_nima_term
 
 REPORT = '002'
 BLUR_SIGMA = 1.5

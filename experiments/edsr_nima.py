@@ -6,7 +6,7 @@ next) or weights file with torchvision MobileNetV2/MNASNet keys and a 10-way hea
 loss.nima_backbone to its backbone. Without one the term runs on a random NIMA, said once.
 """
 
-from enhance_jax.config import load_experiment, with_nima_term
+from enhance_jax.training.config import load_experiment, with_nima_term
 
 REPORT = '002'
 GAMMA_SR = 0.4  # report 002: 0.4 for super-resolution, 0.1 for de-blurring

@@ -38,7 +38,7 @@ def get_config():
   c.data.data_dir = ''                   # tfds data_dir ('' = tfds default)
   c.data.patch_size = 128                # HR patch side (LR = patch_size / scale)
   c.data.val_patch_size = 256            # HR centre crop used for in-training validation
-  # Ops 'name(args)|...' of enhance_jax.degradations.OPS, each with its own factor (not model.scale):
+  # Ops 'name(args)|...' of enhance_jax.data.degradations.OPS, each with its own factor (not model.scale):
   c.data.degradation = 'bicubic_blur(4, 1.5)'  # report 004: bicubic x4 down + Gaussian blur radius 1.5
   c.data.train_on = 'degraded'           # model input in training: 'degraded' (= 'noisy') | 'clean'
   c.data.degrade_on_device = False      # True: the pipeline ships HR only, the step computes LR

@@ -5,7 +5,7 @@ and anchors nothing, so this demo weights L1 at 1.0 in the GAN stage (ESRGAN's 0
 VGG19): with loss.vgg_weights set, put it back with --set loss.gan.pixel=0.01.
 """
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '004'
 

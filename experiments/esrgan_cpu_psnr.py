@@ -12,7 +12,7 @@ chelsea's eye); trained on no blur, 0.75 and 1.5 drawn per image, it sharpens by
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '004'
 

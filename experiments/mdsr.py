@@ -21,7 +21,7 @@ train.best_metric reads) and `psnr_x2`, `psnr_x3`, ...; evaluate's metrics.json 
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '002'
 

@@ -11,7 +11,7 @@ weight 0, so `--set loss.pretrain.nima=0.1 --set loss.nima_from=runs/nima` turns
 
 import ml_collections
 
-from enhance_jax.config import load_experiment, with_nima_term
+from enhance_jax.training.config import load_experiment, with_nima_term
 
 REPORT = '002'
 BLUR_SIGMA = 1.5  # as edsr_deblur

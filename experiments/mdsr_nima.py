@@ -7,7 +7,7 @@ weights file (torchvision layout); set loss.nima_backbone to its backbone. Witho
 runs on a random NIMA, said once.
 """
 
-from enhance_jax.config import load_experiment, with_nima_term
+from enhance_jax.training.config import load_experiment, with_nima_term
 
 REPORT = '002'
 GAMMA_SR = 0.4  # report 002: 0.4 for super-resolution, 0.1 for de-blurring

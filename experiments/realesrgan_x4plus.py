@@ -10,7 +10,7 @@ Adam 1e-4 (0.9, 0.99) for G and D, MultiStep [400k] x0.5; EMA 0.999.
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 # Not one of the reports: listed beside report 004's ESRGAN, which it extends (`--list` and
 # describe_experiments show a three-digit report for every experiment).

@@ -12,8 +12,8 @@ batch is degraded as it comes.
 
 import ml_collections
 
-from enhance_jax import degradations
-from enhance_jax.config import load_experiment
+from enhance_jax.data import degradations
+from enhance_jax.training.config import load_experiment
 
 # Not one of the reports: listed beside report 004's ESRGAN, which it extends (`--list` and
 # describe_experiments show a three-digit report for every experiment).

@@ -9,7 +9,7 @@ whole run is the supervised stage. Open in the report, chosen here: AdamW weight
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '004'
 

@@ -9,7 +9,7 @@ loss.gan.adversarial=1 for the report's pure adversarial objective.
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '004'
 

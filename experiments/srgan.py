@@ -15,7 +15,7 @@ crops of the embedded photos; for CelebA: `--set data.source=tfds:celeb_a --set 
 
 import ml_collections
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '003'
 

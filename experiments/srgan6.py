@@ -11,7 +11,7 @@ score; best and last checkpoints. The report leaves the loss weights and optimis
 Flickr2K: `--set data.source=folder:/data/Flickr2K` (or records: from data/prepare.py without crops).
 """
 
-from enhance_jax.config import load_experiment
+from enhance_jax.training.config import load_experiment
 
 REPORT = '004'
 

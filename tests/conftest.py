@@ -21,7 +21,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from enhance_jax.training import config as config_lib# pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CACHE_DIR = tempfile.mkdtemp(prefix='enhance_jax_tests_xla_cache_')
 atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
@@ -84,7 +84,7 @@ def photo_batch(config, n=None, seed=0):
   size from astronaut/coffee/chelsea (fitted to data.hr_resize first when set), float32 NHWC in
   [0, 1], with their LR by the config's degradation."""
   import skimage.data  # pylint: disable=g-import-not-at-top
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   n, (ph, pw) = n or config.train.batch_size, input_pipeline.patch_hw(config)
   rng = np.random.default_rng(seed)
   photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
@@ -108,7 +108,7 @@ def fast_jit(fn, *args):
 
 def stop_data_after(monkeypatch, n_batches, exc=KeyboardInterrupt):
   """Makes the step loop's data stream raise EXC once N_BATCHES batches have been handed out."""
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   real = input_pipeline.prefetch_to_device
 
   def stream(*args, **kwargs):
@@ -126,7 +126,7 @@ def l1_run(tmp_path_factory):
   trained model the suite shares (evaluate, enhance, init_from). Under pytest-xdist the workers
   share one training too: the first to ask trains under a file lock, the others wait and reuse it."""
   import filelock  # pylint: disable=g-import-not-at-top
-  from enhance_jax import train  # pylint: disable=g-import-not-at-top
+  from enhance_jax import train# pylint: disable=g-import-not-at-top
   root = tmp_path_factory.getbasetemp()
   if os.environ.get('PYTEST_XDIST_WORKER'):
     root = root.parent  # the directory all workers' temp dirs live in

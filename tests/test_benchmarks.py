@@ -151,7 +151,7 @@ def test_limit_threads_pins_the_process_once(tmp_path):
 def test_conv_paths_reports_onednn_for_float32_only():
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from enhance_jax import conv  # pylint: disable=g-import-not-at-top
+  from enhance_jax.ops import conv# pylint: disable=g-import-not-at-top
   fn = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), 'SAME',
                                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   paths = {}
@@ -164,7 +164,7 @@ def test_conv_paths_reports_onednn_for_float32_only():
 
 def test_analytic_flops_of_the_report_rrdbnet():
   import flops  # pylint: disable=g-import-not-at-top
-  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from enhance_jax.training import config as config_lib# pylint: disable=g-import-not-at-top
   m = config_lib.get_config('esrgan').model
   # 2 x (params of the 3x3 convs) x pixels, summed per resolution: trunk at 32x32, up1 at 64x64,
   # up2/hr/last at 128x128 (biases excluded).

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from enhance_jax import config as config_lib
+from enhance_jax.training import config as config_lib
 from enhance_jax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -211,7 +211,7 @@ def test_train_on_clean_needs_a_same_size_model():
 def test_a_model_whose_output_is_not_the_target_size_is_refused(monkeypatch):
   """A model that ignores model.scale (here one returning its input) is caught by the abstract build."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from enhance_jax import models  # pylint: disable=g-import-not-at-top
+  from enhance_jax import models# pylint: disable=g-import-not-at-top
 
   class Same(nn.Module):
     features: tuple = ()

@@ -1,4 +1,4 @@
-"""The oneDNN convolution path (enhance_jax/conv.py): same function and gradients as XLA's
+"""The oneDNN convolution path (enhance_jax/ops/conv.py): same function and gradients as XLA's
 convolution, used where it applies and only there, and clear errors when it cannot be built."""
 
 import flax.linen as nn
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from enhance_jax import conv
+from enhance_jax.ops import conv
 from enhance_jax.errors import UserError
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')

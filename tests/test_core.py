@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit, photo_batch, quick_compile, tiny_config
-from enhance_jax import checkpoints as ckpt_lib
-from enhance_jax import config as config_lib
-from enhance_jax import datasets
-from enhance_jax import degradations
+from enhance_jax.io import checkpoints as ckpt_lib
+from enhance_jax.training import config as config_lib
+from enhance_jax.data import datasets
+from enhance_jax.data import degradations
 from enhance_jax import evaluate
-from enhance_jax import evaluators
-from enhance_jax import input_pipeline
-from enhance_jax import losses
+from enhance_jax.eval import evaluators
+from enhance_jax.data import input_pipeline
+from enhance_jax.training import losses
 from enhance_jax import train
-from enhance_jax import trainer
+from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
 
 
@@ -289,7 +289,7 @@ def test_imagenet_backbone_weights_from_a_user_file_go_into_g_and_d(tmp_path):
   of a fresh state, BatchNorm statistics included; the rest stays as initialised."""
   import torch  # pylint: disable=g-import-not-at-top
   from test_models_report000 import TorchResNet18, _randomise  # pylint: disable=g-import-not-at-top
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
+  from enhance_jax.io import weights# pylint: disable=g-import-not-at-top
   torch.save(_randomise(TorchResNet18()).state_dict(), tmp_path / 'resnet18.pth')
   config = config_lib.get_config('celeba_gan', [
       'model.backbone=resnet18', 'discriminator.backbone=resnet18', 'model.num_features=8',

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enhance_jax import config as config_lib
-from enhance_jax import datasets
-from enhance_jax import degradations
-from enhance_jax import input_pipeline
+from enhance_jax.training import config as config_lib
+from enhance_jax.data import datasets
+from enhance_jax.data import degradations
+from enhance_jax.data import input_pipeline
 from enhance_jax import parallel
 from enhance_jax.errors import UserError
 

@@ -1,4 +1,4 @@
-"""Tests for enhance_jax.degradations: resize/blur matrices against PIL and scipy, augment, crops."""
+"""Tests for enhance_jax.data.degradations: resize/blur matrices against PIL and scipy, augment, crops."""
 
 import functools
 import itertools
@@ -12,8 +12,8 @@ import scipy.ndimage
 import skimage.data
 from PIL import Image
 
-from enhance_jax import degradations as deg
-from enhance_jax import resize
+from enhance_jax.data import degradations as deg
+from enhance_jax.ops import resize
 from enhance_jax.errors import UserError
 
 
@@ -479,8 +479,8 @@ def test_out_of_range_arguments_are_user_errors(spec):
 
 
 def test_an_op_registered_in_OPS_is_usable_in_a_spec(monkeypatch):
-  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.training import config as config_lib# pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
 
   def toy(value=0.25):
     """Every pixel set to VALUE, on numpy and jnp alike."""

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from enhance_jax import checkpoints as ckpt_lib
+from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax import evaluate
 from enhance_jax.errors import UserError
 

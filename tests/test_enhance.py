@@ -15,10 +15,10 @@ import skimage.transform
 from PIL import Image
 
 from enhance_jax import enhance
-from enhance_jax import image_io
-from enhance_jax import inference
-from enhance_jax import metrics
-from enhance_jax import tiling
+from enhance_jax.io import image_io
+from enhance_jax.infer import inference
+from enhance_jax.eval import metrics
+from enhance_jax.infer import tiling
 from enhance_jax.errors import UserError
 from enhance_jax.models.rrdbnet import RRDBNet
 
@@ -260,7 +260,7 @@ def test_outscale_resizes_after_the_model(tmp_path, rrdbnet_pth):
 
 @pytest.mark.slow
 def test_trained_workdir_beats_bicubic_on_a_held_out_photo(tmp_path, l1_run):
-  from enhance_jax import degradations  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import degradations# pylint: disable=g-import-not-at-top
   hr = skimage.data.coffee()[:256, :384].astype(np.float32) / 255.0  # held out in training
   restored = inference.restore(l1_run)
   lr = np.asarray(degradations.parse(restored.config.data.degradation)(hr, np.random.default_rng(0)))
@@ -338,7 +338,8 @@ def test_the_onednn_primitive_cache_is_bounded_for_a_server_seeing_every_size():
   import subprocess  # pylint: disable=g-import-not-at-top
   child = '''
 import numpy as np, jax, jax.numpy as jnp
-from enhance_jax import conv, tiling
+from enhance_jax.ops import conv
+from enhance_jax.infer import tiling
 from enhance_jax.models.srvgg import SRVGGNetCompact
 assert conv.onednn_enabled(), conv.onednn_unavailable_reason()
 m = SRVGGNetCompact(num_features=4, num_convs=1, scale=2)

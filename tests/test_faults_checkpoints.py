@@ -21,11 +21,11 @@ import ml_collections
 import pytest
 
 from conftest import quick_compile, tiny_config
-from enhance_jax import checkpoints as ckpt_lib
+from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax import evaluate
-from enhance_jax import input_pipeline
+from enhance_jax.data import input_pipeline
 from enhance_jax import train
-from enhance_jax import trainer
+from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
 
 pytestmark = pytest.mark.slow  # real checkpoints damaged on disk
@@ -166,7 +166,7 @@ def test_another_model_still_does_not_fit(workdir):
 
 _HOLD = textwrap.dedent('''
     import sys, time
-    from enhance_jax import checkpoints
+    from enhance_jax.io import checkpoints
     lock = checkpoints.lock_workdir(sys.argv[1])
     print('locked', flush=True)
     time.sleep(60)

@@ -27,7 +27,7 @@ from enhance_jax import enhance as enhance_cli
 from enhance_jax import evaluate as evaluate_cli
 from enhance_jax import score as score_cli
 from enhance_jax import train as train_cli
-from enhance_jax import weights
+from enhance_jax.io import weights
 from enhance_jax.models.nima import NIMA
 from enhance_jax.models.srvgg import SRVGGNetCompact
 

@@ -21,7 +21,7 @@ import textwrap
 import pytest
 
 from conftest import TINY
-from enhance_jax import config as config_lib
+from enhance_jax.training import config as config_lib
 
 pytestmark = pytest.mark.slow  # pip installs and a wheel build
 
@@ -40,7 +40,7 @@ PROBE = textwrap.dedent('''
       return _spec(name, location, *args, **kwargs)
     importlib.util.spec_from_file_location = _record
     import enhance_jax
-    from enhance_jax import config
+    from enhance_jax.training import config
     c = config.get_config('esrgan_cpu', ['train.num_steps=1'])  # loaded, overridden and validated
     print(json.dumps({'package': enhance_jax.__file__, 'dir': str(config.EXPERIMENTS_DIR),
                       'name': c.name, 'loaded': loaded}))

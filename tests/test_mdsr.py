@@ -9,12 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from enhance_jax import config as config_lib
+from enhance_jax.training import config as config_lib
 from enhance_jax import evaluate
-from enhance_jax import input_pipeline
+from enhance_jax.data import input_pipeline
 from enhance_jax import models
 from enhance_jax import train
-from enhance_jax import trainer
+from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
 
 TINY = ['model.num_blocks=2', 'model.num_features=8', 'data.patch_size=24', 'data.val_patch_size=48',
@@ -96,7 +96,7 @@ def test_mdsr_trains_cycling_scales_with_one_compile_each(tmp_path, monkeypatch)
 
   # enhance runs the one model at each of its scales (--scale), and refuses any other.
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from enhance_jax import enhance  # pylint: disable=g-import-not-at-top
+  from enhance_jax import enhance# pylint: disable=g-import-not-at-top
   photo = tmp_path / 'photo.png'
   Image.fromarray((np.random.default_rng(0).random((20, 26, 3)) * 255).astype(np.uint8)).save(photo)
   for s in (2, 3, 4):

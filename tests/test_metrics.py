@@ -1,4 +1,4 @@
-"""Tests for enhance_jax.metrics against scikit-image and hand computations on real photos."""
+"""Tests for enhance_jax.eval.metrics against scikit-image and hand computations on real photos."""
 
 import functools
 
@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 import skimage.metrics
 
-from enhance_jax import metrics
+from enhance_jax.eval import metrics
 
 SKIMAGE_SSIM = dict(data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
 

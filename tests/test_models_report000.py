@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit
-from enhance_jax import weights
+from enhance_jax.io import weights
 from enhance_jax.errors import UserError
 from enhance_jax.models.backbones import ResNet18Features, VGG16Features
 from enhance_jax.models.celeba import CelebACNN, CelebADiscriminator, CelebAGenerator, CelebARBF

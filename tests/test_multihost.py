@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import TINY
-from enhance_jax import checkpoints as ckpt_lib
+from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax import parallel
 from enhance_jax.errors import UserError
 
@@ -261,7 +261,8 @@ def test_each_process_reads_its_rows_of_the_one_process_batch():
   images, crops and augmentations (so losses match across process counts); each process reads only
   the records of its own rows, and the two read all the one process reads, once."""
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from enhance_jax import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import datasets# pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   config = tiny_config('train.batch_size=4')
   source, _ = datasets.train_val_sources(config.data)
   first = lambda ds: [ds[i] for i in range(2)]

@@ -14,8 +14,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchma
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from enhance_jax import convert
-from enhance_jax import nima
-from enhance_jax import weights
+from enhance_jax.io import nima
+from enhance_jax.io import weights
 from enhance_jax.models import nima as nima_model
 
 torch = pytest.importorskip('torch')

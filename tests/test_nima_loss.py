@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit
-from enhance_jax import config as config_lib
-from enhance_jax import frozen as frozen_lib
-from enhance_jax import losses
-from enhance_jax import trainer
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import frozen as frozen_lib
+from enhance_jax.training import losses
+from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
 from enhance_jax.models.nima import mean_score
 
@@ -73,7 +73,7 @@ def test_the_gradient_reaches_the_generator_and_leaves_nima_unchanged(setup):
 
 
 def test_a_nima_of_another_backbone_is_refused(tmp_path):
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
+  from enhance_jax.io import weights# pylint: disable=g-import-not-at-top
   from enhance_jax.models.nima import NIMA  # pylint: disable=g-import-not-at-top
   shapes = jax.eval_shape(NIMA(backbone='mobilenet').init, jax.random.key(0),
                           jnp.zeros((1, 32, 32, 3)))
@@ -88,7 +88,7 @@ def test_a_nima_of_another_backbone_is_refused(tmp_path):
 @pytest.fixture(scope='module')
 def nima_dir(setup, tmp_path_factory):
   """The frozen (random, MobileNet) NIMA of `setup` written as a NIMA model directory."""
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
+  from enhance_jax.io import weights# pylint: disable=g-import-not-at-top
   _, _, _, frozen, _ = setup
   path = tmp_path_factory.mktemp('nima') / 'nima_mobilenet'
   weights.write_model_dir(path, {'name': 'nima', 'backbone': 'mobilenet'},
@@ -98,7 +98,8 @@ def nima_dir(setup, tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_tiny_edsr_nima_run_checkpoints_and_evaluates_with_the_nima_column(nima_dir, tmp_path):
-  from enhance_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from enhance_jax import evaluate# pylint: disable=g-import-not-at-top
+  from enhance_jax import train# pylint: disable=g-import-not-at-top
   config = config_lib.get_config('edsr_nima', [
       *TINY, f'loss.nima_from={nima_dir}', 'data.val_patch_size=32', 'train.num_steps=2',
       'train.pretrain_steps=2', 'train.eval_every_steps=2', 'train.checkpoint_every_steps=2',

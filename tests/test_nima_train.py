@@ -9,17 +9,17 @@ import pytest
 from PIL import Image
 
 from conftest import quick_compile
-from enhance_jax import ava
-from enhance_jax import config as config_lib
+from enhance_jax.data import ava
+from enhance_jax.training import config as config_lib
 from enhance_jax import evaluate
-from enhance_jax import frozen
-from enhance_jax import input_pipeline
-from enhance_jax import metrics
-from enhance_jax import nima as nima_lib
+from enhance_jax.training import frozen
+from enhance_jax.data import input_pipeline
+from enhance_jax.eval import metrics
+from enhance_jax.io import nima as nima_lib
 from enhance_jax import score
 from enhance_jax import train
-from enhance_jax import trainer
-from enhance_jax import weights
+from enhance_jax.training import trainer
+from enhance_jax.io import weights
 from enhance_jax.errors import UserError
 
 pytestmark = pytest.mark.slow  # NIMA trainings
@@ -73,7 +73,7 @@ def test_a_tiny_nima_run_on_ava_lowers_validation_emd(nima_run):
 
 def test_the_best_checkpoint_is_the_lowest_validation_emd(nima_run):
   _, workdir, val = nima_run
-  from enhance_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from enhance_jax.io import checkpoints# pylint: disable=g-import-not-at-top
   ckpts = checkpoints.Checkpoints(workdir, read_only=True)
   best_step = min(val, key=lambda r: r['emd'])['step']
   assert ckpts.best.latest_step() == best_step
@@ -129,7 +129,7 @@ def test_unrated_photos_get_the_synthetic_rating_of_each_crop():
 def test_the_embedded_default_trains_offline_batches():
   config = config_lib.get_config('nima', ['data.hr_resize=64', 'data.patch_size=48',
                                           'train.batch_size=4'])
-  from enhance_jax import datasets  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import datasets# pylint: disable=g-import-not-at-top
   train_src, val_src = datasets.train_val_sources(config.data)
   batch = next(iter(input_pipeline.train_dataset(train_src, config).to_iter_dataset()))
   assert set(batch) == {'image', 'histogram'} and batch['image'].shape == (4, 48, 48, 3)
@@ -176,7 +176,7 @@ def test_the_exponential_schedule_decays_smoothly_per_epoch():
 
 
 def test_enhance_refuses_a_nima_run_and_names_score(nima_run, tmp_path, capsys):
-  from enhance_jax import enhance  # pylint: disable=g-import-not-at-top
+  from enhance_jax import enhance# pylint: disable=g-import-not-at-top
   _, workdir, _ = nima_run
   photo = tmp_path / 'p.png'
   Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photo)

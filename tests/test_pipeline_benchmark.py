@@ -57,7 +57,7 @@ def test_pipeline_benchmark_measures_both_stages_here(tmp_path):
 
 
 def test_warmup_covers_grains_buffers():
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   held = input_pipeline.READ_OPTIONS.prefetch_buffer_size
   assert pipeline.buffered_batches(0) == held
   assert pipeline.buffered_batches(4) > 4 * held

@@ -19,9 +19,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from enhance_jax import config as config_lib
-from enhance_jax import datasets
-from enhance_jax import input_pipeline
+from enhance_jax.training import config as config_lib
+from enhance_jax.data import datasets
+from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 
 CROP, STEP = 64, 32
@@ -353,7 +353,7 @@ def test_tfds_and_grain_read_every_record(src, tmp_path, capsys):
 
 _ENCODE = """
 import sys
-from enhance_jax import datasets
+from enhance_jax.data import datasets
 sys.stdout.buffer.write(datasets.encode_record('c/e_s001', b'png bytes', 4))
 """
 

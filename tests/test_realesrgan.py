@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit, tiny_config
-from enhance_jax import checkpoints as ckpt_lib
-from enhance_jax import config as config_lib
-from enhance_jax import frozen as frozen_lib
-from enhance_jax import losses
+from enhance_jax.io import checkpoints as ckpt_lib
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import frozen as frozen_lib
+from enhance_jax.training import losses
 from enhance_jax import models
 from enhance_jax import train
-from enhance_jax import trainer
+from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
 from enhance_jax.models.unet_discriminator import UNetDiscriminatorSN
 

@@ -1,5 +1,5 @@
 """Tests for Real-ESRGAN's second-order degradation chain (degradations.realesrgan and its stages),
-the jnp JPEG (enhance_jax.jpeg) and USM sharpening of the target (trainer.model_batch).
+the jnp JPEG (enhance_jax.ops.jpeg) and USM sharpening of the target (trainer.model_batch).
 
 Compile-bound on CPU: the chain is compiled once (vmapped over a batch, taking its draws as an
 argument) and its draws once (vmapped over 4000 keys); stage frequencies are read from the draws.
@@ -20,11 +20,11 @@ from PIL import Image
 
 from conftest import fast_jit
 from conftest import tiny_config
-from enhance_jax import config as config_lib
-from enhance_jax import degradations as deg
-from enhance_jax import jpeg as jpeg_lib
-from enhance_jax import resize
-from enhance_jax import trainer
+from enhance_jax.training import config as config_lib
+from enhance_jax.data import degradations as deg
+from enhance_jax.ops import jpeg as jpeg_lib
+from enhance_jax.ops import resize
+from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
 
 N_DRAWS = 4000

@@ -24,7 +24,7 @@ import pytest
 import requests
 from PIL import Image
 
-from enhance_jax import weights
+from enhance_jax.io import weights
 from enhance_jax.models.nima import NIMA
 from enhance_jax.models.srvgg import SRVGGNetCompact
 
@@ -211,7 +211,8 @@ def test_two_concurrent_requests_both_succeed(server):
 def test_results_of_old_requests_are_removed(tmp_path, monkeypatch):
   """The Service keeps the last KEEP_JOBS requests' images (a server up for days stays bounded)
   and deletes each upload once read."""
-  from enhance_jax import serve, tiling  # pylint: disable=g-import-not-at-top
+  from enhance_jax import serve# pylint: disable=g-import-not-at-top
+  from enhance_jax.infer import tiling# pylint: disable=g-import-not-at-top
   srvgg, _ = _converted_models(tmp_path)
   monkeypatch.setattr(serve, 'KEEP_JOBS', 2)
   model = serve.load_models([srvgg], 'fp32', tile=32, pad=8)[0]

@@ -84,11 +84,11 @@ def _child(out):
 
   from conftest import photo_batch  # pylint: disable=g-import-not-at-top
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from enhance_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from enhance_jax import parallel  # pylint: disable=g-import-not-at-top
-  from enhance_jax import train  # pylint: disable=g-import-not-at-top
-  from enhance_jax import trainer  # pylint: disable=g-import-not-at-top
-  from enhance_jax import weights  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
+  from enhance_jax import parallel# pylint: disable=g-import-not-at-top
+  from enhance_jax import train# pylint: disable=g-import-not-at-top
+  from enhance_jax.training import trainer# pylint: disable=g-import-not-at-top
+  from enhance_jax.io import weights# pylint: disable=g-import-not-at-top
 
   def replicated_on(tree):
     """How many devices every leaf of TREE is fully replicated on (-1: not so)."""

@@ -8,8 +8,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import tiny_config
-from enhance_jax import datasets
-from enhance_jax import input_pipeline
+from enhance_jax.data import datasets
+from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 
 
@@ -94,8 +94,9 @@ class TinyFaces(tfds.core.GeneratorBasedBuilder):
 @pytest.mark.slow
 def test_srgan_trains_on_a_celeba_shaped_tfds_dataset_resized_to_64(tmp_path):
   """Report 003's route: tfds faces, each centre-cropped to a square and resized to HR 64 (LR 16)."""
-  from enhance_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from enhance_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from enhance_jax.training import config as config_lib# pylint: disable=g-import-not-at-top
+  from enhance_jax import evaluate# pylint: disable=g-import-not-at-top
+  from enhance_jax import train# pylint: disable=g-import-not-at-top
   data_dir = tmp_path / 'tfds'
   TinyFaces(data_dir=str(data_dir), file_format='array_record').download_and_prepare()
   config = config_lib.get_config('srgan', [

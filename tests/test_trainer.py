@@ -16,13 +16,13 @@ import pytest
 from conftest import fast_jit
 from conftest import photo_batch
 from conftest import tiny_config
-from enhance_jax import config as config_lib
-from enhance_jax import kinds
-from enhance_jax import losses
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import kinds
+from enhance_jax.training import losses
 from enhance_jax import parallel
 from enhance_jax import train
-from enhance_jax import trainer
-from enhance_jax import weights
+from enhance_jax.training import trainer
+from enhance_jax.io import weights
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
 from enhance_jax.models.rrdbnet import RRDBNet
 
@@ -448,7 +448,8 @@ def test_bf16_keeps_fp32_state_and_learns(setup):
 @pytest.mark.slow
 def test_degrade_on_device_gives_the_host_pipelines_lr_and_step(setup):
   """data.degrade_on_device: grain ships HR only and the jitted step makes the same LR itself."""
-  from enhance_jax import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
+  from enhance_jax.data import datasets# pylint: disable=g-import-not-at-top
+  from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   config = tiny_config(*BASE, 'data.degrade_on_device=true')
   photos = datasets.embedded(datasets.EMBEDDED_TRAIN[:4])
   hr_only = input_pipeline.train_dataset(photos, config)[0]

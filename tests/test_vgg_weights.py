@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from enhance_jax import weights
+from enhance_jax.io import weights
 from enhance_jax.errors import UserError
 from enhance_jax.models import vgg
 

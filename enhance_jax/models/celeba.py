@@ -24,7 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.conv import Conv
+from enhance_jax.ops.conv import Conv
 from enhance_jax.models.backbones import BACKBONES
 from enhance_jax.models.srgan import batch_norm, imagenet_normalize
 

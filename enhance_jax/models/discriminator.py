@@ -10,7 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.conv import Conv
+from enhance_jax.ops.conv import Conv
 
 
 class VGGStyleDiscriminator(nn.Module):

@@ -5,7 +5,7 @@ the deconvolution net (180 -> 360) and the ResNet with convolution blocks (90 ->
 Transposed convolutions are written with the PyTorch padding p of the authors' code
 (github.com/mactat/DL-IQIWA), passed to flax as k - 1 - p on each side (lax pads the stride-dilated
 input), with `transpose_kernel=True`: a torch ConvTranspose2d weight (in, out, kh, kw) is this
-kernel transposed to (kh, kw, out, in). Ordinary convolutions are `enhance_jax.conv.Conv`.
+kernel transposed to (kh, kw, out, in). Ordinary convolutions are `enhance_jax.ops.conv.Conv`.
 """
 
 import functools
@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from enhance_jax.conv import Conv
+from enhance_jax.ops.conv import Conv
 from enhance_jax.models.srgan import batch_norm
 
 Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)

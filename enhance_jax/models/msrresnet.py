@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from enhance_jax.conv import Conv
+from enhance_jax.ops.conv import Conv
 from enhance_jax.models.edsr import ResBlock
 from enhance_jax.models.srgan import pixel_shuffle
 

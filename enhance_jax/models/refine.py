@@ -18,7 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax import resize
+from enhance_jax.ops import resize
 from enhance_jax.models.srgan import (Conv3x3, Conv9x9, PReLU, UpsampleBlock, batch_norm,
                                       imagenet_normalize, num_doublings)
 

@@ -1,7 +1,7 @@
 """VGG19 `features` trunk (torchvision layout) as a linen module, for perceptual losses.
 
 Layer names follow BasicSR: `convX_Y` are the 16 convolutions, `reluX_Y` their activations. Parameters
-import from torchvision's `vgg19` state_dict through `enhance_jax.weights.load_vgg19`.
+import from torchvision's `vgg19` state_dict through `enhance_jax.io.weights.load_vgg19`.
 """
 
 from collections.abc import Sequence
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.conv import Conv
+from enhance_jax.ops.conv import Conv
 from enhance_jax.errors import UserError
 
 # Convolutions in execution order; a 2x2 max-pool follows the last conv of each block.

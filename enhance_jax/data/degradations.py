@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 import scipy.ndimage
 
-from enhance_jax import jpeg as jpeg_lib
-from enhance_jax.resize import (fold_reflect, gaussian_matrix, image_hw, resize, separable,
+from enhance_jax.ops import jpeg as jpeg_lib
+from enhance_jax.ops.resize import (fold_reflect, gaussian_matrix, image_hw, resize, separable,
                                  to_matrix, torch_resize_matrix, xp_of)
 from enhance_jax.errors import UserError
 
@@ -352,7 +352,7 @@ def _numbers(value, n=None):
 
 def _option_error(key, value, need):
   return UserError(f'realesrgan option {key}={value!r}: {need}; set data.realesrgan.{key} (defaults: '
-                   'enhance_jax.degradations.realesrgan_defaults()).')
+                   'enhance_jax.data.degradations.realesrgan_defaults()).')
 
 
 def _check_order(o, order):

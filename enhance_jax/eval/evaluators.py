@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from enhance_jax import metrics as metrics_lib
+from enhance_jax.eval import metrics as metrics_lib
 from enhance_jax import parallel
-from enhance_jax import resize
+from enhance_jax.ops import resize
 from enhance_jax.models.nima import mean_score
 
 METRICS = ('psnr', 'ssim', 'psnr_y', 'ssim_y', 'mse')

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from enhance_jax.image_io import read_image
+from enhance_jax.io.image_io import read_image
 from enhance_jax.errors import UserError
 
 AVA_TXT = 'AVA.txt'

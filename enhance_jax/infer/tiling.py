@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from enhance_jax import image_io
-from enhance_jax import inference
+from enhance_jax.io import image_io
+from enhance_jax.infer import inference
 from enhance_jax import models
 from enhance_jax.errors import UserError
 

@@ -43,7 +43,7 @@ import numpy as np
 from flax import traverse_util
 
 from enhance_jax import models
-from enhance_jax import ncnn
+from enhance_jax.io import ncnn
 from enhance_jax.models import backbones
 from enhance_jax.models import edsr
 from enhance_jax.models import nima as models_nima

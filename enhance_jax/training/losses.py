@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from enhance_jax import metrics as metrics_lib
+from enhance_jax.eval import metrics as metrics_lib
 from enhance_jax import models
 from enhance_jax.models import vgg
 from enhance_jax.models.nima import mean_score

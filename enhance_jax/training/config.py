@@ -8,11 +8,11 @@ import pathlib
 
 import ml_collections
 
-from enhance_jax import input_pipeline
-from enhance_jax import kinds
-from enhance_jax import losses
+from enhance_jax.data import input_pipeline
+from enhance_jax.training import kinds
+from enhance_jax.training import losses
 from enhance_jax import models
-from enhance_jax import trainer
+from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
 
 
@@ -30,7 +30,7 @@ def _experiments_dir():
     spec = None
   if spec is not None and spec.submodule_search_locations:
     return pathlib.Path(next(iter(spec.submodule_search_locations))).resolve()
-  return pathlib.Path(__file__).resolve().parent.parent / 'experiments'
+  return pathlib.Path(__file__).resolve().parents[2] / 'experiments'
 
 
 EXPERIMENTS_DIR = _experiments_dir()

@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from enhance_jax import ava
+from enhance_jax.data import ava
 from enhance_jax.errors import UserError
-from enhance_jax.image_io import read_image, to_rgb  # uint8 RGB for the pipeline
+from enhance_jax.io.image_io import read_image, to_rgb  # uint8 RGB for the pipeline
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 # scikit-image photographs that load offline; the last two are held out for evaluation.

@@ -1,0 +1,3 @@
+"""Data: image sources (embedded photos, folders, records, TFDS, AVA), degradations and
+augmentations written once for numpy and jnp, and the grain input pipeline.
+"""

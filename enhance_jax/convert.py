@@ -32,12 +32,12 @@ from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
+from enhance_jax import models
+from enhance_jax.errors import UserError
 from enhance_jax.io import checkpoints
 from enhance_jax.io import image_io
-from enhance_jax import models
 from enhance_jax.io import ncnn
 from enhance_jax.io import weights
-from enhance_jax.errors import UserError
 
 
 def _shapes(variables):

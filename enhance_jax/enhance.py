@@ -22,11 +22,11 @@ from absl import logging as absl_logging
 import numpy as np
 from PIL import Image
 
-from enhance_jax.io import image_io
+from enhance_jax.errors import UserError
 from enhance_jax.infer import inference
 from enhance_jax.infer import tiling
+from enhance_jax.io import image_io
 from enhance_jax.io import zoo
-from enhance_jax.errors import UserError
 
 # ---------------------------------------------------------------- one image, many files
 

@@ -20,18 +20,17 @@ from absl import logging as absl_logging
 import jax
 import numpy as np
 
+from enhance_jax import models
 from enhance_jax.data import datasets
 from enhance_jax.data import degradations
-from enhance_jax.eval import evaluators
-from enhance_jax.infer import inference
 from enhance_jax.data import input_pipeline
+from enhance_jax.errors import UserError
+from enhance_jax.eval import evaluators
 from enhance_jax.eval import metrics as metrics_lib
-from enhance_jax import models
-from enhance_jax.io import nima as nima_lib
+from enhance_jax.infer import inference
+from enhance_jax.infer import scoring
 from enhance_jax.io import reporting
 from enhance_jax.training import trainer
-from enhance_jax.errors import UserError
-from enhance_jax.models.nima import mean_score
 
 METRICS = evaluators.METRICS
 
@@ -103,14 +102,6 @@ def epoch_seconds(workdir):
   values = [r['epoch_seconds'] for r in map(json.loads, filter(str.strip, path.open()))
             if r.get('split') == 'train' and 'epoch_seconds' in r]
   return float(np.mean(values)) if values else None
-
-
-def nima_scorer(path):
-  """image HxWx3 [0, 1] -> NIMA mean score, from a NIMA model directory or weights file (report
-  002's aesthetic metric; any image size, one compiled program per size)."""
-  module, variables, _ = nima_lib.restore(path)
-  fn = jax.jit(lambda x: mean_score(module.apply(variables, x))[0])
-  return lambda image: float(fn(np.asarray(image, np.float32)[None]))
 
 
 def scale_results(config, task, g_vars, source, result, out):
@@ -190,7 +181,7 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None):
   if task.output != 'image' and nima:
     raise UserError(f'{workdir} is a NIMA run: evaluate scores it by EMD and correlations itself; '
                     'drop --nima (it scores the images an enhancement model makes).')
-  score_nima = nima_scorer(nima) if nima else None
+  scorer = scoring.Scorer(nima) if nima else None  # any size: the images as made
   source = (datasets.open_source(data) if data
             else datasets.train_val_sources(config.data)[1])
   if out is None:
@@ -214,16 +205,16 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None):
     else:  # input (nearest-upscaled) | bicubic | model | target
       row = [reporting.nearest_up(lr, hr.shape[:2]), evaluators.baselines(lr, hr.shape)['bicubic'],
              sr, hr]
-    if score_nima:
+    if scorer:
       outputs = {'model': sr, 'target': hr, **({'input': lr} if scale == 1 else
                                                 evaluators.baselines(lr, hr.shape))}
-      record['nima'] = {k: score_nima(v) for k, v in outputs.items()
+      record['nima'] = {k: scorer(v)[0] for k, v in outputs.items()
                         if k in (*kinds, 'target')}
     reporting.save_png(out / f'{record["name"]}.png', reporting.image_grid([row]))
     print(f'{record["name"]}: ' + ' / '.join(f'{k} {record[k]["psnr"]:.3f} dB' for k in kinds),
           flush=True)
   mean = evaluators.mean_scores(records, kinds)
-  if score_nima:
+  if scorer:
     mean['nima'] = {k: float(np.mean([r['nima'][k] for r in records])) for k in records[0]['nima']}
   result = {'mean': mean, 'images': records, 'kinds': list(kinds),
             'checkpoint': {'which': str(checkpoint), 'step': step}, 'scale': scale,

@@ -15,14 +15,9 @@ import json
 import pathlib
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from PIL import Image
-
-from enhance_jax.io import image_io
-from enhance_jax.io import nima
 from enhance_jax.errors import UserError
+from enhance_jax.infer import scoring
+from enhance_jax.io import image_io
 from enhance_jax.models import nima as nima_model
 
 MIN_SIDE = 8  # smaller images (icons, 1x1 pixels) carry no aesthetics to rate
@@ -34,32 +29,11 @@ def collect(inputs: list[str]) -> list[pathlib.Path]:
   return [path for path, _ in image_io.collect(inputs)]
 
 
-def prepare(image: np.ndarray, size: int) -> np.ndarray:
-  """float HxWxC in [0, 1] -> RGB float32 [size, size, 3] (bilinear; size 0 keeps H x W)."""
-  colour, _ = image_io.split_alpha(image)
-  if size and colour.shape[:2] != (size, size):
-    im = Image.fromarray(np.round(np.clip(colour, 0, 1) * 255).astype(np.uint8))
-    colour = np.asarray(im.resize((size, size), Image.Resampling.BILINEAR), np.float32) / 255.0
-  return np.asarray(colour, np.float32)
-
-
-class Scorer:
-  """A restored NIMA and its jitted forward pass: image [H, W, 3] -> (mean, std)."""
-
-  def __init__(self, path, backbone=None):
-    self.model, self.variables, self.section = nima.restore(path, backbone)
-    self._predict = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
-
-  def __call__(self, image: np.ndarray) -> tuple[float, float]:
-    probs = self._predict(self.variables, jnp.asarray(image)[None])
-    return float(nima_model.mean_score(probs)[0]), float(nima_model.std_score(probs)[0])
-
-
 def run(args, out=None) -> int:
   """Scores every input; returns how many were skipped (each reported on stderr)."""
   out = out or sys.stdout
   files = collect(args.inputs)
-  scorer = Scorer(args.nima, args.backbone)
+  scorer = scoring.Scorer(args.nima, args.backbone, args.size)
   rows, failed = [], 0
   for path in files:
     try:
@@ -67,7 +41,7 @@ def run(args, out=None) -> int:
       if min(image.shape[:2]) < MIN_SIDE:
         raise UserError(f'the image is {image.shape[1]}x{image.shape[0]} pixels; score needs at '
                         f'least {MIN_SIDE}x{MIN_SIDE}.')
-      mean, std = scorer(prepare(image, args.size))
+      mean, std = scorer(image)
     except UserError as e:
       failed += 1
       print(image_io.shown(f'skipped {path}: {e}'), file=sys.stderr, flush=True)

@@ -47,13 +47,13 @@ import jax
 import numpy as np
 from PIL import Image
 
-from enhance_jax.eval import evaluators
-from enhance_jax.io import image_io
-from enhance_jax.infer import inference
-from enhance_jax import score
-from enhance_jax.infer import tiling
-from enhance_jax.io import zoo
 from enhance_jax.errors import UserError
+from enhance_jax.eval import evaluators
+from enhance_jax.infer import inference
+from enhance_jax.infer import scoring
+from enhance_jax.infer import tiling
+from enhance_jax.io import image_io
+from enhance_jax.io import zoo
 
 STATIC = pathlib.Path(__file__).with_name('static')
 MAX_PIXELS = 4_000_000        # input pixels per image (a 2000 x 2000 photo)
@@ -139,17 +139,6 @@ def load_models(paths, precision=None, tile=tiling.DEFAULT_TILE, pad=None) -> li
                   else restored.name)
     out.append(Model(name, restored.scale, experiment, restored.source, restored.step, enhancer))
   return out
-
-
-class Nima:
-  """A NIMA scoring float RGB images resized to NIMA_SIZE (one compiled program): (mean, std)."""
-
-  def __init__(self, path):
-    self._scorer = score.Scorer(path)
-    self._prepare = score.prepare
-
-  def __call__(self, image: np.ndarray) -> tuple[float, float]:
-    return self._scorer(self._prepare(image, NIMA_SIZE))
 
 
 def _safe(name: str) -> str:
@@ -455,7 +444,7 @@ def main(argv=None):
       raise UserError('no model to serve: give --workdir or --model NAME, or install the released '
                       "models with pip install 'enhance_jax[pretrained]'.")
     models = load_models(sources, args.precision, tile=args.tile, pad=args.tile_pad)
-    nima = Nima(args.nima) if args.nima else None
+    nima = scoring.Scorer(args.nima, size=NIMA_SIZE) if args.nima else None
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -18,18 +18,18 @@ from absl import logging as absl_logging
 import jax
 import numpy as np
 
-from enhance_jax.io import checkpoints as ckpt_lib
-from enhance_jax.training import config as config_lib
-from enhance_jax.data import datasets
-from enhance_jax.eval import evaluators
-from enhance_jax.training import frozen as frozen_lib
-from enhance_jax.infer import inference
-from enhance_jax.data import input_pipeline
 from enhance_jax import parallel
-from enhance_jax.io import reporting
-from enhance_jax.training import trainer
-from enhance_jax.io import weights
+from enhance_jax.data import datasets
+from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
+from enhance_jax.eval import evaluators
+from enhance_jax.infer import inference
+from enhance_jax.io import checkpoints as ckpt_lib
+from enhance_jax.io import reporting
+from enhance_jax.io import weights
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import frozen as frozen_lib
+from enhance_jax.training import trainer
 
 
 def _fresh_meta(config):

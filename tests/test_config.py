@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from enhance_jax.training import config as config_lib
 from enhance_jax.errors import UserError
+from enhance_jax.training import config as config_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

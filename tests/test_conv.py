@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from enhance_jax.ops import conv
 from enhance_jax.errors import UserError
+from enhance_jax.ops import conv
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 

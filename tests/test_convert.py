@@ -20,8 +20,8 @@ from benchmarks.torch_reference import models as tm
 from conftest import fast_jit
 from enhance_jax import convert
 from enhance_jax import models
-from enhance_jax.io import weights
 from enhance_jax.errors import UserError
+from enhance_jax.io import weights
 
 SIDE = 12  # LR side: a multiple of 4 for RRDBNet x1's pixel-unshuffle
 

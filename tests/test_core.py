@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit, photo_batch, quick_compile, tiny_config
-from enhance_jax.io import checkpoints as ckpt_lib
-from enhance_jax.training import config as config_lib
+from enhance_jax import evaluate
+from enhance_jax import train
 from enhance_jax.data import datasets
 from enhance_jax.data import degradations
-from enhance_jax import evaluate
-from enhance_jax.eval import evaluators
 from enhance_jax.data import input_pipeline
-from enhance_jax.training import losses
-from enhance_jax import train
-from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
+from enhance_jax.eval import evaluators
+from enhance_jax.io import checkpoints as ckpt_lib
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import losses
+from enhance_jax.training import trainer
 
 
 def _records(workdir, split):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enhance_jax.training import config as config_lib
+from enhance_jax import parallel
 from enhance_jax.data import datasets
 from enhance_jax.data import degradations
 from enhance_jax.data import input_pipeline
-from enhance_jax import parallel
 from enhance_jax.errors import UserError
+from enhance_jax.training import config as config_lib
 
 PATCH = 32
 SCALE = 4

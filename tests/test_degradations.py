@@ -13,8 +13,8 @@ import skimage.data
 from PIL import Image
 
 from enhance_jax.data import degradations as deg
-from enhance_jax.ops import resize
 from enhance_jax.errors import UserError
+from enhance_jax.ops import resize
 
 
 @pytest.fixture(scope='module')

@@ -8,14 +8,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from enhance_jax.training import config as config_lib
 from enhance_jax import evaluate
-from enhance_jax.data import input_pipeline
 from enhance_jax import models
 from enhance_jax import train
-from enhance_jax.training import trainer
+from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.models.edsr import EDSR, MDSR
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import trainer
 
 
 def _count(module, **kwargs):

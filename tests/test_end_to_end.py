@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax import evaluate
 from enhance_jax.errors import UserError
+from enhance_jax.io import checkpoints as ckpt_lib
 
 pytestmark = pytest.mark.slow  # every report trained end to end
 

@@ -15,11 +15,11 @@ import skimage.transform
 from PIL import Image
 
 from enhance_jax import enhance
-from enhance_jax.io import image_io
-from enhance_jax.infer import inference
-from enhance_jax.eval import metrics
-from enhance_jax.infer import tiling
 from enhance_jax.errors import UserError
+from enhance_jax.eval import metrics
+from enhance_jax.infer import inference
+from enhance_jax.infer import tiling
+from enhance_jax.io import image_io
 from enhance_jax.models.rrdbnet import RRDBNet
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
@@ -338,9 +338,9 @@ def test_the_onednn_primitive_cache_is_bounded_for_a_server_seeing_every_size():
   import subprocess  # pylint: disable=g-import-not-at-top
   child = '''
 import numpy as np, jax, jax.numpy as jnp
-from enhance_jax.ops import conv
 from enhance_jax.infer import tiling
 from enhance_jax.models.srvgg import SRVGGNetCompact
+from enhance_jax.ops import conv
 assert conv.onednn_enabled(), conv.onednn_unavailable_reason()
 m = SRVGGNetCompact(num_features=4, num_convs=1, scale=2)
 e = tiling.Enhancer(m, m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))), 2, tile=0,

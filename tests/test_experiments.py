@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit, photo_batch
-from enhance_jax.training import config as config_lib
 from enhance_jax import evaluate
-from enhance_jax.training import frozen as frozen_lib
-from enhance_jax.data import input_pipeline
 from enhance_jax import models
 from enhance_jax import train
+from enhance_jax.data import input_pipeline
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import frozen as frozen_lib
 from enhance_jax.training import trainer
 
 pytestmark = pytest.mark.slow  # every experiment trained a few steps

@@ -21,12 +21,12 @@ import ml_collections
 import pytest
 
 from conftest import quick_compile, tiny_config
-from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax import evaluate
-from enhance_jax.data import input_pipeline
 from enhance_jax import train
-from enhance_jax.training import trainer
+from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
+from enhance_jax.io import checkpoints as ckpt_lib
+from enhance_jax.training import trainer
 
 pytestmark = pytest.mark.slow  # real checkpoints damaged on disk
 

@@ -19,9 +19,9 @@ import pytest
 
 from conftest import TINY
 from conftest import tiny_config
-from enhance_jax.io import checkpoints as ckpt_lib
-from enhance_jax.data import input_pipeline
 from enhance_jax import train
+from enhance_jax.data import input_pipeline
+from enhance_jax.io import checkpoints as ckpt_lib
 
 pytestmark = pytest.mark.slow  # real CLI runs killed and resumed
 

@@ -14,11 +14,11 @@ from conftest import tiny_config
 from enhance_jax import convert
 from enhance_jax import enhance
 from enhance_jax import evaluate
-from enhance_jax.io import image_io
-from enhance_jax.infer import inference
 from enhance_jax import train
-from enhance_jax.training import trainer
 from enhance_jax.errors import UserError
+from enhance_jax.infer import inference
+from enhance_jax.io import image_io
+from enhance_jax.training import trainer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
 

@@ -4,9 +4,9 @@ import pytest
 
 from conftest import stop_data_after
 from conftest import tiny_config
-from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax import evaluate
 from enhance_jax import train
+from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax.training import trainer
 
 pytestmark = pytest.mark.slow  # trainings stopped by signals

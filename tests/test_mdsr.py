@@ -9,13 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from enhance_jax.training import config as config_lib
 from enhance_jax import evaluate
-from enhance_jax.data import input_pipeline
 from enhance_jax import models
 from enhance_jax import train
-from enhance_jax.training import trainer
+from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import trainer
 
 TINY = ['model.num_blocks=2', 'model.num_features=8', 'data.patch_size=24', 'data.val_patch_size=48',
         'train.batch_size=2', 'train.num_steps=6', 'train.pretrain_steps=6',

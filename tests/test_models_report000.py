@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit
-from enhance_jax.io import weights
 from enhance_jax.errors import UserError
+from enhance_jax.io import weights
 from enhance_jax.models.backbones import ResNet18Features, VGG16Features
 from enhance_jax.models.celeba import CelebACNN, CelebADiscriminator, CelebAGenerator, CelebARBF
 

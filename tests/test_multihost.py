@@ -18,9 +18,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import TINY
-from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax import parallel
 from enhance_jax.errors import UserError
+from enhance_jax.io import checkpoints as ckpt_lib
 
 pytestmark = pytest.mark.slow  # two-process trainings
 

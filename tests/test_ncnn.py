@@ -13,12 +13,12 @@ import pytest
 import skimage.data
 
 from enhance_jax import convert
+from enhance_jax.errors import UserError
 from enhance_jax.infer import inference
-from enhance_jax.io import ncnn
 from enhance_jax.infer import tiling
+from enhance_jax.io import ncnn
 from enhance_jax.io import weights
 from enhance_jax.io import zoo
-from enhance_jax.errors import UserError
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
 

@@ -11,11 +11,11 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from enhance_jax.data import ava
-from enhance_jax.eval import metrics
 from enhance_jax import score
-from enhance_jax.io import weights
+from enhance_jax.data import ava
 from enhance_jax.errors import UserError
+from enhance_jax.eval import metrics
+from enhance_jax.io import weights
 from enhance_jax.models import nima as nima_model
 
 torch = pytest.importorskip('torch')

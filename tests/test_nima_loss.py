@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit
+from enhance_jax.errors import UserError
+from enhance_jax.models.nima import mean_score
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import frozen as frozen_lib
 from enhance_jax.training import losses
 from enhance_jax.training import trainer
-from enhance_jax.errors import UserError
-from enhance_jax.models.nima import mean_score
 
 TINY = ('model.num_blocks=1', 'model.num_features=8', 'data.patch_size=16', 'train.batch_size=2',
         'loss.nima_backbone=mobilenet')

@@ -9,18 +9,18 @@ import pytest
 from PIL import Image
 
 from conftest import quick_compile
-from enhance_jax.data import ava
-from enhance_jax.training import config as config_lib
 from enhance_jax import evaluate
-from enhance_jax.training import frozen
-from enhance_jax.data import input_pipeline
-from enhance_jax.eval import metrics
-from enhance_jax.io import nima as nima_lib
 from enhance_jax import score
 from enhance_jax import train
-from enhance_jax.training import trainer
-from enhance_jax.io import weights
+from enhance_jax.data import ava
+from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
+from enhance_jax.eval import metrics
+from enhance_jax.io import nima as nima_lib
+from enhance_jax.io import weights
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import frozen
+from enhance_jax.training import trainer
 
 pytestmark = pytest.mark.slow  # NIMA trainings
 

@@ -19,10 +19,10 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from enhance_jax.training import config as config_lib
 from enhance_jax.data import datasets
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
+from enhance_jax.training import config as config_lib
 
 CROP, STEP = 64, 32
 # (relative path, height, width): larger than the crop, exactly the crop, narrower, a lossy jpg.

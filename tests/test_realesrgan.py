@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit, tiny_config
+from enhance_jax import models
+from enhance_jax import train
+from enhance_jax.errors import UserError
 from enhance_jax.io import checkpoints as ckpt_lib
+from enhance_jax.models.unet_discriminator import UNetDiscriminatorSN
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import frozen as frozen_lib
 from enhance_jax.training import losses
-from enhance_jax import models
-from enhance_jax import train
 from enhance_jax.training import trainer
-from enhance_jax.errors import UserError
-from enhance_jax.models.unet_discriminator import UNetDiscriminatorSN
 
 SN_CONVS = tuple(f'conv{i}' for i in range(1, 9))
 

@@ -20,12 +20,12 @@ from PIL import Image
 
 from conftest import fast_jit
 from conftest import tiny_config
-from enhance_jax.training import config as config_lib
 from enhance_jax.data import degradations as deg
+from enhance_jax.errors import UserError
 from enhance_jax.ops import jpeg as jpeg_lib
 from enhance_jax.ops import resize
+from enhance_jax.training import config as config_lib
 from enhance_jax.training import trainer
-from enhance_jax.errors import UserError
 
 N_DRAWS = 4000
 OPTIONS = deg.realesrgan_options()

@@ -6,14 +6,14 @@ import pytest
 import scipy.ndimage
 import skimage.data
 
-from enhance_jax.training import config as config_lib
+from enhance_jax import evaluate
 from enhance_jax.data import datasets
 from enhance_jax.data import degradations as deg
-from enhance_jax.ops import resize
-from enhance_jax import evaluate
-from enhance_jax.eval import evaluators
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
+from enhance_jax.eval import evaluators
+from enhance_jax.ops import resize
+from enhance_jax.training import config as config_lib
 
 REPORT_004_AFFINE = ('data.affine.rotation=90', 'data.affine.shift=0.2', 'data.affine.shear=0.2',
                      'data.affine.zoom=0.2', 'data.affine.hflip=True')

@@ -19,11 +19,11 @@ import pytest
 from conftest import quick_compile
 from conftest import stop_data_after
 from conftest import tiny_config
-from enhance_jax.io import checkpoints as ckpt_lib
+from enhance_jax import train
 from enhance_jax.data import datasets
 from enhance_jax.data import input_pipeline
-from enhance_jax import train
 from enhance_jax.errors import UserError
+from enhance_jax.io import checkpoints as ckpt_lib
 
 pytestmark = pytest.mark.slow  # trainings resumed from checkpoints
 

@@ -18,13 +18,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchma
 from benchmarks.torch_reference import models as tm
 from benchmarks.torch_reference import train_step as ts
 from conftest import fast_jit
-from enhance_jax.training import config as config_lib
-from enhance_jax.training import losses
-from enhance_jax.training import trainer
 from enhance_jax.io import weights
 from enhance_jax.models import vgg as jax_vgg
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
 from enhance_jax.models.rrdbnet import RRDBNet
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import losses
+from enhance_jax.training import trainer
 
 # 50 (2% of lr) * Adam's eps (1e-8) * 2e-5 (float32 gradient noise relative to a tensor's largest).
 NOISE_BOUND = 50 * 1e-8 * 2e-5

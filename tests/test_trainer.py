@@ -16,15 +16,15 @@ import pytest
 from conftest import fast_jit
 from conftest import photo_batch
 from conftest import tiny_config
-from enhance_jax.training import config as config_lib
-from enhance_jax.training import kinds
-from enhance_jax.training import losses
 from enhance_jax import parallel
 from enhance_jax import train
-from enhance_jax.training import trainer
 from enhance_jax.io import weights
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
 from enhance_jax.models.rrdbnet import RRDBNet
+from enhance_jax.training import config as config_lib
+from enhance_jax.training import kinds
+from enhance_jax.training import losses
+from enhance_jax.training import trainer
 
 # The trainer tests' config: EMA on, and learning rates high enough that 10-15 steps show learning.
 BASE = ('train.ema_decay=0.9', 'train.pretrain_lr=1e-3', 'train.g_lr=1e-3', 'train.d_lr=1e-3')

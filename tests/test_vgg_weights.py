@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from enhance_jax.io import weights
 from enhance_jax.errors import UserError
+from enhance_jax.io import weights
 from enhance_jax.models import vgg
 
 torch = pytest.importorskip('torch')
@@ -320,4 +320,5 @@ def test_rrdbnet_errors():
   with pytest.raises(UserError) as err:
     weights.rrdbnet_params_from_state_dict(sd, num_blocks=2)
   msg = str(err.value)
-  assert 'missing conv_hr.weight' in msg and 'wrong shape conv_up1' in msg and 'RRDBNet' in msg
+  assert "'conv_up1.weight' has shape (8, 5, 3, 3)" in msg and "missing 'conv_hr.weight'" in msg
+  assert 'RRDBNet' in msg

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from enhance_jax.io import zoo
 from enhance_jax.errors import UserError
+from enhance_jax.io import zoo
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NO_HASH = 'realesrgan-x2plus'  # a real entry with a url and no published hash

@@ -85,8 +85,8 @@ def _upsample_nested():
 
 
 def _fit_upsample(params):
-  """Nests conv_upN as the Flax RRDBNet holds it (weights.rrdbnet_params_from_state_dict gives
-  `conv_upN/{kernel,bias}`, models.rrdbnet.UpsampleBlock wants `conv_upN/conv/{kernel,bias}`)."""
+  """Nests conv_upN as this build's Flax RRDBNet holds it: `conv_upN/conv/{kernel,bias}` inside
+  models.rrdbnet.UpsampleBlock (as weights.rrdbnet_params_from_state_dict gives) or flat."""
   params = dict(params)
   for name in ('conv_up1', 'conv_up2'):
     if _upsample_nested() and 'kernel' in params[name]:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from enhance_jax.io.image_io import read_image
 from enhance_jax.errors import UserError
+from enhance_jax.io.image_io import read_image
 
 AVA_TXT = 'AVA.txt'
 IMAGES_DIR = 'images'

@@ -14,11 +14,11 @@ import grain
 import jax
 import numpy as np
 
+from enhance_jax import models
 from enhance_jax.data import ava
 from enhance_jax.data import degradations
-from enhance_jax import models
-from enhance_jax.ops import resize
 from enhance_jax.errors import UserError
+from enhance_jax.ops import resize
 
 AFFINE_FIELDS = ('rotation', 'shift', 'shear', 'zoom', 'hflip')
 

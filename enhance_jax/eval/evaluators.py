@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from enhance_jax.eval import metrics as metrics_lib
 from enhance_jax import parallel
-from enhance_jax.ops import resize
+from enhance_jax.eval import metrics as metrics_lib
 from enhance_jax.models.nima import mean_score
+from enhance_jax.ops import resize
 
 METRICS = ('psnr', 'ssim', 'psnr_y', 'ssim_y', 'mse')
 HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'psnr_y': True, 'ssim_y': True, 'mse': False,

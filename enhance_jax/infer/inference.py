@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from enhance_jax.io import checkpoints
-from enhance_jax.training import config as config_lib
 from enhance_jax import models
+from enhance_jax.errors import UserError
+from enhance_jax.io import checkpoints
 from enhance_jax.io import weights
 from enhance_jax.io import zoo
-from enhance_jax.errors import UserError
+from enhance_jax.training import config as config_lib
 
 PRECISIONS = ('fp32', 'bf16')
 

@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from enhance_jax.io import image_io
-from enhance_jax.infer import inference
 from enhance_jax import models
 from enhance_jax.errors import UserError
+from enhance_jax.infer import inference
+from enhance_jax.io import image_io
 
 MIN_SIDE = 4  # smaller images carry too little for any model (and reflect padding needs 2 pixels)
 MAX_TILE = 4096  # larger windows pad every image to gigabytes; tile=0 runs an image whole instead

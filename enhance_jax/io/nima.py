@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from enhance_jax.errors import UserError
 from enhance_jax.io import checkpoints
 from enhance_jax.io import weights
 from enhance_jax.io import zoo
-from enhance_jax.errors import UserError
 from enhance_jax.models import nima as nima_model
 
 

@@ -43,12 +43,12 @@ import numpy as np
 from flax import traverse_util
 
 from enhance_jax import models
+from enhance_jax.errors import UserError
 from enhance_jax.io import ncnn
 from enhance_jax.models import backbones
 from enhance_jax.models import edsr
 from enhance_jax.models import nima as models_nima
 from enhance_jax.models import vgg
-from enhance_jax.errors import UserError
 
 _TORCH_EXTS = ('.pth', '.pt', '.bin')
 _EXTS = ('.npz', '.safetensors') + _TORCH_EXTS
@@ -369,24 +369,15 @@ def load_vgg19(path: str | os.PathLike | None,
 
 
 def rrdbnet_params_from_state_dict(sd: Mapping[str, np.ndarray], num_blocks: int) -> dict:
-  """Maps BasicSR (`body.{i}.rdb{j}...`) or ESRGAN (`RRDB_trunk.{i}.RDB{j}...`) keys to RRDBNet params.
-
-  Returns numpy arrays nested as conv_first, body_{i}/rdb{j}/conv{k}, conv_body, conv_up1/2, conv_hr,
-  conv_last.
-  """
+  """BasicSR (`body.{i}.rdb{j}...`) or ESRGAN (`RRDB_trunk.{i}.RDB{j}...`) keys -> RRDBNet params
+  (numpy, nested as conv_first, body_{i}/rdb{j}/conv{k}, conv_body, conv_up1/2, conv_hr, conv_last),
+  through the one RRDBNet layout `import_weights` uses, its block count checked against NUM_BLOCKS."""
   esrgan = any(k.startswith('RRDB_trunk.') for k in sd)
-  table = _rrdbnet_table(num_blocks, esrgan)
-  found = {name: _torch_conv(sd, key) for name, key in table.items()}
   stored = _count_blocks(sd, 'RRDB_trunk' if esrgan else 'body')
   if stored and stored != num_blocks:
     raise UserError(f'The RRDBNet weights have {stored} blocks but the model has {num_blocks}; '
                     f'set model.num_blocks={stored}.')
-  _check_convs(found, _rrdbnet_shapes(found, num_blocks), table,
-               'a BasicSR/ESRGAN RRDBNet state_dict (e.g. RRDB_ESRGAN_x4.pth, '
-               f'RealESRGAN_x4plus.pth) with {num_blocks} blocks')
-  path = {'conv_up1': 'conv_up1/conv', 'conv_up2': 'conv_up2/conv'}  # convs inside UpsampleBlock
-  return unflatten_params({f'{path.get(name, name)}/{p}': v
-                           for name, conv in found.items() for p, v in conv.items()})
+  return import_weights(sd, 'rrdbnet')[1]['params']
 
 
 def _rrdbnet_table(num_blocks: int, esrgan: bool) -> dict[str, str]:
@@ -398,24 +389,6 @@ def _rrdbnet_table(num_blocks: int, esrgan: bool) -> dict[str, str]:
   return {**dict(zip(names, torch_names)),
           **{f'body_{i}/rdb{j}/conv{k}': body.format(i=i, j=j, k=k)
              for i in range(num_blocks) for j in (1, 2, 3) for k in range(1, 6)}}
-
-
-def _rrdbnet_shapes(found: Mapping, num_blocks: int) -> dict[str, tuple[int, ...]]:
-  """Expected Flax kernel shapes, with nf/gc/in/out channels read off conv_first, rdb conv1, conv_last."""
-  def dims(name, default):
-    conv = found.get(name)
-    return conv['kernel'].shape if conv is not None and conv['kernel'].ndim == 4 else default
-  _, _, c_in, nf = dims('conv_first', (3, 3, 3, 64))
-  gc = dims('body_0/rdb1/conv1', (3, 3, nf, 32))[-1]
-  c_out = dims('conv_last', (3, 3, nf, 3))[-1]
-  shapes = {'conv_first': (3, 3, c_in, nf)}
-  for i in range(num_blocks):
-    for j in (1, 2, 3):
-      for k in range(1, 6):
-        shapes[f'body_{i}/rdb{j}/conv{k}'] = (3, 3, nf + (k - 1) * gc, nf if k == 5 else gc)
-  shapes.update({n: (3, 3, nf, nf) for n in ('conv_body', 'conv_up1', 'conv_up2', 'conv_hr')})
-  shapes['conv_last'] = (3, 3, nf, c_out)
-  return shapes
 
 
 def _count_blocks(sd: Mapping, prefix: str) -> int:

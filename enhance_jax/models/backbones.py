@@ -12,8 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.ops.conv import Conv
 from enhance_jax.models.srgan import batch_norm
+from enhance_jax.ops.conv import Conv
 
 # torchvision resnet18: (layer, output channels, stride of its first block); two BasicBlocks each.
 RESNET18_LAYERS = (('layer1', 64, 1), ('layer2', 128, 2), ('layer3', 256, 2), ('layer4', 512, 2))

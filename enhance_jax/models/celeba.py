@@ -24,9 +24,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.ops.conv import Conv
 from enhance_jax.models.backbones import BACKBONES
 from enhance_jax.models.srgan import batch_norm, imagenet_normalize
+from enhance_jax.ops.conv import Conv
 
 BACKBONE_NAMES = ('conv', *BACKBONES)
 BACKBONE_STRIDE = 32  # ResNet18 and VGG16 both reduce by 2**5

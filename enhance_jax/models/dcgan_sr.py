@@ -20,9 +20,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.ops.conv import Conv
 from enhance_jax.models.rrdbnet import upsample_nearest
 from enhance_jax.models.srgan import Conv3x3, batch_norm, imagenet_normalize, num_doublings
+from enhance_jax.ops.conv import Conv
 
 
 class ResidualUpsampleBlock(nn.Module):

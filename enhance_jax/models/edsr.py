@@ -15,8 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.ops.conv import Conv
 from enhance_jax.models.srgan import pixel_shuffle
+from enhance_jax.ops.conv import Conv
 
 Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)
 # DIV2K's RGB mean, which both BasicSR and EDSR-PyTorch subtract.

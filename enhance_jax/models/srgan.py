@@ -13,8 +13,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.ops.conv import Conv
 from enhance_jax.models.vgg import IMAGENET_MEAN, IMAGENET_STD
+from enhance_jax.ops.conv import Conv
 
 Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)
 Conv9x9 = functools.partial(Conv, kernel_size=(9, 9), padding=4)

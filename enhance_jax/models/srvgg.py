@@ -12,8 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.ops.conv import Conv
 from enhance_jax.models.srgan import pixel_shuffle
+from enhance_jax.ops.conv import Conv
 from enhance_jax.ops.resize import torch_resize_matrix
 
 Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)

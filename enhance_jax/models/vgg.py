@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.ops.conv import Conv
 from enhance_jax.errors import UserError
+from enhance_jax.ops.conv import Conv
 
 # Convolutions in execution order; a 2x2 max-pool follows the last conv of each block.
 VGG19_LAYERS = (

@@ -8,12 +8,12 @@ import pathlib
 
 import ml_collections
 
+from enhance_jax import models
 from enhance_jax.data import input_pipeline
+from enhance_jax.errors import UserError
 from enhance_jax.training import kinds
 from enhance_jax.training import losses
-from enhance_jax import models
 from enhance_jax.training import trainer
-from enhance_jax.errors import UserError
 
 
 def _experiments_dir():

@@ -8,13 +8,13 @@ replicated, never donated and never optimised; the steps see `{name: x -> module
 
 import functools
 
-from enhance_jax.training import losses
 from enhance_jax import models
+from enhance_jax.errors import UserError
 from enhance_jax.io import nima as nima_lib
 from enhance_jax.io import weights
 from enhance_jax.models.nima import NIMA
 from enhance_jax.models.vgg import VGG19Features
-from enhance_jax.errors import UserError
+from enhance_jax.training import losses
 
 
 def vgg19(config):

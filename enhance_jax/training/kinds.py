@@ -11,8 +11,8 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-from enhance_jax.eval import evaluators
 from enhance_jax.data import input_pipeline
+from enhance_jax.eval import evaluators
 from enhance_jax.eval import metrics as metrics_lib
 from enhance_jax.io import reporting
 from enhance_jax.models.nima import mean_score

@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from enhance_jax.eval import metrics as metrics_lib
 from enhance_jax import models
+from enhance_jax.errors import UserError
+from enhance_jax.eval import metrics as metrics_lib
 from enhance_jax.models import vgg
 from enhance_jax.models.nima import mean_score
-from enhance_jax.errors import UserError
 
 
 def l1(pred, target):

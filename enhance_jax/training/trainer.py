@@ -18,14 +18,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from enhance_jax.data import degradations
-from enhance_jax.training import frozen as frozen_lib
-from enhance_jax.data import input_pipeline
-from enhance_jax.training import kinds
-from enhance_jax.training import losses
 from enhance_jax import models
 from enhance_jax import parallel
+from enhance_jax.data import degradations
+from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
+from enhance_jax.training import frozen as frozen_lib
+from enhance_jax.training import kinds
+from enhance_jax.training import losses
 
 KEY_NAMES = ('dropout', 'sample', 'degrade', 'loss')
 NAN_POLICIES = ('stop', 'skip')  # train.nan_policy: a non-finite loss or gradient stops the run or skips

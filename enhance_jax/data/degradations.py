@@ -213,27 +213,26 @@ def down_up_op(factor, method='bicubic'):
   return op
 
 
-def salt_pepper_op(low=0.3, high=0.6):
-  """Report 001: a proportion p ~ U(low, high) of the pixels set to black or white (1/2 each)."""
-  _check_range('salt_pepper', low, high)
+def _replace_op(name, low, high, fill):
+  """A proportion p ~ U(low, high) of the pixels replaced by FILL(key, img) (report 001's noises)."""
+  _check_range(name, low, high)
 
   def op(img, rng):
-    kp, km, kv = _split(rng, 3)
+    kp, km, kf = _split(rng, 3)
     hit = _uniform(km, img.shape[:-1]) < _uniform(kp, (), low, high)
-    white = (_uniform(kv, img.shape[:-1]) < 0.5).astype(np.float32)
-    return xp_of(img).where(hit[..., None], white[..., None], img)
+    return xp_of(img).where(hit[..., None], fill(kf, img), img)
   return op
+
+
+def salt_pepper_op(low=0.3, high=0.6):
+  """Report 001: a proportion p ~ U(low, high) of the pixels set to black or white (1/2 each)."""
+  return _replace_op('salt_pepper', low, high,
+                     lambda k, img: (_uniform(k, img.shape[:-1]) < 0.5).astype(np.float32)[..., None])
 
 
 def color_noise_op(low=0.3, high=0.6):
   """Report 001: a proportion p ~ U(low, high) of the pixels replaced by a uniformly random colour."""
-  _check_range('color_noise', low, high)
-
-  def op(img, rng):
-    kp, km, kc = _split(rng, 3)
-    hit = _uniform(km, img.shape[:-1]) < _uniform(kp, (), low, high)
-    return xp_of(img).where(hit[..., None], _uniform(kc, img.shape), img)
-  return op
+  return _replace_op('color_noise', low, high, lambda k, img: _uniform(k, img.shape))
 
 
 def darken_op(low=0.3, high=0.6):

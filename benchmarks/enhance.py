@@ -136,9 +136,9 @@ def run_torch(args, weights_path, image):
 def run_jax(args, weights_path, image):
   """(seconds per repeat, output) of enhance_jax's tiled path with the converted WEIGHTS_PATH."""
   import jax  # pylint: disable=g-import-not-at-top
-  from enhance_jax.infer import inference# pylint: disable=g-import-not-at-top
+  from enhance_jax.infer import restoring# pylint: disable=g-import-not-at-top
   from enhance_jax.infer import tiling# pylint: disable=g-import-not-at-top
-  restored = inference.restore(weights_path)
+  restored = restoring.restore(weights_path)
   e = tiling.enhancer_for(restored, args.precision, tile=args.tile, pad=args.tile_pad,
                           batch=args.batch or None)
   t0 = time.perf_counter()
@@ -190,12 +190,12 @@ def released_defaults(spec, precision):
   """{model: {photo: seconds whole and at the defaults, their ratio, output differences}} for
   SPEC 'MODEL:PHOTO,PHOTO;...': released weights on full-size photos, one process."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from enhance_jax.infer import inference# pylint: disable=g-import-not-at-top
+  from enhance_jax.infer import restoring# pylint: disable=g-import-not-at-top
   from enhance_jax.infer import tiling# pylint: disable=g-import-not-at-top
   out = {}
   for part in spec.split(';'):
     name, photos = part.split(':')
-    restored = inference.restore(name)
+    restored = restoring.restore(name)
     default = tiling.enhancer_for(restored, precision)
     whole = tiling.enhancer_for(restored, precision, tile=0)
     out[name] = {'tile': default.tile, 'pad': default.pad, 'photos': {}}

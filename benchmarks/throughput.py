@@ -164,8 +164,8 @@ def lower_jax_step(args, config):
   import jax  # pylint: disable=g-import-not-at-top
   from enhance_jax.training import frozen# pylint: disable=g-import-not-at-top
   from enhance_jax import parallel# pylint: disable=g-import-not-at-top
-  from enhance_jax.training import trainer# pylint: disable=g-import-not-at-top
-  task = trainer.make_task(config)
+  from enhance_jax.training import train_steps# pylint: disable=g-import-not-at-top
+  task = train_steps.make_task(config)
   mesh = parallel.make_mesh(args.devices)
   if mesh.devices.size != args.devices:
     from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
@@ -175,10 +175,10 @@ def lower_jax_step(args, config):
   rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   lr_side = args.patch // config.model.scale
   shapes = ((args.batch, lr_side, lr_side, 3), (args.batch, args.patch, args.patch, 3))
-  state = jax.jit(lambda r: trainer.init_state(task, r, *shapes), out_shardings=rep)(
+  state = jax.jit(lambda r: train_steps.init_state(task, r, *shapes), out_shardings=rep)(
       jax.random.key(0))
   if args.stage == 'gan':
-    state = trainer.start_gan_stage(task, state)
+    state = train_steps.start_gan_stage(task, state)
   vgg = jax.device_put(frozen.load(tuple(task.frozen), config), rep)  # the frozen networks
   keys = jax.random.split(jax.random.key(1), 2)
   if task.output == 'image':
@@ -188,7 +188,7 @@ def lower_jax_step(args, config):
              'histogram': jax.nn.softmax(jax.random.normal(keys[1], (args.batch, 10)))}
   batch = jax.device_put(batch, split)
   t0 = time.perf_counter()
-  lowered = stage_step(trainer.jit_steps(task, mesh), args.stage, config).lower(state, batch, vgg)
+  lowered = stage_step(train_steps.jit_steps(task, mesh), args.stage, config).lower(state, batch, vgg)
   return lowered, state, batch, vgg, mesh, time.perf_counter() - t0
 
 
@@ -210,9 +210,9 @@ def xla_flops(config, state, batch, vgg, stage, mesh):
   """FLOPs of one train step (all devices) by XLA's cost analysis, counted on the step traced with
   XLA's own convolutions (the oneDNN path is an FFI call, opaque to the cost analysis)."""
   from enhance_jax.ops import conv# pylint: disable=g-import-not-at-top
-  from enhance_jax.training import trainer# pylint: disable=g-import-not-at-top
+  from enhance_jax.training import train_steps# pylint: disable=g-import-not-at-top
   with conv.xla_convolutions():
-    lowered = stage_step(trainer.jit_steps(trainer.make_task(config), mesh), stage, config).lower(
+    lowered = stage_step(train_steps.jit_steps(train_steps.make_task(config), mesh), stage, config).lower(
         state, batch, vgg)
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -23,7 +23,7 @@ import skimage.data
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from enhance_jax.infer import inference# pylint: disable=g-import-not-at-top,wrong-import-position
+from enhance_jax.infer import restoring# pylint: disable=g-import-not-at-top,wrong-import-position
 from enhance_jax.infer import tiling# pylint: disable=g-import-not-at-top,wrong-import-position
 
 BINS = (0, 4, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96)
@@ -71,7 +71,7 @@ def main(argv=None):
             'device': jax.devices()[0].device_kind, 'host': platform.node(),
             'jax': jax.__version__, 'models': {}}
   for name in args.models.split(','):
-    enhancer = tiling.enhancer_for(inference.restore(name), 'fp32', tile=0)
+    enhancer = tiling.enhancer_for(restoring.restore(name), 'fp32', tile=0)
     per_photo = {}
     for photo in args.photos.split(','):
       t = time.perf_counter()

@@ -12,7 +12,7 @@ import skimage.data
 from PIL import Image
 from PIL import ImageDraw
 
-from enhance_jax.infer import inference
+from enhance_jax.infer import restoring
 from enhance_jax.infer import tiling
 
 OUT = pathlib.Path(__file__).with_name('before_after.png')
@@ -23,7 +23,7 @@ def main():
   lr = skimage.data.chelsea()[60:140, 150:250]  # the cat's eye and fur, 100 x 80
   h, w = lr.shape[:2]
   bicubic = np.asarray(Image.fromarray(lr).resize((4 * w, 4 * h), Image.Resampling.BICUBIC))
-  enhancer = tiling.enhancer_for(inference.restore(MODEL))
+  enhancer = tiling.enhancer_for(restoring.restore(MODEL))
   model = enhancer(lr.astype(np.float32) / 255.0, dtype=np.uint8)
   gap = 8
   canvas = Image.new('RGB', (8 * w + gap, 4 * h + 24), 'white')

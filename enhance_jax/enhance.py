@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from enhance_jax.errors import UserError
-from enhance_jax.infer import inference
+from enhance_jax.infer import restoring
 from enhance_jax.infer import tiling
 from enhance_jax.io import image_io
 from enhance_jax.io import zoo
@@ -94,13 +94,13 @@ def plan_outputs(files, output: str, suffix: str) -> list[tuple[pathlib.Path, pa
 DEFAULT_MODEL = 'realesrgan-x4plus'
 
 
-def _restore(args) -> inference.Restored:
+def _restore(args) -> restoring.Restored:
   given = [x for x in (args.workdir, args.weights, args.model) if x]
   if len(given) > 1:
     raise UserError('give one of --model (a released model by name), --workdir (a training run or '
                     'a converted model) and --weights (a .pth/.safetensors/ncnn file).')
-  restored = inference.restore(given[0] if given else DEFAULT_MODEL, args.arch, args.checkpoint)
-  return inference.at_scale(restored, args.scale)
+  restored = restoring.restore(given[0] if given else DEFAULT_MODEL, args.arch, args.checkpoint)
+  return restoring.at_scale(restored, args.scale)
 
 
 def run(args) -> int:
@@ -172,7 +172,7 @@ def parse_args(argv=None):
   p.add_argument('--scale', type=int, default=None,
                  help='the model scale to run: any of a multi-scale model\'s (MDSR: 2, 3, 4); '
                       'default its default scale')
-  p.add_argument('--precision', default='fp32', choices=inference.PRECISIONS)
+  p.add_argument('--precision', default='fp32', choices=restoring.PRECISIONS)
   p.add_argument('--alpha', default='model', choices=('model', 'bicubic'),
                  help='enlarge an alpha channel with the model or with bicubic')
   p.add_argument('--suffix', default='', help='appended to each output name (e.g. _x4)')

@@ -27,10 +27,10 @@ from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.eval import evaluators
 from enhance_jax.eval import metrics as metrics_lib
-from enhance_jax.infer import inference
+from enhance_jax.infer import restoring
 from enhance_jax.infer import scoring
 from enhance_jax.io import reporting
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 METRICS = evaluators.METRICS
 
@@ -38,18 +38,18 @@ METRICS = evaluators.METRICS
 def restore_generator(workdir, which='best'):
   """(config, task, generator variables, step) from WORKDIR's checkpoint WHICH (EMA weights if kept);
   a converted model directory, a weights file or a released model's name is scored as its
-  architecture's classic x`scale` bicubic protocol (inference.model_config)."""
-  restored = inference.restore(workdir, which=which)
-  config = restored.config if restored.config is not None else inference.model_config(restored)
-  return config, trainer.make_task(config), restored.variables, restored.step
+  architecture's classic x`scale` bicubic protocol (restoring.model_config)."""
+  restored = restoring.restore(workdir, which=which)
+  config = restored.config if restored.config is not None else restoring.model_config(restored)
+  return config, train_steps.make_task(config), restored.variables, restored.step
 
 
 def held_out_hr(image, config):
   """A held-out uint8 image as the float target that is scored: fitted to data.hr_resize when set
   (as in training), min-max normalised when training was, then cropped to the model's size multiple."""
-  hr = input_pipeline.prepare_hr(image, config.data.get('hr_resize', 0),
-                                 config.data.get('hr_resize_mode', 'resize'))
-  hr = input_pipeline.normalize(hr, config.data.get('normalize', 'none'))
+  hr = input_pipeline.prepare_hr(image, config.data.hr_resize,
+                                 config.data.hr_resize_mode)
+  hr = input_pipeline.normalize(hr, config.data.normalize)
   return degradations.mod_crop(hr, models.hr_multiple(config))
 
 
@@ -113,7 +113,7 @@ def scale_results(config, task, g_vars, source, result, out):
     if s == config.model.scale:
       scales[s] = {k: result[k] for k in ('mean', 'images', 'kinds')}
       continue
-    evaluator = evaluators.Evaluator(jax.jit(functools.partial(trainer.predict, task, scale=s)),
+    evaluator = evaluators.Evaluator(jax.jit(functools.partial(train_steps.predict, task, scale=s)),
                                      HeldOutPairs(config, source, scale=s), s, chunk=1,
                                      names=source.names)
     kinds, records = ('model', *evaluator.kinds), []
@@ -141,7 +141,7 @@ def rating_run(config, task, g_vars, step, source, out, checkpoint, data):
   """A rating model's (NIMA's) evaluation: every held-out image fitted and centre-cropped as in
   validation, its predicted histogram against its ratings (synthetic for unrated photos): EMD per
   image; mean EMD, LCC, SRCC and mean-score error over all; scores.png plots predicted vs true."""
-  predict = jax.jit(functools.partial(trainer.predict, task))
+  predict = jax.jit(functools.partial(train_steps.predict, task))
   names, preds, trues = list(source.names), [], []
   records = []
   for i in range(len(source)):
@@ -159,7 +159,7 @@ def rating_run(config, task, g_vars, step, source, out, checkpoint, data):
              'lcc': metrics_lib.lcc(pred_mean, true_mean),
              'srcc': metrics_lib.srcc(pred_mean, true_mean),
              'score_mae': float(np.mean(np.abs(pred_mean - true_mean)))}
-  result = {'mean': metrics, 'images': records, 'n': len(records), 'experiment': config.get('name', ''),
+  result = {'mean': metrics, 'images': records, 'n': len(records), 'experiment': config.name,
             'checkpoint': {'which': str(checkpoint), 'step': step},
             'data': data or f'held-out split of {config.data.source}'}
   reporting.save_png(out / 'scores.png', reporting.score_scatter(
@@ -192,7 +192,7 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None):
   if task.output != 'image':
     return rating_run(config, task, g_vars, step, source, out, checkpoint, data)
   scale = config.model.scale
-  evaluator = evaluators.Evaluator(jax.jit(functools.partial(trainer.predict, task)),
+  evaluator = evaluators.Evaluator(jax.jit(functools.partial(train_steps.predict, task)),
                                    HeldOutPairs(config, source), scale, chunk=1,
                                    names=source.names)  # chunk 1: records in the source's order
   kinds = ('model', *evaluator.kinds)
@@ -218,7 +218,7 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None):
     mean['nima'] = {k: float(np.mean([r['nima'][k] for r in records])) for k in records[0]['nima']}
   result = {'mean': mean, 'images': records, 'kinds': list(kinds),
             'checkpoint': {'which': str(checkpoint), 'step': step}, 'scale': scale,
-            'experiment': config.get('name', ''), 'epoch_seconds': epoch_seconds(workdir),
+            'experiment': config.name, 'epoch_seconds': epoch_seconds(workdir),
             'data': data or f'held-out split of {config.data.source}'}
   if task.scales:  # multi-scale (MDSR): every scale scored; the top level stays model.scale's
     result['scales'] = scale_results(config, task, g_vars, source, result, out)

@@ -49,7 +49,7 @@ from PIL import Image
 
 from enhance_jax.errors import UserError
 from enhance_jax.eval import evaluators
-from enhance_jax.infer import inference
+from enhance_jax.infer import restoring
 from enhance_jax.infer import scoring
 from enhance_jax.infer import tiling
 from enhance_jax.io import image_io
@@ -91,19 +91,19 @@ class Model:
 
 def _restorable(path: pathlib.Path) -> bool:
   try:
-    return inference.kind_of(path) in ('workdir', 'model_dir')
+    return restoring.kind_of(path) in ('workdir', 'model_dir')
   except UserError:
     return False
 
 
-def discover(paths) -> list[tuple[str, inference.Restored]]:
+def discover(paths) -> list[tuple[str, restoring.Restored]]:
   """[(page name, Restored)] for PATHS: each a run, a converted model, a weights file or a released
   model's name, or a folder whose restorable sub-folders are taken; UserError when a path holds none."""
   found = []
   for given in paths:
     path = pathlib.Path(given)
     if not path.exists() and zoo.is_name(os.fspath(given)):
-      restored = inference.restore(given)
+      restored = restoring.restore(given)
       found.append((f'{given} (released {restored.name} x{restored.scale})', restored))
       continue
     if path.is_dir() and not _restorable(path):
@@ -114,10 +114,10 @@ def discover(paths) -> list[tuple[str, inference.Restored]]:
     else:
       inner = [path]
     for p in inner:
-      restored = inference.restore(p)
+      restored = restoring.restore(p)
       if restored.name == 'nima':
         raise UserError(f'{p} is a NIMA, which scores images; pass it as --nima, not --workdir.')
-      experiment = (restored.config.get('name', restored.name) if restored.config is not None
+      experiment = ((restored.config.name or restored.name) if restored.config is not None
                     else f'converted {restored.name}')
       found.append((f'{p.name} ({experiment})', restored))
   names = [n for n, _ in found]
@@ -135,7 +135,7 @@ def load_models(paths, precision=None, tile=tiling.DEFAULT_TILE, pad=None) -> li
   out = []
   for name, restored in discover(paths):
     enhancer = tiling.enhancer_for(restored, precision, tile=tile, pad=pad, bucket=BUCKET)
-    experiment = (restored.config.get('name', restored.name) if restored.config is not None
+    experiment = ((restored.config.name or restored.name) if restored.config is not None
                   else restored.name)
     out.append(Model(name, restored.scale, experiment, restored.source, restored.step, enhancer))
   return out
@@ -420,7 +420,7 @@ def parse_args(argv=None):
                  help='window side (input pixels; 0 = whole images)')
   p.add_argument('--tile-pad', type=int, default=None,
                  help="context pixels per window side (default: the architecture's)")
-  p.add_argument('--precision', choices=inference.PRECISIONS, default=None,
+  p.add_argument('--precision', choices=restoring.PRECISIONS, default=None,
                  help='default: bf16 on an accelerator, fp32 on a CPU')
   return p.parse_args(argv)
 

@@ -23,13 +23,14 @@ from enhance_jax.data import datasets
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.eval import evaluators
-from enhance_jax.infer import inference
+from enhance_jax.infer import restoring
 from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax.io import reporting
 from enhance_jax.io import weights
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import frozen as frozen_lib
-from enhance_jax.training import trainer
+from enhance_jax.training import schema
+from enhance_jax.training import train_steps
 
 
 def _fresh_meta(config):
@@ -70,14 +71,14 @@ class _Loop:
     self.ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
     self.ckpts.check_compatible(config)
     train_src, val_src = datasets.train_val_sources(config.data)
-    if not config.data.get('hr_resize', 0):  # else every image is resized to hr_resize first
+    if not config.data.hr_resize:  # else every image is resized to hr_resize first
       datasets.check_sizes(train_src, min(input_pipeline.patch_hw(config)), 'data.patch_size')
     self.val = input_pipeline.validation_batch(val_src, config)
     self.steps_per_epoch = t.steps_per_epoch or max(1, len(train_src) // t.batch_size)
-    self.task = trainer.make_task(config)
+    self.task = train_steps.make_task(config)
     self.frozen = jax.device_put(frozen_lib.load(tuple(self.task.frozen), config),
                                  parallel.replicated(self.mesh))
-    self.jitted = trainer.jit_steps(self.task, self.mesh)
+    self.jitted = train_steps.jit_steps(self.task, self.mesh)
     self.data_sharding = parallel.batch_sharding(self.mesh)
     n = self.mesh.devices.size
     chunk = -(-min(len(self.val[self.task.inputs]), t.batch_size) // n) * n
@@ -96,16 +97,16 @@ class _Loop:
     ph, pw = input_pipeline.patch_hw(c)
     shapes = ((c.train.batch_size, ph // c.model.scale, pw // c.model.scale, 3),
               (c.train.batch_size, ph, pw, 3))
-    init = jax.jit(lambda rng: trainer.init_state(self.task, rng, *shapes),
+    init = jax.jit(lambda rng: train_steps.init_state(self.task, rng, *shapes),
                    out_shardings=parallel.replicated(self.mesh))
     try:  # the modules check their fields when first run; a bad value is the config's fault
       abstract = jax.eval_shape(init, jax.random.key(c.seed))  # both stages' G optimisers share a form
     except ValueError as e:
       raise UserError(f'the model or discriminator config does not build: {e}') from None
     if not self.ckpts.has_checkpoint() or self.ckpts.latest.latest_step() is None:
-      start = inference.initial_weights(c, abstract.g_params)  # a misfit fails before any compile
+      start = restoring.initial_weights(c, abstract.g_params)  # a misfit fails before any compile
       state = weights.with_backbone_weights(init(jax.random.key(c.seed)), c)
-      return inference.with_initial_weights(state, c, start), _fresh_meta(c)
+      return restoring.with_initial_weights(state, c, start), _fresh_meta(c)
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(self.mesh)),
         abstract)
@@ -121,7 +122,7 @@ class _Loop:
   def evaluate(self, step):
     """Validation at STEP: metrics, the best checkpoint's bookkeeping, samples, curves, patience."""
     c, meta = self.config, self.meta
-    g_vars = trainer.eval_variables(self.state)
+    g_vars = train_steps.eval_variables(self.state)
     k = min(4, len(self.val[self.task.inputs]))
     val = self.evaluator.run(g_vars, samples=k)
     metric = c.train.best_metric
@@ -157,7 +158,7 @@ class _Loop:
     if (meta['stage'] == 'pretrain' and has_gan_stage(self.config)
         and (step >= _stage_end(self.config, meta) or meta['pretrain_stopped'])
         and step < self.config.train.num_steps):
-      self.state = trainer.start_gan_stage(self.task, self.state)
+      self.state = train_steps.start_gan_stage(self.task, self.state)
       meta.update(stage='gan', gan_start=step, best=None, bad_evals=0)
       print(f'step {step}: supervised stage done; GAN stage until step '
             f'{_stage_end(self.config, meta)}', flush=True)
@@ -165,11 +166,11 @@ class _Loop:
 
 def _check_finite(sums, step, n):
   """FloatingPointError naming the metrics that became NaN/Inf in the N steps up to STEP and the
-  first step that made them (SUMS: the window's sums, with trainer.FIRST_NONFINITE when known)."""
-  first = sums.get(trainer.FIRST_NONFINITE, trainer.ALL_FINITE)
-  bad = [k for k, v in sums.items() if k != trainer.FIRST_NONFINITE and not np.isfinite(v)]
-  if bad or first < trainer.ALL_FINITE:
-    at = (f'at step {int(first) + 1}' if first < trainer.ALL_FINITE
+  first step that made them (SUMS: the window's sums, with train_steps.FIRST_NONFINITE when known)."""
+  first = sums.get(train_steps.FIRST_NONFINITE, train_steps.ALL_FINITE)
+  bad = [k for k, v in sums.items() if k != train_steps.FIRST_NONFINITE and not np.isfinite(v)]
+  if bad or first < train_steps.ALL_FINITE:
+    at = (f'at step {int(first) + 1}' if first < train_steps.ALL_FINITE
           else f'between steps {step - n + 1} and {step}')
     raise FloatingPointError(f'{", ".join(bad) or "a loss or gradient"} became NaN/Inf {at}; the run '
                              'stopped and kept its last checkpoint; lower the learning rates '
@@ -186,7 +187,7 @@ class _Meter:
     self.untimed = 0  # steps of this window whose time is not in the clock (the compiling one)
 
   def add(self, metrics):
-    self.sums = metrics if self.sums is None else trainer.accumulate(self.sums, metrics)
+    self.sums = metrics if self.sums is None else train_steps.accumulate(self.sums, metrics)
     self.n += 1
 
   def _rates(self, steps, seconds):
@@ -211,7 +212,7 @@ class _Meter:
     by train.nan_policy=skip are counted, not averaged, as `skipped_steps`."""
     host = {k: float(v) for k, v in jax.device_get(self.sums).items()}
     _check_finite(host, step, self.n)
-    host.pop(trainer.FIRST_NONFINITE, None)
+    host.pop(train_steps.FIRST_NONFINITE, None)
     skipped = host.pop('skipped', None)
     elapsed = time.perf_counter() - self.start
     means = {**{k: v / self.n for k, v in host.items()},
@@ -281,7 +282,7 @@ def _train(config, workdir):
   if meta['finished']:
     print(f'{workdir}: training already stopped early at step {step}; nothing to do.', flush=True)
     return loop.state
-  stall = config.data.get('stall_timeout_s', 0) or None
+  stall = config.data.stall_timeout_s or None
   data_state = loop.iterator.get_state()
   batches = input_pipeline.prefetch_to_device(loop.iterator, loop.data_sharding, config.data.prefetch,
                                               stall_timeout=stall)
@@ -336,7 +337,7 @@ def _run_steps(config, loop, batches, meter, bar, step, data_state):
     with jax.transfer_guard('disallow'):  # the step loop moves nothing between host and device
       step_fn = loop.jitted[meta['stage']]
       if isinstance(step_fn, dict):  # multi-scale: one compiled step per scale, cycling by step
-        step_fn = step_fn[trainer.step_scale(loop.task, step)]
+        step_fn = step_fn[train_steps.step_scale(loop.task, step)]
       loop.state, metrics = step_fn(loop.state, batch, loop.frozen)
       meter.add(metrics)
     if step < loop.start_step + max(1, len(loop.task.scales)):  # the compiling step(s)
@@ -388,16 +389,27 @@ def main(argv=None):
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                       help='override a config field, e.g. --set train.batch_size=32')
   parser.add_argument('--list', action='store_true', help='print the experiments and exit')
+  parser.add_argument('--help-config', nargs='?', const='', default=None, metavar='SECTION',
+                      help='print the config schema (every key, its default and meaning; SECTION: '
+                           'e.g. train or data.affine) and exit')
   args = parser.parse_args(argv)
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes are not for users
   if args.list:
     print('\n'.join(config_lib.describe_experiments()))
     return 0
+  if args.help_config is not None:
+    lines = schema.describe(args.help_config)
+    if not lines:
+      print(f'error: --help-config {args.help_config}: no such section or key; the sections are '
+            f'{", ".join(schema.SCHEMA)}.', file=sys.stderr)
+      return 2
+    print('\n'.join(lines))
+    return 0
   try:
     from absl import flags  # grain's multiprocessing reads absl flags  # pylint: disable=g-import-not-at-top
     flags.FLAGS(sys.argv[:1], known_only=True)
     parallel.initialize()  # before any JAX computation (validating the config runs some)
-    config = config_lib.get_config(args.exp, args.set)
+    config = config_lib.get_config(args.exp, args.set, check=False)  # train_and_evaluate validates
     train_and_evaluate(config, args.workdir or f'runs/{args.exp}')
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -1,5 +1,5 @@
 """Report 001's deconvolution network, Cats&Dogs 180 -> 360: transposed convs k3 s1 (10 channels),
-k3 s2 (20), k4 s1 (3); MSE (enhance_jax/models/iqiwa.py DeconvSR).
+k3 s2 (20), k4 s1 (3); MSE (enhance_jax/models/autoencoders.py DeconvSR).
 
 Data as the report: each image fitted to 360x360, by a centre crop when both sides are larger and a
 bicubic rescale when not (data.hr_resize_mode='crop_or_resize'), the input its bicubic downscale to
@@ -10,13 +10,13 @@ bicubic rescale when not (data.hr_resize_mode='crop_or_resize'), the input its b
 
 import ml_collections
 
-from enhance_jax.training.config import load_experiment, supervised_run
+from enhance_jax.training.config import base_config, supervised_run
 
 REPORT = '001'
 
 
 def get_config():
-  c = load_experiment('esrgan')
+  c = base_config()
   c.unlock()
   c.name = 'catsdogs_deconv'
   c.model = ml_collections.ConfigDict({'name': 'deconv_sr', 'features': (10, 20), 'scale': 2})

@@ -1,6 +1,6 @@
 """Report 001's ResNet-SR, Cats&Dogs 90 -> 360: an upsampling layer, two free convs, and two ResBlocks
 of "convolution blocks" (conv, BatchNorm, ReLU, with dropout between the convs); data as
-catsdogs_deconv with the input downscaled x4 (enhance_jax/models/iqiwa.py ResNetSR).
+catsdogs_deconv with the input downscaled x4 (enhance_jax/models/autoencoders.py ResNetSR).
 
 Chosen where the report is silent (from the authors' scripts): the SSIM loss (their ResNet runs used
 kornia's SSIM loss; here SSIM's 11-pixel Gaussian window), dropout 0.1, width 64, Adam lr 1e-4,

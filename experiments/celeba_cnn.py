@@ -1,7 +1,8 @@
 """Report 000's CNN baseline: CelebA faces restored after a 1/5 downscale and back, same size out.
 
-Encoder-decoder: 3 strided convs, transposed convs back, ReLU, sigmoid output (enhance_jax/models/
-celeba.py CelebACNN); MSE; Adam lr 1e-3, batch 32, 100 epochs (the report's table 1 configuration).
+Encoder-decoder: 3 strided convs, transposed convs back, ReLU, sigmoid output (BaselineCNN in
+enhance_jax/models/restoration_baselines.py); MSE; Adam lr 1e-3, batch 32, 100 epochs (the report's
+table 1 configuration).
 
 Data as the report: CelebA (`--set data.source=tfds:celeb_a` or `folder:PATH`), whole 218x178
 images, degraded by bicubic downscaling to 1/5 and back up to size, min-max normalised, 60/40
@@ -12,14 +13,14 @@ named, 218x178 crops of the embedded photos. Chosen where the report is silent: 
 
 import ml_collections
 
-from enhance_jax.training.config import load_experiment, supervised_run
+from enhance_jax.training.config import base_config, supervised_run
 
 REPORT = '000'
 CELEBA_IMAGES = 202_599
 
 
 def get_config():
-  c = load_experiment('esrgan')
+  c = base_config()
   c.unlock()
   c.name = 'celeba_cnn'
   c.model = ml_collections.ConfigDict({'name': 'celeba_cnn', 'num_features': 64, 'num_layers': 3,

@@ -1,5 +1,5 @@
 """Report 001's denoising autoencoder on CIFAR-10: kernel-4 stride-2 convs, a max-pool, an 8x8x2
-bottleneck, a mirrored decoder of transposed convs and upsampling (enhance_jax/models/iqiwa.py).
+bottleneck, a mirrored decoder of transposed convs and upsampling (enhance_jax/models/autoencoders.py).
 
 Noise as the report: each image gets one of salt and pepper, random colour noise, darkening or
 brightening, at a proportion drawn per image from 30-60 %. data.train_on='noisy' is the report's
@@ -11,7 +11,7 @@ says): MSE, Adam lr 1e-3, batch 32 (their notebook used 1), 3 epochs of CIFAR-10
 
 import ml_collections
 
-from enhance_jax.training.config import load_experiment, supervised_run
+from enhance_jax.training.config import base_config, supervised_run
 
 REPORT = '001'
 NOISE = ("one_of('salt_pepper(0.3, 0.6)', 'color_noise(0.3, 0.6)', 'darken(0.3, 0.6)', "
@@ -19,7 +19,7 @@ NOISE = ("one_of('salt_pepper(0.3, 0.6)', 'color_noise(0.3, 0.6)', 'darken(0.3, 
 
 
 def get_config():
-  c = load_experiment('esrgan')
+  c = base_config()
   c.unlock()
   c.name = 'cifar10_denoise_ae'
   c.model = ml_collections.ConfigDict({'name': 'denoise_ae', 'features': (32, 16),

@@ -21,13 +21,13 @@ data/prepare.py `records:PATH`; the embedded photos when none is named.
 
 import ml_collections
 
-from enhance_jax.training.config import load_experiment
+from enhance_jax.training.config import base_config
 
 REPORT = '002'
 
 
 def get_config():
-  c = load_experiment('esrgan')
+  c = base_config()
   c.unlock()
   c.name = 'edsr'
   c.model = ml_collections.ConfigDict({

@@ -12,6 +12,7 @@ REPORT = '004'
 
 def get_config():
   c = load_experiment('esrgan')
+  c.unlock()
   c.name = 'esrgan_cpu'
   c.model.num_blocks = 2
   c.model.num_features = 32

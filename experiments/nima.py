@@ -22,7 +22,7 @@ path runs offline; such a NIMA predicts that function, not human taste.
 
 import ml_collections
 
-from enhance_jax.training.config import load_experiment
+from enhance_jax.training.config import base_config
 
 REPORT = '002'
 AVA_IMAGES = 255_530          # AVA.txt lines (images actually downloadable vary by a few hundred)
@@ -31,7 +31,7 @@ EPOCHS = 25
 
 
 def get_config():
-  c = load_experiment('esrgan')
+  c = base_config()
   c.unlock()
   c.name = 'nima'
   c.model = ml_collections.ConfigDict({

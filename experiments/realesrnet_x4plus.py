@@ -12,8 +12,7 @@ batch is degraded as it comes.
 
 import ml_collections
 
-from enhance_jax.data import degradations
-from enhance_jax.training.config import load_experiment
+from enhance_jax.training.config import base_config, load_experiment
 
 # Not one of the reports: listed beside report 004's ESRGAN, which it extends (`--list` and
 # describe_experiments show a three-digit report for every experiment).
@@ -21,20 +20,19 @@ REPORT = '004'
 
 
 def get_config():
-  c = load_experiment('esrgan')
-  c.unlock()
+  c = base_config()
   c.name = 'realesrnet_x4plus'
-  # network_g as ESRGAN's (23 RRDB, 64 features, growth 32, x4). Where G starts from: a converted
-  # model directory, a training workdir or a weights file (Real-ESRNet starts from ESRGAN's
-  # ESRGAN_SRx4_DF2KOST_official weights); '' = random initialisation.
-  c.model.init_from = ''
+  # network_g as ESRGAN's (23 RRDB, 64 features, growth 32, x4). Where G starts from: model.init_from,
+  # a converted model directory, a training workdir or a weights file (Real-ESRNet starts from
+  # ESRGAN's ESRGAN_SRx4_DF2KOST_official weights); '' = random initialisation.
+  c.model = load_experiment('esrgan').model
   c.discriminator = ml_collections.ConfigDict({'name': 'none'})  # L1 only: one supervised stage
 
   c.data.patch_size = 256                # gt_size
   c.data.val_patch_size = 256
   c.data.degradation = 'realesrgan(4)'   # the second-order chain, x4 overall
   c.data.degrade_on_device = True        # the pipeline ships HR patches; the step degrades them
-  c.data.realesrgan = degradations.realesrgan_defaults()  # the chain's probabilities and ranges
+  # the chain's probabilities and ranges: data.realesrgan, Real-ESRGAN's published ones by default
   # gt_usm: L1 against the HR sharpened by Real-ESRGAN's USMSharp (weight 0.5, radius 50, threshold
   # 10); the on-device degradation starts from the sharpened HR too, as in Real-ESRGAN.
   c.data.target_sharpen = 'usm(0.5, radius=50, threshold=10)'

@@ -9,13 +9,13 @@ whole run is the supervised stage. Open in the report, chosen here: AdamW weight
 
 import ml_collections
 
-from enhance_jax.training.config import load_experiment
+from enhance_jax.training.config import base_config
 
 REPORT = '004'
 
 
 def get_config():
-  c = load_experiment('esrgan')
+  c = base_config()
   c.unlock()
   c.name = 'refine_ae'
   c.model = ml_collections.ConfigDict({'name': 'refine_ae', 'num_features': 64, 'scale': 4})

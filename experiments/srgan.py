@@ -15,13 +15,13 @@ crops of the embedded photos; for CelebA: `--set data.source=tfds:celeb_a --set 
 
 import ml_collections
 
-from enhance_jax.training.config import load_experiment
+from enhance_jax.training.config import base_config
 
 REPORT = '003'
 
 
 def get_config():
-  c = load_experiment('esrgan')
+  c = base_config()
   c.unlock()
   c.name = 'srgan'
   c.model = ml_collections.ConfigDict({

@@ -22,6 +22,7 @@ from enhance_jax import convert
 from enhance_jax import models
 from enhance_jax.errors import UserError
 from enhance_jax.io import weights
+from enhance_jax.io.weights import backbones
 
 SIDE = 12  # LR side: a multiple of 4 for RRDBNet x1's pixel-unshuffle
 
@@ -180,10 +181,9 @@ def test_vgg19_through_the_cli(tmp_path, capsys):
     np.testing.assert_array_equal(variables['params'][name]['bias'], want[name]['bias'])
 
 
-# pylint: disable=protected-access
 @pytest.mark.parametrize('name, table, extra, prefix', [
-    ('resnet18', weights._resnet18_table, ('fc.weight',), ''),
-    ('vgg16', weights._vgg16_table, ('classifier.0.weight',), 'backbone.'),
+    ('resnet18', backbones.resnet18_table, ('fc.weight',), ''),
+    ('vgg16', backbones.vgg16_table, ('classifier.0.weight',), 'backbone.'),
 ])
 def test_backbones_through_the_cli(name, table, extra, prefix, tmp_path):
   sd = {prefix + k: v for k, v in _random_sd(table(), extra).items()}

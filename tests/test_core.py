@@ -21,7 +21,7 @@ from enhance_jax.eval import evaluators
 from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import losses
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 
 def _records(workdir, split):
@@ -69,9 +69,9 @@ def _resnet_sr_setup():
   config = config_lib.get_config('catsdogs_resnet', [
       'model.num_features=8', 'train.batch_size=2', 'data.hr_resize=64', 'data.patch_size=64',
       'data.val_patch_size=64'])
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   batch = jax.tree.map(jnp.asarray, photo_batch(config, n=2))
-  state = trainer.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
+  state = train_steps.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
   return config, task, batch, state
 
 
@@ -81,7 +81,7 @@ def test_dropout_masks_differ_between_steps_and_repeat_under_the_seed():
 
   @jax.jit
   def out(s):
-    return trainer.generate(task, s.g_params, s.g_stats, batch['lr'], True, trainer.step_keys(s))[0]
+    return train_steps.generate(task, s.g_params, s.g_stats, batch['lr'], True, train_steps.step_keys(s))[0]
 
   first, again = out(state)['image'], out(state)['image']
   later = out(state.replace(step=state.step + 1))['image']
@@ -89,11 +89,11 @@ def test_dropout_masks_differ_between_steps_and_repeat_under_the_seed():
   np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
   assert float(jnp.max(jnp.abs(first - later))) > 1e-3
   assert float(jnp.max(jnp.abs(first - other_seed))) > 1e-3
-  eval_a = trainer.predict(task, trainer.eval_variables(state), batch['lr'])  # no dropout in eval
-  eval_b = trainer.predict(task, trainer.eval_variables(state.replace(step=state.step + 5)),
+  eval_a = train_steps.predict(task, train_steps.eval_variables(state), batch['lr'])  # no dropout in eval
+  eval_b = train_steps.predict(task, train_steps.eval_variables(state.replace(step=state.step + 5)),
                            batch['lr'])
   np.testing.assert_array_equal(np.asarray(eval_a), np.asarray(eval_b))
-  step = jax.jit(functools.partial(trainer.pretrain_step, task))
+  step = jax.jit(functools.partial(train_steps.pretrain_step, task))
   (s1, m1), (s2, m2) = step(state, batch), step(state, batch)  # same seed, same step
   assert _max_abs(s1.g_params, s2.g_params) == 0 and float(m1['g_loss']) == float(m2['g_loss'])
 
@@ -101,16 +101,16 @@ def test_dropout_masks_differ_between_steps_and_repeat_under_the_seed():
 @pytest.mark.slow
 def test_the_vae_samples_per_step_its_kl_is_finite_and_its_loss_falls():
   config = config_lib.get_config('cifar10_denoise_vae', ['train.batch_size=8'])
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   batch = jax.tree.map(jnp.asarray, photo_batch(config, n=8))
-  state = trainer.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
-  sample = jax.jit(lambda s: trainer.generate(task, s.g_params, s.g_stats, batch['lr'], True,
-                                              trainer.step_keys(s))[0])
+  state = train_steps.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
+  sample = jax.jit(lambda s: train_steps.generate(task, s.g_params, s.g_stats, batch['lr'], True,
+                                              train_steps.step_keys(s))[0])
   a, b = sample(state), sample(state.replace(step=state.step + 1))
   assert set(a) == {'image', 'mean', 'logvar'}
   np.testing.assert_array_equal(np.asarray(a['mean']), np.asarray(b['mean']))  # same encoder
   assert float(jnp.max(jnp.abs(a['image'] - b['image']))) > 1e-4  # another sample of z
-  step = jax.jit(functools.partial(trainer.pretrain_step, task))
+  step = jax.jit(functools.partial(train_steps.pretrain_step, task))
   history = []
   for _ in range(40):
     state, metrics = step(state, batch)
@@ -184,8 +184,8 @@ def test_a_checkpoint_from_before_the_core_is_refused_in_one_sentence(tmp_path):
   """Meta format 1 (no 'format' key, epochs and best_psnr) is refused, never misread, and the
   refusal writes nothing."""
   config = tiny_config()
-  task = trainer.make_task(config)
-  state = trainer.init_state(task, jax.random.key(0), (8, 8, 8, 3), (8, 32, 32, 3))
+  task = train_steps.make_task(config)
+  state = train_steps.init_state(task, jax.random.key(0), (8, 8, 8, 3), (8, 32, 32, 3))
   old = ckpt_lib.Checkpoints(tmp_path)
   old.save(state, {}, {'signature': ckpt_lib.model_signature(config), 'config': config.to_dict(),
                        'epoch': 3, 'stage': 'pretrain', 'best_psnr': 20.0, 'bad_epochs': 0})
@@ -205,11 +205,11 @@ def test_the_ema_is_warmed_up_so_a_short_run_is_not_scored_on_its_init():
   """With decay 0.999 from the start, 60 steps would leave the average 94% initialisation; warmed
   up it tracks the trained weights."""
   config = tiny_config('train.ema_decay=0.999', 'train.pretrain_lr=1e-3')
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   batch = jax.tree.map(jnp.asarray, photo_batch(config))
-  state = trainer.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
+  state = train_steps.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
   init = jax.tree.map(jnp.copy, state.g_params)
-  step = jax.jit(functools.partial(trainer.pretrain_step, task))
+  step = jax.jit(functools.partial(train_steps.pretrain_step, task))
   for _ in range(60):
     state, _ = step(state, batch)
   travelled = _max_abs(state.g_params, init)
@@ -227,7 +227,7 @@ def backbone_gan():
         'model.backbone=resnet18', 'model.num_features=8', 'discriminator.num_features=8',
         'data.patch_size=(64, 64)', 'train.batch_size=2', 'train.b1=0.9',
         f'train.lr_multipliers.backbone={multiplier}'])
-    return trainer.make_task(config)
+    return train_steps.make_task(config)
   batch = jax.tree.map(jnp.asarray, photo_batch(config_lib.get_config(
       'celeba_gan', ['data.patch_size=(64, 64)']), n=2))
   return make, batch
@@ -239,9 +239,9 @@ def test_a_backbone_can_be_frozen_or_get_its_own_learning_rate(backbone_gan):
   moved = {}
   for m in (1.0, 0.0, 0.5):
     task = make(m)
-    state = trainer.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
-    started = trainer.start_gan_stage(task, state)
-    new, _ = fast_jit(functools.partial(trainer.gan_step, task), started, batch)(started, batch)
+    state = train_steps.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
+    started = train_steps.start_gan_stage(task, state)
+    new, _ = fast_jit(functools.partial(train_steps.gan_step, task), started, batch)(started, batch)
     moved[m] = jax.tree.map(jnp.subtract, new.g_params, state.g_params)
     if m == 0:  # frozen: its BatchNorm statistics stay too, while the decoder's move
       assert _max_abs(new.g_stats['backbone'], state.g_stats['backbone']) == 0
@@ -295,8 +295,8 @@ def test_imagenet_backbone_weights_from_a_user_file_go_into_g_and_d(tmp_path):
       'model.backbone=resnet18', 'discriminator.backbone=resnet18', 'model.num_features=8',
       f'model.backbone_weights={tmp_path / "resnet18.pth"}',
       f'discriminator.backbone_weights={tmp_path / "resnet18.pth"}', 'train.ema_decay=0.9'])
-  task = trainer.make_task(config)
-  state = trainer.init_state(task, jax.random.key(0), (1, 64, 64, 3), (1, 64, 64, 3))
+  task = train_steps.make_task(config)
+  state = train_steps.init_state(task, jax.random.key(0), (1, 64, 64, 3), (1, 64, 64, 3))
   loaded = weights.with_backbone_weights(state, config)
   want = weights.load_backbone('resnet18', tmp_path / 'resnet18.pth')
   for params, stats in (('g_params', 'g_stats'), ('d_params', 'd_stats')):

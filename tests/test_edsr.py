@@ -15,7 +15,7 @@ from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.models.edsr import EDSR, MDSR
 from enhance_jax.training import config as config_lib
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 
 def _count(module, **kwargs):
@@ -101,7 +101,7 @@ def test_size_large_takes_effect():
 
 
 def test_an_imported_edsr_section_builds():
-  """weights.py's sections (no `size` field) build as before, the large one included."""
+  """io/weights' sections (no `size` field) build as before, the large one included."""
   for nf, res_scale in ((64, 1.0), (256, 0.1)):
     section = {'name': 'edsr', 'num_blocks': 32, 'num_features': nf, 'scale': 4, 'res_scale': res_scale}
     config = ml_collections.ConfigDict({'model': section, 'train': {'precision': 'fp32'}})
@@ -133,11 +133,11 @@ def test_edsr_experiments_build_and_validate():
 def test_edsr_experiment_shapes(name):
   """The experiment's own sizes (16 x 64, 24 -> 48) through the trainer, abstractly."""
   config = config_lib.get_config(name)
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   hh, hw = input_pipeline.patch_hw(config)
   lr_shape, hr_shape = (2, hh // 2, hw // 2, 3), (2, hh, hw, 3)
-  state = jax.eval_shape(lambda k: trainer.init_state(task, k, lr_shape, hr_shape), jax.random.key(0))
-  sr = jax.eval_shape(lambda v, x: trainer.predict(task, v, x), {'params': state.g_params},
+  state = jax.eval_shape(lambda k: train_steps.init_state(task, k, lr_shape, hr_shape), jax.random.key(0))
+  sr = jax.eval_shape(lambda v, x: train_steps.predict(task, v, x), {'params': state.g_params},
                       jax.ShapeDtypeStruct(lr_shape, np.float32))
   assert sr.shape == hr_shape and (hh, hw) == (48, 48)
   assert _near(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.g_params)), 1.37e6, 0.02)

@@ -17,7 +17,7 @@ from PIL import Image
 from enhance_jax import enhance
 from enhance_jax.errors import UserError
 from enhance_jax.eval import metrics
-from enhance_jax.infer import inference
+from enhance_jax.infer import restoring
 from enhance_jax.infer import tiling
 from enhance_jax.io import image_io
 from enhance_jax.models.rrdbnet import RRDBNet
@@ -154,7 +154,7 @@ def test_host_memory_grows_with_the_output_not_with_a_float_copy_of_it(tiny_srvg
 
 
 def test_bf16_runs_close_to_fp32(tiny_rrdbnet, rrdbnet_pth):
-  restored = inference.restore(rrdbnet_pth)
+  restored = restoring.restore(rrdbnet_pth)
   image = photo(40, 48)
   fp32 = tiling.enhancer_for(restored, 'fp32', tile=32, pad=8)(image)
   bf16 = tiling.enhancer_for(restored, 'bf16', tile=32, pad=8)(image)
@@ -262,7 +262,7 @@ def test_outscale_resizes_after_the_model(tmp_path, rrdbnet_pth):
 def test_trained_workdir_beats_bicubic_on_a_held_out_photo(tmp_path, l1_run):
   from enhance_jax.data import degradations# pylint: disable=g-import-not-at-top
   hr = skimage.data.coffee()[:256, :384].astype(np.float32) / 255.0  # held out in training
-  restored = inference.restore(l1_run)
+  restored = restoring.restore(l1_run)
   lr = np.asarray(degradations.parse(restored.config.data.degradation)(hr, np.random.default_rng(0)))
   image_io.write(tmp_path / 'lr.png', lr)
   assert _run(tmp_path / 'lr.png', '-o', tmp_path / 'sr.png', '--workdir', l1_run, '--tile', 32,

@@ -14,7 +14,7 @@ from enhance_jax import train
 from enhance_jax.data import input_pipeline
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import frozen as frozen_lib
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 pytestmark = pytest.mark.slow  # every experiment trained a few steps
 
@@ -68,12 +68,12 @@ def test_list_names_every_report_experiment():
 def test_report_config_builds_at_full_size(name):
   """The experiment's own config (the reports' sizes) gives modules whose output shapes are right."""
   config = config_lib.get_config(name)
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   hh, hw = input_pipeline.patch_hw(config)
   lh, lw = hh // config.model.scale, hw // config.model.scale
-  state = jax.eval_shape(lambda k: trainer.init_state(task, k, (2, lh, lw, 3), (2, hh, hw, 3)),
+  state = jax.eval_shape(lambda k: train_steps.init_state(task, k, (2, lh, lw, 3), (2, hh, hw, 3)),
                          jax.random.key(0))
-  sr = jax.eval_shape(lambda v, x: trainer.predict(task, v, x),
+  sr = jax.eval_shape(lambda v, x: train_steps.predict(task, v, x),
                       {'params': state.g_params, **({'batch_stats': state.g_stats}
                                                     if state.g_stats else {})},
                       jax.ShapeDtypeStruct((2, lh, lw, 3), np.float32))
@@ -184,11 +184,11 @@ def _fixed_batch_losses(name, steps):
   lr = FIXED_BATCH_LR.get(name, 1e-3)
   config = tiny(name, f'train.g_lr={lr}', f'train.d_lr={lr}', f'train.pretrain_lr={lr}')
   batch = jax.tree.map(np.asarray, photo_batch(config, n=4))
-  task = trainer.make_task(config)
-  state = jax.jit(lambda k: trainer.init_state(task, k, batch['lr'].shape, batch['hr'].shape))(
+  task = train_steps.make_task(config)
+  state = jax.jit(lambda k: train_steps.init_state(task, k, batch['lr'].shape, batch['hr'].shape))(
       jax.random.key(0))
   vgg = frozen_lib.load(tuple(task.frozen), config)
-  fn = trainer.gan_step if stage == 'gan' else trainer.pretrain_step
+  fn = train_steps.gan_step if stage == 'gan' else train_steps.pretrain_step
   step = fast_jit(lambda s, b, v: fn(task, s, b, v), state, batch, vgg)
   history = []
   for _ in range(steps):
@@ -213,17 +213,17 @@ def test_generators_with_batchnorm_keep_running_statistics():
   """SRResNet's BatchNorm statistics travel in the state, move in training and drive evaluation."""
   config = tiny('srgan')
   batch = jax.tree.map(np.asarray, photo_batch(config, n=4))
-  task = trainer.make_task(config)
-  state = trainer.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
+  task = train_steps.make_task(config)
+  state = train_steps.init_state(task, jax.random.key(0), batch['lr'].shape, batch['hr'].shape)
   assert state.g_stats, 'SRResNet has BatchNorm'
-  new, _ = jax.jit(lambda s, b: trainer.pretrain_step(task, s, b))(state, batch)
+  new, _ = jax.jit(lambda s, b: train_steps.pretrain_step(task, s, b))(state, batch)
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), new.g_stats,
                                        state.g_stats))
   assert max(moved) > 1e-4
-  v = trainer.eval_variables(new)
+  v = train_steps.eval_variables(new)
   assert set(v) == {'params', 'batch_stats'}
-  sr_a = trainer.predict(task, v, batch['lr'][:1])
-  sr_b = trainer.predict(task, v, batch['lr'])[:1]  # running averages: per-image, not per-batch
+  sr_a = train_steps.predict(task, v, batch['lr'][:1])
+  sr_b = train_steps.predict(task, v, batch['lr'])[:1]  # running averages: per-image, not per-batch
   np.testing.assert_allclose(np.asarray(sr_a), np.asarray(sr_b), atol=1e-5)
 
 

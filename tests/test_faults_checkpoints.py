@@ -26,7 +26,7 @@ from enhance_jax import train
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.io import checkpoints as ckpt_lib
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 pytestmark = pytest.mark.slow  # real checkpoints damaged on disk
 
@@ -50,11 +50,11 @@ def workdir_fixture(trained, tmp_path):
 
 
 def _abstract(config):
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   ph, pw = input_pipeline.patch_hw(config)
   s = config.model.scale
   return jax.eval_shape(
-      lambda rng: trainer.init_state(task, rng, (1, ph // s, pw // s, 3), (1, ph, pw, 3)),
+      lambda rng: train_steps.init_state(task, rng, (1, ph // s, pw // s, 3), (1, ph, pw, 3)),
       jax.random.key(0))
 
 

@@ -16,9 +16,9 @@ from enhance_jax import enhance
 from enhance_jax import evaluate
 from enhance_jax import train
 from enhance_jax.errors import UserError
-from enhance_jax.infer import inference
+from enhance_jax.infer import restoring
 from enhance_jax.io import image_io
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
 
@@ -40,7 +40,7 @@ def released(tmp_path_factory):
 
 def test_a_weights_file_and_its_converted_directory_restore_the_same_generator(released):
   pth, model_dir = released
-  a, b = inference.restore(pth), inference.restore(model_dir)
+  a, b = restoring.restore(pth), restoring.restore(model_dir)
   assert a.model == b.model == {'name': 'rrdbnet', 'num_blocks': 1, 'num_features': 8,
                                 'growth_channels': 4, 'scale': 4}
   jax.tree.map(np.testing.assert_array_equal, a.variables, b.variables)
@@ -75,10 +75,10 @@ def test_evaluate_scores_a_converted_directory_on_the_bicubic_protocol(released,
 def test_init_from_starts_the_generator_and_its_ema_from_the_converted_weights(released):
   _, model_dir = released
   config = tiny_config(f'model.init_from={model_dir}', 'train.ema_decay=0.999')
-  task = trainer.make_task(config)
-  state = trainer.init_state(task, jax.random.key(0), (2, 8, 8, 3), (2, 32, 32, 3))
-  started = inference.with_initial_weights(state, config)
-  want = inference.restore(model_dir).variables['params']
+  task = train_steps.make_task(config)
+  state = train_steps.init_state(task, jax.random.key(0), (2, 8, 8, 3), (2, 32, 32, 3))
+  started = restoring.with_initial_weights(state, config)
+  want = restoring.restore(model_dir).variables['params']
   jax.tree.map(np.testing.assert_array_equal, dict(started.g_params), dict(want))
   jax.tree.map(np.testing.assert_array_equal, dict(started.ema_params), dict(want))
   assert not np.array_equal(state.g_params['conv_first']['kernel'], want['conv_first']['kernel'])
@@ -110,28 +110,28 @@ def test_init_from_another_architecture_is_refused(tmp_path):
   from benchmarks.torch_reference import models as torch_models  # pylint: disable=g-import-not-at-top
   torch.save(torch_models.SRVGGNetCompact(num_feat=8, num_conv=2).state_dict(), tmp_path / 'v.pth')
   config = tiny_config(f'model.init_from={tmp_path / "v.pth"}')
-  task = trainer.make_task(config)
-  state = trainer.init_state(task, jax.random.key(0), (2, 8, 8, 3), (2, 32, 32, 3))
+  task = train_steps.make_task(config)
+  state = train_steps.init_state(task, jax.random.key(0), (2, 8, 8, 3), (2, 32, 32, 3))
   with pytest.raises(UserError, match='holds a srvgg_compact generator but model.name is'):
-    inference.with_initial_weights(state, config)
+    restoring.with_initial_weights(state, config)
 
 
 @pytest.mark.slow
 def test_init_from_a_training_workdir(l1_run):
   config = tiny_config(f'model.init_from={l1_run}', 'model.num_blocks=2', 'model.num_features=32',
                        'model.growth_channels=16')
-  task = trainer.make_task(config)
-  state = trainer.init_state(task, jax.random.key(0), (2, 8, 8, 3), (2, 32, 32, 3))
-  started = inference.with_initial_weights(state, config)
-  want = inference.restore(l1_run).variables['params']
+  task = train_steps.make_task(config)
+  state = train_steps.init_state(task, jax.random.key(0), (2, 8, 8, 3), (2, 32, 32, 3))
+  started = restoring.with_initial_weights(state, config)
+  want = restoring.restore(l1_run).variables['params']
   jax.tree.map(np.testing.assert_array_equal, dict(started.g_params), dict(want))
 
 
 def test_restore_names_what_to_give(tmp_path):
   with pytest.raises(UserError, match='does not exist'):
-    inference.restore(tmp_path / 'missing')
+    restoring.restore(tmp_path / 'missing')
   (tmp_path / 'plain').mkdir()
   with pytest.raises(UserError, match='holds no checkpoints and is not a converted model'):
-    inference.restore(tmp_path / 'plain')
+    restoring.restore(tmp_path / 'plain')
   with pytest.raises(UserError, match='--precision'):
-    inference.generator(inference.Restored({'name': 'rrdbnet', 'scale': 4}, {}, 'x'), 'fp16')
+    restoring.generator(restoring.Restored({'name': 'rrdbnet', 'scale': 4}, {}, 'x'), 'fp16')

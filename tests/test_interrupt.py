@@ -7,7 +7,7 @@ from conftest import tiny_config
 from enhance_jax import evaluate
 from enhance_jax import train
 from enhance_jax.io import checkpoints as ckpt_lib
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 pytestmark = pytest.mark.slow  # trainings stopped by signals
 
@@ -31,7 +31,7 @@ def test_ctrl_c_as_a_step_returns_keeps_the_last_checkpoint(tmp_path, monkeypatc
   """An interrupt that lands as the jitted step returns, before the loop takes the new state: the
   step is lost (its donated input too, at the 2nd call; the 3rd follows the step-4 checkpoint), and
   the run ends on its last checkpoint."""
-  real_jit_steps, calls = trainer.jit_steps, []
+  real_jit_steps, calls = train_steps.jit_steps, []
 
   def jit_steps(task, mesh):
     steps = real_jit_steps(task, mesh)
@@ -46,7 +46,7 @@ def test_ctrl_c_as_a_step_returns_keeps_the_last_checkpoint(tmp_path, monkeypatc
 
     return {**steps, 'gan': gan}
 
-  monkeypatch.setattr(trainer, 'jit_steps', jit_steps)
+  monkeypatch.setattr(train_steps, 'jit_steps', jit_steps)
   config = tiny_config()
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, tmp_path)

@@ -15,7 +15,7 @@ from enhance_jax import train
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.training import config as config_lib
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 TINY = ['model.num_blocks=2', 'model.num_features=8', 'data.patch_size=24', 'data.val_patch_size=48',
         'train.batch_size=2', 'train.num_steps=6', 'train.pretrain_steps=6',
@@ -29,9 +29,9 @@ def test_mdsr_experiment_builds_and_validates():
       'mdsr', (2, 3, 4), 2, 16)
   assert c.data.degrade_on_device and c.data.patch_size == 96 and c.discriminator.name == 'none'
   assert models.hr_multiple(c) == 12  # lcm(2, 3, 4)
-  task = trainer.make_task(c)
+  task = train_steps.make_task(c)
   assert task.scales == (2, 3, 4) and [s for s, _ in task.degrades] == [2, 3, 4]
-  assert [trainer.step_scale(task, i) for i in range(7)] == [2, 3, 4, 2, 3, 4, 2]
+  assert [train_steps.step_scale(task, i) for i in range(7)] == [2, 3, 4, 2, 3, 4, 2]
   assert [input_pipeline.degradation_spec(c, s) for s in (2, 3, 4)] == [
       'bicubic(2)', 'bicubic(3)', 'bicubic(4)']
   with pytest.raises(UserError, match='multiple of 12'):
@@ -41,14 +41,14 @@ def test_mdsr_experiment_builds_and_validates():
   with pytest.raises(UserError, match='scale_degradations.x3'):
     config_lib.get_config('mdsr', ['data.scale_degradations.x3=bicubic(2)'])
   # Single-scale models: no scales, the same step as before.
-  edsr = trainer.make_task(config_lib.get_config('edsr'))
-  assert edsr.scales == () and trainer.step_scale(edsr, 5) is None
+  edsr = train_steps.make_task(config_lib.get_config('edsr'))
+  assert edsr.scales == () and train_steps.step_scale(edsr, 5) is None
 
 
 @pytest.mark.slow
 def test_mdsr_trains_cycling_scales_with_one_compile_each(tmp_path, monkeypatch):
   traced, called, jitted = [], [], {}
-  real_step, real_jit_steps = trainer.pretrain_step, trainer.jit_steps
+  real_step, real_jit_steps = train_steps.pretrain_step, train_steps.jit_steps
 
   def counting_step(task, state, batch, frozen=None, scale=None):
     traced.append((scale, batch['hr'].shape))  # runs once per trace (compilation)
@@ -63,8 +63,8 @@ def test_mdsr_trains_cycling_scales_with_one_compile_each(tmp_path, monkeypatch)
 
     return {**steps, 'pretrain': {s: recorder(s, fn) for s, fn in steps['pretrain'].items()}}
 
-  monkeypatch.setattr(trainer, 'pretrain_step', counting_step)
-  monkeypatch.setattr(trainer, 'jit_steps', recording_jit_steps)
+  monkeypatch.setattr(train_steps, 'pretrain_step', counting_step)
+  monkeypatch.setattr(train_steps, 'jit_steps', recording_jit_steps)
   config = config_lib.get_config('mdsr', TINY)
   state = train.train_and_evaluate(config, tmp_path)
   assert int(state.step) == 6
@@ -112,10 +112,10 @@ def test_mdsr_trains_cycling_scales_with_one_compile_each(tmp_path, monkeypatch)
 def test_mdsr_step_degrades_each_scale():
   """The step's model batch: the HR patch degraded by the scale's bicubic, on the device."""
   config = config_lib.get_config('mdsr', TINY)
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   hr = jax.random.uniform(jax.random.key(0), (2, 24, 24, 3))
   for s in (2, 3, 4):
-    lr = trainer.model_batch(task, {'hr': hr}, jax.random.key(1), s)['lr']
+    lr = train_steps.model_batch(task, {'hr': hr}, jax.random.key(1), s)['lr']
     assert lr.shape == (2, 24 // s, 24 // s, 3)
     want = input_pipeline.degrade_fixed(np.asarray(hr), config, scale=s)
     np.testing.assert_allclose(lr, np.stack(want), atol=1e-4)
@@ -124,16 +124,16 @@ def test_mdsr_step_degrades_each_scale():
 def test_mdsr_nima_and_mdsr_deblur_experiments():
   hybrid = config_lib.get_config('mdsr_nima')
   assert dict(hybrid.loss.pretrain) == {'mse': 1.0, 'nima': 0.4} and hybrid.model.name == 'mdsr'
-  task = trainer.make_task(hybrid)
+  task = train_steps.make_task(hybrid)
   assert task.scales == (2, 3, 4) and set(task.frozen) == {'nima'}
   assert task.frozen['nima'].backbone == 'mnasnet'
   deblur = config_lib.get_config('mdsr_deblur')
   assert [input_pipeline.degradation_spec(deblur, s) for s in (2, 3, 4)] == [
       f'bicubic({s})|blur(1.5)' for s in (2, 3, 4)]
   assert dict(deblur.loss.pretrain) == {'pixel': 1.0, 'mse': 0.0, 'nima': 0.0}
-  assert set(trainer.make_task(deblur).frozen) == set()  # the NIMA term at weight 0 loads nothing
+  assert set(train_steps.make_task(deblur).frozen) == set()  # the NIMA term at weight 0 loads nothing
   on = config_lib.get_config('mdsr_deblur', ['loss.pretrain.nima=0.1'])
-  assert set(trainer.make_task(on).frozen) == {'nima'}
+  assert set(train_steps.make_task(on).frozen) == {'nima'}
   # Each scale's LR is the blurred bicubic downscale: sharper bicubic alone differs.
   hr = np.random.default_rng(0).random((48, 48, 3)).astype(np.float32)
   for s in (2, 3, 4):

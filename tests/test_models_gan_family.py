@@ -16,7 +16,8 @@ from enhance_jax.models.dcgan_sr import DCGANSRDiscriminator, DCGANSRGenerator
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
 from enhance_jax.models.refine import RefineAutoencoder, RefineDiscriminator, RefineGenerator
 from enhance_jax.models.rrdbnet import pixel_unshuffle
-from enhance_jax.models.srgan import SRResNet, pixel_shuffle
+from enhance_jax.models.layers import pixel_shuffle
+from enhance_jax.models.srresnet import SRResNet
 
 
 def conv(k, cin, cout, bias=True):

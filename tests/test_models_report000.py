@@ -13,7 +13,7 @@ from conftest import fast_jit
 from enhance_jax.errors import UserError
 from enhance_jax.io import weights
 from enhance_jax.models.backbones import ResNet18Features, VGG16Features
-from enhance_jax.models.celeba import CelebACNN, CelebADiscriminator, CelebAGenerator, CelebARBF
+from enhance_jax.models.restoration_baselines import BaselineCNN, BackboneDiscriminator, BackboneGenerator, BaselineRBF
 
 torch = pytest.importorskip('torch')
 
@@ -83,11 +83,11 @@ def test_hand_counts_match_torchvision():
 
 
 @pytest.mark.parametrize('module, count', [
-    (CelebACNN(), CNN),
-    (CelebARBF(), RBF),
-    (CelebAGenerator(), CONV_G),
-    (CelebAGenerator(backbone='resnet18'), RESNET18 + BACKBONE_DECODER),
-    (CelebAGenerator(backbone='vgg16'), VGG16 + BACKBONE_DECODER),
+    (BaselineCNN(), CNN),
+    (BaselineRBF(), RBF),
+    (BackboneGenerator(), CONV_G),
+    (BackboneGenerator(backbone='resnet18'), RESNET18 + BACKBONE_DECODER),
+    (BackboneGenerator(backbone='vgg16'), VGG16 + BACKBONE_DECODER),
 ], ids=['cnn', 'rbf', 'g_conv', 'g_resnet18', 'g_vgg16'])
 def test_generators_at_celeba_size(module, count):
   out, variables = init_shapes(module, CELEBA)
@@ -97,9 +97,9 @@ def test_generators_at_celeba_size(module, count):
 
 
 @pytest.mark.parametrize('module, count', [
-    (CelebADiscriminator(), CONV_D),
-    (CelebADiscriminator(backbone='resnet18'), RESNET18 + dense(512, 1)),
-    (CelebADiscriminator(backbone='vgg16'), VGG16 + dense(512, 1)),
+    (BackboneDiscriminator(), CONV_D),
+    (BackboneDiscriminator(backbone='resnet18'), RESNET18 + dense(512, 1)),
+    (BackboneDiscriminator(backbone='vgg16'), VGG16 + dense(512, 1)),
 ], ids=['conv', 'resnet18', 'vgg16'])
 def test_discriminators_at_celeba_size(module, count):
   out, variables = init_shapes(module, CELEBA)
@@ -118,12 +118,12 @@ def test_backbones_at_celeba_size(module, count, hw):
 
 
 def test_bf16_compute_keeps_float32_params():
-  out, variables = init_shapes(CelebAGenerator(backbone='resnet18', dtype=jnp.bfloat16), CELEBA)
+  out, variables = init_shapes(BackboneGenerator(backbone='resnet18', dtype=jnp.bfloat16), CELEBA)
   assert out.dtype == jnp.float32
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
 
 
-ALL = (CelebACNN, CelebARBF, CelebAGenerator, CelebADiscriminator)
+ALL = (BaselineCNN, BaselineRBF, BackboneGenerator, BackboneDiscriminator)
 
 
 @pytest.mark.parametrize('cls', ALL)
@@ -133,7 +133,7 @@ def test_scale_one_only(cls):
     cls(scale=4)
 
 
-@pytest.mark.parametrize('cls', (CelebAGenerator, CelebADiscriminator))
+@pytest.mark.parametrize('cls', (BackboneGenerator, BackboneDiscriminator))
 def test_unknown_backbone(cls):
   with pytest.raises(ValueError, match='resnet18'):
     cls(backbone='resnet50')
@@ -145,8 +145,8 @@ def test_input_multiple_is_one(cls):
   assert isinstance(m, int) and m == 1
 
 
-TINY = [CelebACNN(num_features=4), CelebARBF(patch=4, num_units=8), CelebAGenerator(num_features=4),
-        CelebAGenerator(num_features=4, num_layers=4)]
+TINY = [BaselineCNN(num_features=4), BaselineRBF(patch=4, num_units=8), BackboneGenerator(num_features=4),
+        BackboneGenerator(num_features=4, num_layers=4)]
 
 
 @pytest.mark.parametrize('module', TINY, ids=['cnn', 'rbf', 'g_conv', 'g_conv4'])
@@ -159,17 +159,17 @@ def test_odd_size_runs_and_stays_in_unit_range(module):
   assert y.std() > 0  # not a constant image
 
 
-@pytest.mark.parametrize('module', [CelebAGenerator(backbone='resnet18', num_features=4),
-                                    CelebAGenerator(backbone='vgg16', num_features=4),
-                                    CelebADiscriminator(backbone='vgg16')],
+@pytest.mark.parametrize('module', [BackboneGenerator(backbone='resnet18', num_features=4),
+                                    BackboneGenerator(backbone='vgg16', num_features=4),
+                                    BackboneDiscriminator(backbone='vgg16')],
                          ids=['g_resnet18', 'g_vgg16', 'd_vgg16'])
 def test_backbone_models_take_odd_sizes(module):
   out, _ = init_shapes(module, (2, 37, 29, 3))  # padded to 64x32 inside
-  assert out.shape == ((2, 37, 29, 3) if isinstance(module, CelebAGenerator) else (2,))
+  assert out.shape == ((2, 37, 29, 3) if isinstance(module, BackboneGenerator) else (2,))
 
 
 def test_conv_gan_train_step_shapes_and_batch_stats():
-  g, d = CelebAGenerator(num_features=4), CelebADiscriminator(num_features=4)
+  g, d = BackboneGenerator(num_features=4), BackboneDiscriminator(num_features=4)
   x = jax.random.uniform(jax.random.key(2), (2, 37, 29, 3))
   gv, dv = init(g, x), init(d, x)
   y, g_upd = apply(g, gv, x, train=True, mutable=['batch_stats'])
@@ -182,7 +182,7 @@ def test_conv_gan_train_step_shapes_and_batch_stats():
 
 
 def test_rbf_centres_and_widths_get_gradients():
-  model = CelebARBF(patch=4, num_units=8)
+  model = BaselineRBF(patch=4, num_units=8)
   x = jax.random.uniform(jax.random.key(3), (2, 13, 11, 3))
   variables = init(model, x)
   target = jax.random.uniform(jax.random.key(4), x.shape)
@@ -197,7 +197,7 @@ def test_rbf_centres_and_widths_get_gradients():
 
 def test_rbf_patches_are_independent():
   """Changing one pixel changes only the output patch that holds it (non-overlapping tiles)."""
-  model = CelebARBF(patch=4, num_units=8)
+  model = BaselineRBF(patch=4, num_units=8)
   x = jax.random.uniform(jax.random.key(5), (1, 13, 11, 3))
   variables = init(model, x)
   fn = fast_jit(model.apply, variables, x)
@@ -212,7 +212,7 @@ def test_rbf_patches_are_independent():
 
 
 def _cnn_torch_twin(params, x, layers=3):
-  """CelebACNN in torch from its Flax params: replicate pad, Conv2d(4,2,1), ConvTranspose2d(4,2,1)."""
+  """BaselineCNN in torch from its Flax params: replicate pad, Conv2d(4,2,1), ConvTranspose2d(4,2,1)."""
   f = torch.nn.functional
   t = lambda a: torch.from_numpy(np.asarray(a).copy())
   h = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)
@@ -230,7 +230,7 @@ def _cnn_torch_twin(params, x, layers=3):
 
 
 def test_cnn_matches_torch_conv_and_conv_transpose():
-  model = CelebACNN(num_features=4)
+  model = BaselineCNN(num_features=4)
   x = jax.random.uniform(jax.random.key(6), (2, 19, 13, 3))
   variables = init(model, x)
   with torch.no_grad():
@@ -346,7 +346,7 @@ def test_backbone_parity_with_torch(twins, name, module):
   assert np.abs(y - want).max() < 1e-4
 
 
-@pytest.mark.parametrize('name, cls', [('resnet18', CelebAGenerator), ('vgg16', CelebADiscriminator)])
+@pytest.mark.parametrize('name, cls', [('resnet18', BackboneGenerator), ('vgg16', BackboneDiscriminator)])
 def test_loaded_backbone_fits_the_backbone_submodule(twins, name, cls):
   _, paths = twins
   loaded = weights.load_backbone(name, paths[name])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import fast_jit
-from enhance_jax.models.iqiwa import ConvDecoder, DeconvSR, DenoiseAutoencoder, DenoiseVAE, ResNetSR
+from enhance_jax.models.autoencoders import ConvDecoder, DeconvSR, DenoiseAutoencoder, DenoiseVAE, ResNetSR
 
 
 def conv(k, cin, cout, bias=True):

@@ -14,7 +14,7 @@ import skimage.data
 
 from enhance_jax import convert
 from enhance_jax.errors import UserError
-from enhance_jax.infer import inference
+from enhance_jax.infer import restoring
 from enhance_jax.infer import tiling
 from enhance_jax.io import ncnn
 from enhance_jax.io import weights
@@ -79,10 +79,10 @@ def ncnn_forward(path: pathlib.Path, image):
 def test_released_ncnn_model_equals_pytorch_and_ncnn_on_a_real_photo(name):
   path = param(name)
   section, sd = ncnn.read(path)
-  restored = inference.restore(name)
+  restored = restoring.restore(name)
   assert restored.model == {**weights.import_weights(sd, section['name'])[0], **section}
   image = photo_crop()
-  module = inference.generator(restored)
+  module = restoring.generator(restored)
   ours = np.asarray(jax.jit(module.apply)(restored.variables, image[None]))[0]
   scale = zoo.MODELS[name].scale
   assert restored.scale == scale and ours.shape == (42 * scale, 58 * scale, 3)
@@ -147,7 +147,7 @@ def test_convert_writes_a_model_directory_that_restores_to_the_same_output(tmp_p
   image = photo_crop(h=20, w=24)
   outs = []
   for source in (tmp_path / 'anime_x2', path, 'realesr-animevideov3-x2'):
-    restored = inference.restore(source)
+    restored = restoring.restore(source)
     outs.append(tiling.enhancer_for(restored, tile=0)(image))
   assert outs[0].shape == (40, 48, 3)
   np.testing.assert_array_equal(outs[0], outs[1])
@@ -162,8 +162,8 @@ def _levels(a, b):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['realesrgan-x4plus-anime', 'realesr-animevideov3-x4'])
 def test_windows_at_the_default_pad_give_the_whole_image_on_a_real_photo(name):
-  restored = inference.restore(name)
-  pad = tiling.default_pad(inference.generator(restored))
+  restored = restoring.restore(name)
+  pad = tiling.default_pad(restoring.generator(restored))
   tile = 2 * pad + 64  # small windows (the default is larger): 4 across the crop
   image = np.asarray(skimage.data.coffee()[80:80 + tile, 100:100 + 2 * pad + 256], np.float32) / 255
   whole = tiling.enhancer_for(restored, tile=0)(image, dtype=np.uint8)
@@ -178,8 +178,8 @@ def test_realesrgan_x4plus_needs_its_default_pad_and_no_more_than_that():
   """Cut a real photo at its right and bottom, as a window is cut: output pixels at least the
   default pad from the cut equal the whole image's (<= 2 levels, < 0.1 % over 1); nearer they do
   not (which is why the pad is what it is)."""
-  restored = inference.restore('realesrgan-x4plus')
-  pad = tiling.default_pad(inference.generator(restored))
+  restored = restoring.restore('realesrgan-x4plus')
+  pad = tiling.default_pad(restoring.generator(restored))
   whole_run = tiling.enhancer_for(restored, tile=0)
   image = np.asarray(skimage.data.chelsea()[40:40 + 192, 120:120 + 192], np.float32) / 255
   cut = 32
@@ -195,17 +195,17 @@ def test_realesrgan_x4plus_needs_its_default_pad_and_no_more_than_that():
 
 def test_a_released_name_starts_fine_tuning_and_a_misfit_names_the_parameter():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  restored = inference.restore('realesr-animevideov3-x4')
-  config = inference.model_config(restored)
+  restored = restoring.restore('realesr-animevideov3-x4')
+  config = restoring.model_config(restored)
   config.model.init_from = 'realesr-animevideov3-x4'
-  module = inference.generator(restored)
+  module = restoring.generator(restored)
   shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))['params']
-  started = inference.initial_weights(config, shapes)
+  started = restoring.initial_weights(config, shapes)
   assert started.source == 'realesr-animevideov3-x4'
   np.testing.assert_array_equal(started.variables['params']['body_0']['kernel'],
                                 restored.variables['params']['body_0']['kernel'])
   config.model.num_convs = 8
   with pytest.raises(UserError, match='model.init_from=realesr-animevideov3-x4 does not fit'):
-    inference.initial_weights(config, jax.eval_shape(
-        inference.generator(inference.Restored(dict(config.model), {}, 'x')).init,
+    restoring.initial_weights(config, jax.eval_shape(
+        restoring.generator(restoring.Restored(dict(config.model), {}, 'x')).init,
         jax.random.key(0), jnp.zeros((1, 16, 16, 3)))['params'])

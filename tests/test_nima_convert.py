@@ -1,5 +1,5 @@
 """`python -m enhance_jax.convert` for NIMA: torchvision-layout twins (.pth, .safetensors) -> model
-directories that `nima.restore` reads and that score as torch does; ImageNet backbones and non-NIMA
+directories that `nima_restore.restore` reads and that score as torch does; ImageNet backbones and non-NIMA
 files are refused in one sentence, with nothing written."""
 
 import functools
@@ -14,8 +14,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchma
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from enhance_jax import convert
-from enhance_jax.io import nima
+from enhance_jax.io import nima_restore
 from enhance_jax.io import weights
+from enhance_jax.io.weights import backbones
 from enhance_jax.models import nima as nima_model
 
 torch = pytest.importorskip('torch')
@@ -72,7 +73,7 @@ def test_nima_through_the_cli(backbone, ext, prefix, tmp_path, capsys):
   path = _save(stored, tmp_path / f'nima{ext}')
   assert convert.main([str(path), '--out', str(tmp_path / 'model')]) == 0
   assert 'architecture: nima' in capsys.readouterr().out
-  model, variables, section = nima.restore(tmp_path / 'model')
+  model, variables, section = nima_restore.restore(tmp_path / 'model')
   assert section == dict(SECTION, backbone=backbone)
   assert model.backbone == backbone and model.dropout == nima_model.NIMA_DROPOUT
   want = weights.nima_params_from_state_dict(sd)
@@ -93,7 +94,7 @@ def test_detection_order():
     sd = _twin(backbone)[1]
     assert [n for n, a in weights.ARCHS.items() if a.detect(sd)] == ['nima']
     assert weights.infer_arch(sd) == 'nima'
-  for table in (weights._resnet18_table(), weights._vgg16_table()):  # pylint: disable=protected-access
+  for table in (backbones.resnet18_table(), backbones.vgg16_table()):
     sd = {key: np.zeros(shape, np.float32) for key, shape in table.values()}
     assert not weights.ARCHS['nima'].detect(sd)
 

@@ -13,7 +13,7 @@ from enhance_jax.models.nima import mean_score
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import frozen as frozen_lib
 from enhance_jax.training import losses
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 TINY = ('model.num_blocks=1', 'model.num_features=8', 'data.patch_size=16', 'train.batch_size=2',
         'loss.nima_backbone=mobilenet')
@@ -24,8 +24,8 @@ def setup():
   """A tiny edsr_nima task, its state, its frozen NIMA and a batch of photo patches."""
   import skimage.data  # pylint: disable=g-import-not-at-top
   config = config_lib.get_config('edsr_nima', TINY)
-  task = trainer.make_task(config)
-  state = trainer.init_state(task, jax.random.key(0), (2, 8, 8, 3), (2, 16, 16, 3))
+  task = train_steps.make_task(config)
+  state = train_steps.init_state(task, jax.random.key(0), (2, 8, 8, 3), (2, 16, 16, 3))
   frozen = frozen_lib.load(tuple(task.frozen), config)
   hr = np.stack([skimage.data.astronaut()[100:116, 200:216], skimage.data.coffee()[50:66, 60:76]])
   hr = jnp.asarray(hr, jnp.float32) / 255.0
@@ -55,7 +55,7 @@ def test_the_term_is_ten_minus_the_mean_score(setup):
 def test_the_gradient_reaches_the_generator_and_leaves_nima_unchanged(setup):
   _, task, state, frozen, batch = setup
   before = jax.tree.map(np.array, frozen)
-  step = fast_jit(functools.partial(trainer.pretrain_step, task), state, batch, frozen)
+  step = fast_jit(functools.partial(train_steps.pretrain_step, task), state, batch, frozen)
   new_state, metrics = step(state, batch, frozen)
   assert float(metrics['loss_nima']) > 0 and np.isfinite(float(metrics['loss_mse']))
   moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new_state.g_params, state.g_params)
@@ -64,7 +64,7 @@ def test_the_gradient_reaches_the_generator_and_leaves_nima_unchanged(setup):
 
   # the NIMA term alone moves G: its gradient flows through the frozen network to the pixels
   def nima_only(g_params):
-    sr = trainer.generate(task, g_params, state.g_stats, batch['lr'])[0]['image']
+    sr = train_steps.generate(task, g_params, state.g_stats, batch['lr'])[0]['image']
     nets = frozen_lib.bind(task.frozen, frozen)
     return losses.LOSSES['nima'](losses.LossInputs(outputs={'image': sr}, batch=batch, options=task.options,
                                                    frozen=nets, rng=jax.random.key(0)))

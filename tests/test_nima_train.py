@@ -16,11 +16,11 @@ from enhance_jax.data import ava
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.eval import metrics
-from enhance_jax.io import nima as nima_lib
+from enhance_jax.io import nima_restore
 from enhance_jax.io import weights
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import frozen
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 pytestmark = pytest.mark.slow  # NIMA trainings
 
@@ -96,7 +96,7 @@ def test_evaluate_scores_a_nima_run_by_emd_and_correlations(nima_run):
 
 def test_score_and_the_hybrid_loss_read_a_nima_workdir(nima_run, tmp_path, capsys):
   _, workdir, _ = nima_run
-  module, variables, section = nima_lib.restore(workdir)
+  module, variables, section = nima_restore.restore(workdir)
   assert section['backbone'] == 'mobilenet' and module.backbone == 'mobilenet'
   photo = (np.random.default_rng(1).random((50, 70, 3)) * 255).astype(np.uint8)
   Image.fromarray(photo).save(tmp_path / 'a.png')
@@ -168,7 +168,7 @@ def test_emd_on_an_image_model_is_refused():
 
 def test_the_exponential_schedule_decays_smoothly_per_epoch():
   config = config_lib.get_config('nima')
-  sched = trainer._schedule(1e-4, (), config.train)  # pylint: disable=protected-access
+  sched = train_steps._schedule(1e-4, (), config.train)  # pylint: disable=protected-access
   n = config.train.lr_decay_steps
   assert float(sched(0)) == pytest.approx(1e-4)
   assert float(sched(n)) == pytest.approx(0.95e-4)
@@ -199,8 +199,8 @@ def test_imagenet_backbone_weights_start_the_nima_run(tmp_path):
   config = config_lib.get_config('nima', ['model.backbone=mobilenet_v2', 'data.hr_resize=64',
                                           'data.patch_size=48', 'train.batch_size=2',
                                           f'model.backbone_weights={tmp_path / "mobilenet_v2.npz"}'])
-  task = trainer.make_task(config)
-  state = jax.jit(lambda r: trainer.init_state(task, r, (2, 48, 48, 3), (2, 48, 48, 3)))(
+  task = train_steps.make_task(config)
+  state = jax.jit(lambda r: train_steps.init_state(task, r, (2, 48, 48, 3), (2, 48, 48, 3)))(
       jax.random.key(0))
   loaded = weights.with_backbone_weights(state, config)
   (collection, path), (key, _) = next(iter(table.items()))

@@ -10,7 +10,6 @@ import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -23,7 +22,8 @@ from enhance_jax.models.unet_discriminator import UNetDiscriminatorSN
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import frozen as frozen_lib
 from enhance_jax.training import losses
-from enhance_jax.training import trainer
+from enhance_jax.training import schema
+from enhance_jax.training import train_steps
 
 SN_CONVS = tuple(f'conv{i}' for i in range(1, 9))
 
@@ -116,9 +116,8 @@ def test_unet_discriminator_matches_a_torch_forward(d8):
 
 
 def _loss_config(**loss):
-  base = {'content_layer': 'conv5_4', 'content_before_activation': True, 'content_criterion': 'l1',
-          'vgg_weights': ''}
-  return ml_collections.ConfigDict({'loss': {**base, **loss}, 'train': {'precision': 'fp32'}})
+  """The schema's defaults (ESRGAN's perceptual loss: conv5_4 before activation, L1) with LOSS set."""
+  return schema.complete({'loss': {'content_layer': 'conv5_4', **loss}})
 
 
 def test_multi_layer_perceptual_loss_is_the_weighted_sum_of_single_layer_losses():
@@ -183,18 +182,18 @@ def test_d_sees_the_unsharpened_target_when_the_batch_has_one(gan_type):
   """gan_gt_usm False: D's real images (and the relativistic G loss's) are batch['hr_orig'] when the
   batch has it (the target sharpened for the losses in 'hr'), else batch['hr']."""
   config = tiny_config(f'loss.gan_type={gan_type}', 'train.batch_size=2')
-  task = dataclasses.replace(trainer.make_task(config), generator=_Nearest(), discriminator=_MeanD(),
+  task = dataclasses.replace(train_steps.make_task(config), generator=_Nearest(), discriminator=_MeanD(),
                              frozen={},
                              gan_weights=(('pixel', 1.0), ('adversarial', 1.0)))
   lr = np.full((2, 8, 8, 3), 0.5, np.float32)
   dark, bright = np.zeros((2, 32, 32, 3), np.float32), np.ones((2, 32, 32, 3), np.float32)
-  state = trainer.init_state(task, jax.random.key(0), lr.shape, dark.shape)
+  state = train_steps.init_state(task, jax.random.key(0), lr.shape, dark.shape)
   with_orig = {'lr': lr, 'hr': dark, 'hr_orig': bright}
-  step = fast_jit(lambda s, b: trainer.gan_step(task, s, b), state, with_orig)
+  step = fast_jit(lambda s, b: train_steps.gan_step(task, s, b), state, with_orig)
   _, m = step(state, with_orig)
   assert float(m['d_real']) > 0.99  # shown the bright hr_orig: logit +5
   plain = {'lr': lr, 'hr': dark}
-  _, m_plain = fast_jit(lambda s, b: trainer.gan_step(task, s, b), state, plain)(state, plain)
+  _, m_plain = fast_jit(lambda s, b: train_steps.gan_step(task, s, b), state, plain)(state, plain)
   assert float(m_plain['d_real']) < 0.01  # no hr_orig: the dark hr, logit -5
   np.testing.assert_allclose(m['loss_pixel'], m_plain['loss_pixel'])  # L1 still against 'hr'
   same_g_loss = np.isclose(m['loss_adversarial'], m_plain['loss_adversarial'])
@@ -248,13 +247,13 @@ def test_realesrnet_trains_on_device_degraded_batches():
   realesrgan chain inside the step. (Its loop, checkpoints and evaluation are the GAN run's below.)"""
   import skimage.data  # pylint: disable=g-import-not-at-top
   config = config_lib.get_config('realesrnet_x4plus', _TINY)
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   assert task.discriminator is None and task.degrade is not None and task.sharpen is not None
   batch = {'hr': np.stack([p[100:132, 200:232] for p in (skimage.data.astronaut(), skimage.data.coffee())]
                           ).astype(np.float32) / 255.0}
   key = jax.random.key(0)
-  state = fast_jit(lambda k: trainer.init_state(task, k, (2, 8, 8, 3), batch['hr'].shape), key)(key)
-  step = fast_jit(lambda s, b: trainer.pretrain_step(task, s, b), state, batch)
+  state = fast_jit(lambda k: train_steps.init_state(task, k, (2, 8, 8, 3), batch['hr'].shape), key)(key)
+  step = fast_jit(lambda s, b: train_steps.pretrain_step(task, s, b), state, batch)
   losses_ = []
   for _ in range(2):
     state, m = step(state, batch)
@@ -281,8 +280,8 @@ def test_realesrgan_trains_end_to_end_at_test_size(tmp_path):
   meta = ckpts.read_meta('latest')
   assert meta['signature']['discriminator']['name'] == 'unet_sn'
   assert 'init_from' not in meta['signature']['model']
-  task = trainer.make_task(config)
-  abstract = jax.eval_shape(lambda k: trainer.init_state(task, k, (2, 8, 8, 3), (2, 32, 32, 3)),
+  task = train_steps.make_task(config)
+  abstract = jax.eval_shape(lambda k: train_steps.init_state(task, k, (2, 8, 8, 3), (2, 32, 32, 3)),
                             jax.random.key(0))
   state, _, _ = ckpts.restore(abstract, 'latest')
   ckpts.close()

@@ -1,5 +1,5 @@
 """Tests for Real-ESRGAN's second-order degradation chain (degradations.realesrgan and its stages),
-the jnp JPEG (enhance_jax.ops.jpeg) and USM sharpening of the target (trainer.model_batch).
+the jnp JPEG (enhance_jax.ops.jpeg) and USM sharpening of the target (train_steps.model_batch).
 
 Compile-bound on CPU: the chain is compiled once (vmapped over a batch, taking its draws as an
 argument) and its draws once (vmapped over 4000 keys); stage frequencies are read from the draws.
@@ -21,11 +21,12 @@ from PIL import Image
 from conftest import fast_jit
 from conftest import tiny_config
 from enhance_jax.data import degradations as deg
+from enhance_jax.data.degradations import realesrgan
 from enhance_jax.errors import UserError
 from enhance_jax.ops import jpeg as jpeg_lib
 from enhance_jax.ops import resize
 from enhance_jax.training import config as config_lib
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 N_DRAWS = 4000
 OPTIONS = deg.realesrgan_options()
@@ -294,7 +295,7 @@ def test_gaussian_noise_has_its_sigma_and_gray_noise_one_map():
 
 
 def test_poisson_noise_counts_levels_and_has_shot_noise_variance(photo):
-  levels = lambda x, hw: float(jax.jit(deg._photon_levels)(x, hw))  # pylint: disable=protected-access
+  levels = lambda x, hw: float(jax.jit(realesrgan._photon_levels)(x, hw))  # pylint: disable=protected-access
   three = np.repeat(np.array([0, 0.5, 1.0], np.float32), 12).reshape(6, 6, 1)
   assert levels(three, (6, 6)) == 4.0 and levels(three[:2, :2], (2, 2)) == 1.0
   padded = np.pad(three, ((0, 4), (0, 4), (0, 0)), constant_values=0.25)  # outside: not counted
@@ -458,8 +459,8 @@ def _realesrgan_config(*overrides, **data):
 def test_model_batch_sharpens_the_target_and_degrades_the_sharpened_one(photo):
   hr = jnp.asarray(np.stack([photo, photo[::-1], photo[:, ::-1], photo.transpose(1, 0, 2)] * 2))
   key = jax.random.key(5)
-  task = trainer.make_task(_realesrgan_config(degradation='bicubic(4)'))
-  made = fast_jit(functools.partial(trainer.model_batch, task), {'hr': hr}, key)({'hr': hr}, key)
+  task = train_steps.make_task(_realesrgan_config(degradation='bicubic(4)'))
+  made = fast_jit(functools.partial(train_steps.model_batch, task), {'hr': hr}, key)({'hr': hr}, key)
   assert set(made) == {'hr', 'hr_orig', 'lr'}
   np.testing.assert_array_equal(np.asarray(made['hr_orig']), np.asarray(hr))
   sharp = deg.usm_sharpen(np.asarray(hr))
@@ -467,14 +468,14 @@ def test_model_batch_sharpens_the_target_and_degrades_the_sharpened_one(photo):
   np.testing.assert_allclose(np.asarray(made['lr']), deg.bicubic_down(sharp, 4), atol=1e-5)  # as gt_usm
   config = _realesrgan_config()
   config.data.realesrgan.final_sinc_prob = 0.5
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   assert task.degrade.options['final_sinc_prob'] == 0.5  # data.realesrgan reaches the op
-  shapes = jax.eval_shape(functools.partial(trainer.model_batch, task), {'hr': hr}, key)  # traced whole
+  shapes = jax.eval_shape(functools.partial(train_steps.model_batch, task), {'hr': hr}, key)  # traced whole
   assert {k: v.shape for k, v in shapes.items()} == {'hr': hr.shape, 'hr_orig': hr.shape,
                                                      'lr': (8, 16, 16, 3)}
-  plain = trainer.make_task(tiny_config())
+  plain = train_steps.make_task(tiny_config())
   assert plain.sharpen is None
-  assert set(trainer.model_batch(plain, {'hr': hr, 'lr': hr[:, ::4, ::4]}, key)) == {'hr', 'lr'}
+  assert set(train_steps.model_batch(plain, {'hr': hr, 'lr': hr[:, ::4, ::4]}, key)) == {'hr', 'lr'}
 
 
 def test_config_check_needs_the_device_and_good_options():
@@ -482,10 +483,10 @@ def test_config_check_needs_the_device_and_good_options():
   with pytest.raises(UserError, match='data.realesrgan.resize_prob2'):
     bad = _realesrgan_config()
     bad.data.realesrgan.resize_prob2 = (0.3, 0.3, 0.3)
-    trainer.check_config(bad)
+    train_steps.check_config(bad)
   with pytest.raises(UserError, match='degrade_on_device=True'):
-    trainer.check_config(_realesrgan_config('data.degrade_on_device=false'))
+    train_steps.check_config(_realesrgan_config('data.degrade_on_device=false'))
   with pytest.raises(UserError, match='target_sharpen'):
-    trainer.check_config(_realesrgan_config(target_sharpen='bicubic(2)'))
+    train_steps.check_config(_realesrgan_config(target_sharpen='bicubic(2)'))
   with pytest.raises(UserError, match='usm'):
-    trainer.check_config(_realesrgan_config(target_sharpen='usm(0.5, 10, 50)'))
+    train_steps.check_config(_realesrgan_config(target_sharpen='usm(0.5, 10, 50)'))

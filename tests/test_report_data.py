@@ -9,6 +9,7 @@ import skimage.data
 from enhance_jax import evaluate
 from enhance_jax.data import datasets
 from enhance_jax.data import degradations as deg
+from enhance_jax.data.degradations import augment
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.eval import evaluators
@@ -140,7 +141,7 @@ def test_affine_matrix_composes_like_keras():
 
 def test_random_affine_draws_keras_ranges(monkeypatch):
   seen = []
-  monkeypatch.setattr(deg, 'apply_affine', lambda img, *params: seen.append(params) or img)
+  monkeypatch.setattr(augment, 'apply_affine', lambda img, *params: seen.append(params) or img)
   img = np.zeros((40, 50, 3), np.float32)
   for s in range(300):
     deg.random_affine(img, np.random.default_rng(s), rotation=90.0, shift=0.2, shear=0.2, zoom=0.2)
@@ -235,7 +236,7 @@ def test_bad_data_configs_are_user_errors():
     _config('data.hr_resize=32', 'data.patch_size=64')
   cfg = _config()  # a locked ConfigDict still takes new values for existing fields
   cfg.data.hr_resize, cfg.data.patch_size = 32, 64
-  for fn in (input_pipeline.check_config, lambda c: config_lib.apply_overrides(c, [])):
+  for fn in (input_pipeline.check_config, config_lib.validate):
     with pytest.raises(UserError, match=r'lower data\.patch_size to at most 32'):
       fn(cfg)
   cfg.data.hr_resize = 66

@@ -1,4 +1,4 @@
-"""Data parallelism on 8 fake CPU devices: the jitted steps from `trainer.jit_steps` on an 8-device
+"""Data parallelism on 8 fake CPU devices: the jitted steps from `train_steps.jit_steps` on an 8-device
 mesh give the 1-device results, with the batch really split and the state replicated, and
 `train_and_evaluate` runs there.
 
@@ -87,7 +87,7 @@ def _child(out):
   from enhance_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
   from enhance_jax import parallel# pylint: disable=g-import-not-at-top
   from enhance_jax import train# pylint: disable=g-import-not-at-top
-  from enhance_jax.training import trainer# pylint: disable=g-import-not-at-top
+  from enhance_jax.training import train_steps# pylint: disable=g-import-not-at-top
   from enhance_jax.io import weights# pylint: disable=g-import-not-at-top
 
   def replicated_on(tree):
@@ -108,7 +108,7 @@ def _child(out):
   # about +-lr: their values after a step depend on summation order, on one device as on eight.
   config = tiny_config('loss.gan_type=vanilla')
   assert config.discriminator.norm == 'batch'
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   host_batch = photo_batch(config)
   host_vgg = {'vgg19': {'params': weights.load_vgg19(None, (config.loss.content_layer,))}}  # frozen
   shapes = host_batch['lr'].shape, host_batch['hr'].shape
@@ -116,14 +116,14 @@ def _child(out):
   states, evals = {}, {}
   # Initialised as train.py does (the same lambda: its program comes from the cache there), on 8
   # devices; the 1-device run starts from a copy.
-  init = jax.jit(lambda rng: trainer.init_state(task, rng, *shapes),
+  init = jax.jit(lambda rng: train_steps.init_state(task, rng, *shapes),
                  out_shardings=parallel.replicated(parallel.make_mesh(8)))
   initial = init(jax.random.key(config.seed))
   initial = jax.device_get(initial.replace(rng=jax.random.key_data(initial.rng)))
   for n in (8, 1):
     mesh = parallel.make_mesh(n)
     rep = parallel.replicated(mesh)
-    steps = trainer.jit_steps(task, mesh)
+    steps = train_steps.jit_steps(task, mesh)
     state = jax.device_put(initial, rep)
     state = state.replace(rng=jax.random.wrap_key_data(state.rng))
     batch = input_pipeline.to_global(host_batch, parallel.batch_sharding(mesh))
@@ -131,13 +131,13 @@ def _child(out):
     metrics = []
     for stage in ('pretrain', 'gan'):
       if stage == 'gan':
-        state = trainer.start_gan_stage(task, state)  # outside the guard, as in train.py
+        state = train_steps.start_gan_stage(task, state)  # outside the guard, as in train.py
       with jax.transfer_guard('disallow'):
         for _ in range(STEPS[stage]):
           state, m = steps[stage](state, batch, vgg)
           metrics.append(m)
     with jax.transfer_guard('disallow'):
-      evals[n] = steps['predict'](trainer.eval_variables(state), batch['lr'])
+      evals[n] = steps['predict'](train_steps.eval_variables(state), batch['lr'])
     states[n] = state
     result[f'mesh{n}'] = {
         'batch': {'devices': len(batch['hr'].sharding.device_set),

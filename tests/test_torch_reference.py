@@ -24,7 +24,7 @@ from enhance_jax.models.discriminator import VGGStyleDiscriminator
 from enhance_jax.models.rrdbnet import RRDBNet
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import losses
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 # 50 (2% of lr) * Adam's eps (1e-8) * 2e-5 (float32 gradient noise relative to a tensor's largest).
 NOISE_BOUND = 50 * 1e-8 * 2e-5
@@ -207,8 +207,8 @@ def test_trainer_reads_vgg19_weights_file(tmp_path):
 
 
 def _jax_state(task, g_params, d_params, d_stats):
-  """trainer.init_state's TrainState holding the given weights (Flax's own init compiles slowly)."""
-  init = functools.partial(trainer.init_state, task, lr_shape=(4, 8, 8, 3), hr_shape=(4, 32, 32, 3))
+  """train_steps.init_state's TrainState holding the given weights (Flax's own init compiles slowly)."""
+  init = functools.partial(train_steps.init_state, task, lr_shape=(4, 8, 8, 3), hr_shape=(4, 32, 32, 3))
   shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   g_params, d_params, d_stats = jax.tree.map(jnp.asarray, (g_params, d_params, d_stats))
@@ -221,7 +221,7 @@ def _jax_state(task, g_params, d_params, d_stats):
 def setup_fixture():
   """Tiny ESRGAN config, its Task, a JAX state from random twins, a random VGG19 and one batch."""
   config = config_lib.get_config('esrgan', list(TINY))
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   torch.manual_seed(2)
   g_params = ts.export_params(tm.RRDBNet(**TINY_G))
   vgg_params = ts.export_params(tm.VGG19Features('conv2_2'))
@@ -268,7 +268,7 @@ def test_optimisers_and_schedules_match_optax(name, tx):
   """Each torch Adam + MultiStepLR follows the Task's optax chain over 6 steps past 2 milestones."""
   config = config_lib.get_config('esrgan', [*TINY, 'train.pretrain_milestones=(2, 4)',
                                             'train.gan_milestones=(1, 3)', 'train.lr_decay=0.3'])
-  tx = getattr(trainer.make_task(config), tx)
+  tx = getattr(train_steps.make_task(config), tx)
   t = ts.make_trainer(config, 'cpu', 'fp32')
   optimizer, scheduler = getattr(t, f'opt_{name}'), getattr(t, f'sched_{name}')
   params = optimizer.param_groups[0]['params']
@@ -297,9 +297,9 @@ def _both_steps(setup, stage):
   """One STAGE step from the same state and batch in JAX and in the torch twin."""
   config, task, state, vgg_params, batch = setup
   if stage == 'gan':
-    state = trainer.start_gan_stage(task, state)
+    state = train_steps.start_gan_stage(task, state)
   t = _torch_trainer(config, state, vgg_params)
-  jax_step = getattr(trainer, f'{stage}_step')
+  jax_step = getattr(train_steps, f'{stage}_step')
   frozen = {'vgg19': {'params': vgg_params}}
   step = fast_jit(functools.partial(jax_step, task), state, batch, frozen)
   new_state, jax_out = step(state, batch, frozen)
@@ -318,12 +318,12 @@ def test_pretrain_step_matches_jax(setup):
 
 
 def _assert_ema_matches(t, state, config):
-  """The twin's EMA follows enhance_jax's rule (warmed-up decay, trainer.ema_decay_at) from the same
+  """The twin's EMA follows enhance_jax's rule (warmed-up decay, train_steps.ema_decay_at) from the same
   old average to its own new weights. (Compared with JAX's EMA directly, it would inherit the two
   frameworks' float differences in Adam's first update, which the update checks bound separately.)"""
   names = [k for k, _ in t.generator.named_parameters()]
   torch_ema = ts.export_params(t.generator, dict(zip(names, t.ema)))
-  d = float(trainer.ema_decay_at(config.train.ema_decay, int(state.step) + 1))
+  d = float(train_steps.ema_decay_at(config.train.ema_decay, int(state.step) + 1))
   want = jax.tree.map(lambda e, p: d * np.asarray(e) + (1 - d) * np.asarray(p), state.ema_params,
                       ts.export_params(t.generator))
   _assert_trees_close(torch_ema, want, rtol=1e-5, atol=1e-7)

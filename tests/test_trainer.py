@@ -22,9 +22,9 @@ from enhance_jax.io import weights
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
 from enhance_jax.models.rrdbnet import RRDBNet
 from enhance_jax.training import config as config_lib
-from enhance_jax.training import kinds
+from enhance_jax.training import output_kinds
 from enhance_jax.training import losses
-from enhance_jax.training import trainer
+from enhance_jax.training import train_steps
 
 # The trainer tests' config: EMA on, and learning rates high enough that 10-15 steps show learning.
 BASE = ('train.ema_decay=0.9', 'train.pretrain_lr=1e-3', 'train.g_lr=1e-3', 'train.d_lr=1e-3')
@@ -69,19 +69,19 @@ def _max_rel_diff(a, b):
 @pytest.fixture(scope='module')
 def setup():
   """The base task, a fresh state, the fixed batch on device, random VGG19 params and the compiled
-  steps (jit of trainer.*_step via functools.partial with the task), shared by the tests below."""
+  steps (jit of train_steps.*_step via functools.partial with the task), shared by the tests below."""
   config = tiny_config(*BASE)
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   batch = jax.device_put(photo_batch(config))
   vgg = {'vgg19': {'params': weights.load_vgg19(None, (config.loss.content_layer,))}}  # `frozen`
   key = jax.random.key(config.seed)
-  init = fast_jit(lambda rng: trainer.init_state(task, rng, batch['lr'].shape, batch['hr'].shape), key)
+  init = fast_jit(lambda rng: train_steps.init_state(task, rng, batch['lr'].shape, batch['hr'].shape), key)
   state = init(key)
-  gan_state = trainer.start_gan_stage(task, state)
+  gan_state = train_steps.start_gan_stage(task, state)
   return dict(
       config=config, task=task, batch=batch, vgg=vgg, state=state, gan_state=gan_state,
-      pretrain=fast_jit(functools.partial(trainer.pretrain_step, task), state, batch),
-      gan=fast_jit(functools.partial(trainer.gan_step, task), gan_state, batch, vgg))
+      pretrain=fast_jit(functools.partial(train_steps.pretrain_step, task), state, batch),
+      gan=fast_jit(functools.partial(train_steps.gan_step, task), gan_state, batch, vgg))
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -211,7 +211,7 @@ def test_init_state_layout(setup):
   assert jax.tree.structure(state.ema_params) == jax.tree.structure(state.g_params)
   no_ema = dataclasses.replace(task, ema_decay=0.0)
   abstract = jax.eval_shape(
-      lambda rng: trainer.init_state(no_ema, rng, batch['lr'].shape, batch['hr'].shape),
+      lambda rng: train_steps.init_state(no_ema, rng, batch['lr'].shape, batch['hr'].shape),
       jax.random.key(0))
   assert abstract.ema_params is None
 
@@ -220,7 +220,7 @@ def test_init_state_can_be_donated(setup):
   """Built outside jit, the state holds no buffer twice (the EMA starts as a copy of G's weights),
   so the jitted steps, which donate the state, accept it."""
   task = dataclasses.replace(setup['task'], generator=nn.Dense(3), discriminator=nn.Dense(1))
-  state = trainer.init_state(task, jax.random.key(0), (2, 4, 4, 3), (2, 16, 16, 3))
+  state = train_steps.init_state(task, jax.random.key(0), (2, 4, 4, 3), (2, 16, 16, 3))
   assert state.ema_params is not None
   bump = jax.jit(lambda s: s.replace(step=s.step + 1), donate_argnums=0)
   assert int(bump(state).step) == 1
@@ -254,14 +254,14 @@ def test_ema_update_is_the_exponential_moving_average(setup):
   state, batch = setup['state'], setup['batch']
   new, _ = setup['pretrain'](state, batch)
   d = 2.0 / 11.0
-  assert float(trainer.ema_decay_at(0.9, 1)) == pytest.approx(d)
-  assert float(trainer.ema_decay_at(0.9, 10_000)) == pytest.approx(0.9)
-  assert float(trainer.ema_decay_at(0.999, 1000)) == pytest.approx(1001 / 1010)
+  assert float(train_steps.ema_decay_at(0.9, 1)) == pytest.approx(d)
+  assert float(train_steps.ema_decay_at(0.9, 10_000)) == pytest.approx(0.9)
+  assert float(train_steps.ema_decay_at(0.999, 1000)) == pytest.approx(1001 / 1010)
   want = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema_params, new.g_params)
   assert _max_rel_diff(new.ema_params, want) < 1e-6
   assert _max_rel_diff(new.ema_params, new.g_params) > 1e-5
-  assert trainer.eval_params(new) is new.ema_params
-  assert trainer.eval_params(new.replace(ema_params=None)) is new.g_params
+  assert train_steps.eval_params(new) is new.ema_params
+  assert train_steps.eval_params(new.replace(ema_params=None)) is new.g_params
 
 
 def test_start_gan_stage_gives_a_fresh_optimizer_laid_out_like_the_old_one(setup):
@@ -269,7 +269,7 @@ def test_start_gan_stage_gives_a_fresh_optimizer_laid_out_like_the_old_one(setup
   state, _ = setup['pretrain'](setup['state'], batch)
   # As train.py holds it: replicated over the mesh (here a 1-device one).
   state = jax.device_put(state, parallel.replicated(parallel.make_mesh(1)))
-  gan_state = trainer.start_gan_stage(task, state)
+  gan_state = train_steps.start_gan_stage(task, state)
   assert int(gan_state.g_opt[0].count) == 0 and int(state.g_opt[0].count) == 1
   assert all(float(jnp.max(jnp.abs(x))) == 0 for x in jax.tree.leaves(gan_state.g_opt[0].mu))
   assert gan_state.g_params is state.g_params and gan_state.step is state.step
@@ -382,17 +382,17 @@ def test_fused_gan_step_matches_naive_gradients(setup, norm, gan_type):
   path (e.g. G's gradient through D) shows."""
   config = tiny_config(*BASE, f'discriminator.norm={norm}', f'loss.gan_type={gan_type}',
                        'loss.gan.pixel=1.0', 'loss.gan.content=1.0', 'loss.gan.adversarial=1.0')
-  task = dataclasses.replace(trainer.make_task(config), g_tx_gan=optax.sgd(1.0), d_tx=optax.sgd(1.0))
+  task = dataclasses.replace(train_steps.make_task(config), g_tx_gan=optax.sgd(1.0), d_tx=optax.sgd(1.0))
   batch, vgg = setup['batch'], setup['vgg']
   if norm == 'batch':
     state = setup['state']
   else:
     key = jax.random.key(1)
-    state = fast_jit(lambda rng: trainer.init_state(task, rng, batch['lr'].shape,
+    state = fast_jit(lambda rng: train_steps.init_state(task, rng, batch['lr'].shape,
                                                     batch['hr'].shape), key)(key)
     assert state.d_stats == {}
-  state = trainer.start_gan_stage(task, state)
-  fused, fused_metrics = fast_jit(functools.partial(trainer.gan_step, task), state, batch, vgg)(
+  state = train_steps.start_gan_stage(task, state)
+  fused, fused_metrics = fast_jit(functools.partial(train_steps.gan_step, task), state, batch, vgg)(
       state, batch, vgg)
   naive, naive_metrics = fast_jit(functools.partial(_naive_gan_step, task), state, batch, vgg)(
       state, batch, vgg)
@@ -411,15 +411,15 @@ def test_fused_gan_step_matches_naive_gradients(setup, norm, gan_type):
 @pytest.mark.slow
 def test_bf16_keeps_fp32_state_and_learns(setup):
   config = tiny_config(*BASE, 'train.precision=bf16', 'train.ema_decay=0')
-  task = trainer.make_task(config)
+  task = train_steps.make_task(config)
   batch, vgg = setup['batch'], setup['vgg']
   abstract = jax.eval_shape(
-      lambda rng: trainer.init_state(task, rng, batch['lr'].shape, batch['hr'].shape),
+      lambda rng: train_steps.init_state(task, rng, batch['lr'].shape, batch['hr'].shape),
       jax.random.key(0))
   assert _dtypes(abstract) == {jnp.dtype('float32')} and abstract.ema_params is None
   # The bf16 task takes the same fp32 state as the fp32 one (same parameters, only compute differs).
   state = setup['state'].replace(ema_params=None)
-  step = fast_jit(functools.partial(trainer.pretrain_step, task), state, batch)
+  step = fast_jit(functools.partial(train_steps.pretrain_step, task), state, batch)
   history = []
   for _ in range(10):
     state, metrics = step(state, batch)
@@ -427,8 +427,8 @@ def test_bf16_keeps_fp32_state_and_learns(setup):
   assert history[-1] < 0.85 * history[0], history
   assert _dtypes(state) == {jnp.dtype('float32')} and state.ema_params is None
   assert all(v.dtype == jnp.float32 for v in metrics.values()), metrics  # losses, metrics in fp32
-  state = trainer.start_gan_stage(task, state)
-  gan = fast_jit(functools.partial(trainer.gan_step, task), state, batch, vgg)
+  state = train_steps.start_gan_stage(task, state)
+  gan = fast_jit(functools.partial(train_steps.gan_step, task), state, batch, vgg)
   for _ in range(3):
     state, metrics = gan(state, batch, vgg)
     assert all(np.isfinite(float(v)) for v in metrics.values())
@@ -437,9 +437,9 @@ def test_bf16_keeps_fp32_state_and_learns(setup):
   assert _dtypes(state) == {jnp.dtype('float32')} and state.ema_params is None
   assert int(state.step) == 13
   # Every convolution of G, D and VGG (forward and backward) runs in bf16; only SSIM's stay fp32.
-  ssim_convs = _conv_dtypes(lambda sr, hr: kinds.KINDS['image'].step_metrics(sr, {'hr': hr}),
+  ssim_convs = _conv_dtypes(lambda sr, hr: output_kinds.KINDS['image'].step_metrics(sr, {'hr': hr}),
                             batch['hr'], batch['hr'])
-  for step, args in ((trainer.pretrain_step, (state, batch)), (trainer.gan_step, (state, batch, vgg))):
+  for step, args in ((train_steps.pretrain_step, (state, batch)), (train_steps.gan_step, (state, batch, vgg))):
     dtypes = _conv_dtypes(functools.partial(step, task), *args)
     assert dtypes.count(jnp.dtype(jnp.bfloat16)) > 2 * len(ssim_convs), step.__name__
     assert len(dtypes) - dtypes.count(jnp.dtype(jnp.bfloat16)) == len(ssim_convs), step.__name__
@@ -456,11 +456,11 @@ def test_degrade_on_device_gives_the_host_pipelines_lr_and_step(setup):
   assert set(hr_only) == {'hr'} and hr_only['hr'].shape == (8, 32, 32, 3)
   host = input_pipeline.train_dataset(photos, setup['config'])[0]
   np.testing.assert_allclose(host['hr'], hr_only['hr'])  # the same crops and flips
-  task = trainer.make_task(config)
-  made = jax.jit(functools.partial(trainer.model_batch, task))({'hr': hr_only['hr']}, jax.random.key(0))
+  task = train_steps.make_task(config)
+  made = jax.jit(functools.partial(train_steps.model_batch, task))({'hr': hr_only['hr']}, jax.random.key(0))
   np.testing.assert_allclose(np.asarray(made['lr']), host['lr'], atol=2e-6)
   batch = {'hr': setup['batch']['hr']}
-  on_device, m_device = fast_jit(functools.partial(trainer.pretrain_step, task), setup['state'],
+  on_device, m_device = fast_jit(functools.partial(train_steps.pretrain_step, task), setup['state'],
                                  batch)(setup['state'], batch)
   on_host, m_host = setup['pretrain'](setup['state'], setup['batch'])
   assert abs(float(m_device['g_loss']) - float(m_host['g_loss'])) < 1e-5 * float(m_host['g_loss'])
@@ -494,14 +494,14 @@ def test_step_loop_never_waits_for_the_device(tmp_path, monkeypatch):
   """The loop reads metrics only once per log window (on CPU, jax.transfer_guard cannot see
   device->host reads: they are zero-copy). One run with one injected per-step-style read: the spy
   must report exactly that read, so it works, and nothing else, so the loop itself never syncs."""
-  real_accumulate, injected = trainer.accumulate, []
+  real_accumulate, injected = train_steps.accumulate, []
 
   def syncing_once(total, metrics):  # what a `float(metrics['g_loss'])` in the loop would do
     if not injected:
       injected.append(float(metrics['g_loss']))
     return real_accumulate(total, metrics)
 
-  monkeypatch.setattr(trainer, 'accumulate', syncing_once)
+  monkeypatch.setattr(train_steps, 'accumulate', syncing_once)
   reads = _device_reads_in_step_loop(monkeypatch, tiny_config('train.log_every_steps=100'), tmp_path)
   assert len(injected) == 1 and len(reads) == 1 and reads[0].startswith('add:'), reads
 
@@ -555,7 +555,7 @@ def test_remat_trunk_gives_the_same_outputs_and_gradients_in_half_the_memory():
           for m in (plain, remat)]
   assert temp[1] < 0.6 * temp[0], temp
   config = tiny_config('model.remat=true')
-  assert trainer.make_task(config).generator.remat
+  assert train_steps.make_task(config).generator.remat
 
 
 @pytest.mark.parametrize('override, match', [

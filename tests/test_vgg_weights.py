@@ -225,8 +225,36 @@ def test_wrong_shape_is_reported(torch_vgg):
   _, sd, _ = torch_vgg
   bad = {k: v.numpy() for k, v in sd.items()}
   bad['features.0.weight'] = np.zeros((64, 1, 3, 3), np.float32)
-  with pytest.raises(UserError, match=r'wrong shape features\.0 .*want \(3, 3, 3, 64\)'):
+  with pytest.raises(UserError, match=r"'features\.0\.weight' has shape \(64, 1, 3, 3\), "
+                                     r'want \(64, 3, 3, 3\); give .*vgg19-dcbb9e9d\.pth'):
     weights.vgg19_params_from_state_dict(bad)
+
+
+@pytest.mark.parametrize('naming', ['torchvision', 'basicsr', 'flax'])
+@pytest.mark.parametrize('prefix', ['', 'vgg.vgg_net.', 'params/'])
+def test_one_layout_for_the_loss_and_convert(torch_vgg, naming, prefix):
+  """load_vgg19's importer and convert --arch vgg19 read every naming under every prefix alike."""
+  _, sd, _ = torch_vgg
+  ref = weights.vgg19_params_from_state_dict({k: v.numpy() for k, v in sd.items()})
+  if naming == 'flax':
+    other = {f'{prefix}{k}': v for k, v in weights.flatten_params(ref).items()}
+  else:
+    key = {i: n for n, i in vgg.VGG19_TORCH_INDEX.items()} if naming == 'basicsr' else {}
+    other = {}
+    for k, v in sd.items():
+      if k.startswith('features.'):
+        _, i, leaf = k.split('.')
+        k = f'{key[int(i)]}.{leaf}' if key else k
+      other[prefix + k] = v.numpy()
+  loaded = weights.vgg19_params_from_state_dict(other, ('conv1_1', 'conv1_2', 'conv2_1'))
+  assert list(loaded) == ['conv1_1', 'conv1_2', 'conv2_1']
+  section, converted = weights.import_weights(other, 'vgg19')
+  assert section == {'name': 'vgg19'} and list(converted['params']) == list(vgg.VGG19_LAYERS)
+  for name in vgg.VGG19_LAYERS:
+    for leaf in ('kernel', 'bias'):
+      np.testing.assert_array_equal(converted['params'][name][leaf], ref[name][leaf])
+      if name in loaded:
+        np.testing.assert_array_equal(loaded[name][leaf], ref[name][leaf])
 
 
 @pytest.mark.parametrize('fmt', ['pth', 'safetensors', 'npz'])

@@ -300,7 +300,7 @@ def test_registry_entries(monkeypatch):
 
 
 def test_a_released_sr_name_given_as_a_nima_says_what_it_is():
-  from enhance_jax.io import nima# pylint: disable=g-import-not-at-top
+  from enhance_jax.io import nima_restore# pylint: disable=g-import-not-at-top
   with pytest.raises(UserError, match="'realesrgan-x4plus' is a released rrdbnet super-resolution "
                                       'model, not a NIMA'):
-    nima.restore('realesrgan-x4plus')
+    nima_restore.restore('realesrgan-x4plus')

@@ -1,4 +1,4 @@
-"""The PyTorch twin of enhance_jax.training.trainer's ESRGAN steps, written for speed, plus weight exchange.
+"""The PyTorch twin of enhance_jax.training.train_steps's ESRGAN steps, written for speed, plus weight exchange.
 
 `make_trainer(config, device, precision)` builds G, D and the frozen VGG19 from an enhance_jax
 ConfigDict; `pretrain_step(lr, hr)` and `gan_step(lr, hr)` take NCHW tensors and return loss and
@@ -164,7 +164,7 @@ def basicsr_generator(config, twin):
   return net, None
 
 
-# ---------------------------------------------------------------- metrics as enhance_jax.training.trainer
+# ---------------------------------------------------------------- metrics as enhance_jax.training.train_steps
 
 
 def psnr(sr, hr):
@@ -216,7 +216,7 @@ def _adam(params, lr, milestones, config):
 
 
 class Trainer:
-  """G, D, the content loss, their optimisers and the two steps of enhance_jax.training.trainer."""
+  """G, D, the content loss, their optimisers and the two steps of enhance_jax.training.train_steps."""
 
   def __init__(self, config, device, precision, channels_last, compile_modules, metrics,
                generator=None):

@@ -378,7 +378,7 @@ def train_val_sources(data):
   """(train, val) sources for the config's data section: data.fraction of the data (report 000),
   then the held-out share: data.val_source, the embedded hold-outs, a tfds dataset's validation
   (else test) split, or every k-th image (data.val_fraction, 40 % in report 000)."""
-  fraction = data.get('fraction', 1.0)
+  fraction = data.fraction
   if data.val_source:
     return (take_fraction(open_source(data.source, data.data_dir, 'train'), fraction),
             open_source(data.val_source, data.data_dir, 'validation'))

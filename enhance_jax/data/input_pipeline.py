@@ -26,7 +26,7 @@ AFFINE_FIELDS = ('rotation', 'shift', 'shear', 'zoom', 'hflip')
 def degradation_spec(config, scale=None):
   """data.degradation; for SCALE of a multi-scale model (MDSR), data.scale_degradations['x{SCALE}']
   when the config has that section (each scale its own degradation, e.g. bicubic(3) at x3)."""
-  per_scale = config.data.get('scale_degradations', None)
+  per_scale = config.data.scale_degradations
   if scale is None or not per_scale:
     return config.data.degradation
   if f'x{scale}' not in per_scale:
@@ -56,9 +56,7 @@ def val_hw(config):
 
 def affine_kwargs(config):
   """data.affine as `degradations.random_affine` keywords, or None when it is all off."""
-  affine = config.data.get('affine', None)
-  if affine is None:
-    return None
+  affine = config.data.affine
   kwargs = {k: (bool(affine[k]) if k == 'hflip' else float(affine[k])) for k in AFFINE_FIELDS}
   return kwargs if any(kwargs.values()) else None
 
@@ -83,20 +81,20 @@ def check_config(config):
   for s in ((None,) + multi if multi else (None,)):
     scale = config.model.scale if s is None else s
     spec = degradation_spec(config, s)
-    name = ('data.degradation' if s is None or not data.get('scale_degradations', None)
+    name = ('data.degradation' if s is None or not data.scale_degradations
             else f'data.scale_degradations.x{s}')
     op = degrade_fn(config, s)
     try:
       lr_hw = degradations.output_hw(op, (ph, pw))
     except (ValueError, TypeError) as e:
       raise UserError(f'{name}={spec!r} fails on a {ph}x{pw} patch ({e}).') from None
-    if data.get('train_on', 'degraded') != 'clean' and (lr_hw[0] * scale, lr_hw[1] * scale) != (ph, pw):
+    if data.train_on != 'clean' and (lr_hw[0] * scale, lr_hw[1] * scale) != (ph, pw):
       raise UserError(f'{name}={spec!r} turns a {ph}x{pw} patch into '
                       f'{lr_hw[0]}x{lr_hw[1]}, but {"model.scale=" if s is None else "x"}{scale} needs '
                       f'{ph // scale}x{pw // scale}; '
                       'make the degradation factor equal the model scale.')
   scale = config.model.scale
-  side = data.get('hr_resize', 0)
+  side = data.hr_resize
   if side < 0:
     raise UserError(f'data.hr_resize={side} is negative; set it to 0 (off) or the HR side to resize to.')
   if side and max(ph, pw) > side:
@@ -105,11 +103,11 @@ def check_config(config):
   if side % step:
     raise UserError(f'data.hr_resize={side} is not a multiple of {step} (model.scale={scale}); set it '
                     f'to {max(1, round(side / step)) * step}.')
-  if data.get('hr_resize_mode', 'resize') not in HR_RESIZE_MODES:
+  if data.hr_resize_mode not in HR_RESIZE_MODES:
     raise UserError(f'data.hr_resize_mode={data.hr_resize_mode!r}; valid: {", ".join(HR_RESIZE_MODES)}.')
-  if data.get('normalize', 'none') not in NORMALIZE:
+  if data.normalize not in NORMALIZE:
     raise UserError(f'data.normalize={data.normalize!r}; valid: {", ".join(NORMALIZE)}.')
-  if not 0 < data.get('fraction', 1.0) <= 1:
+  if not 0 < data.fraction <= 1:
     raise UserError(f'data.fraction={data.fraction} must be in (0, 1]: the share of the dataset used.')
   if not 0 <= data.val_fraction < 1:
     raise UserError(f'data.val_fraction={data.val_fraction} must be in [0, 1): it is the share '
@@ -217,14 +215,14 @@ def train_dataset(source, config, *, process_index=0, process_count=1):
   ds = grain.MapDataset.source(source)
   if rates(config):
     pair = functools.partial(make_rated, patch_size=patch_hw(config), resize=config.data.hr_resize,
-                             resize_mode=config.data.get('hr_resize_mode', 'resize'),
+                             resize_mode=config.data.hr_resize_mode,
                              augment=config.data.augment)
   else:
     pair = functools.partial(make_pair, patch_size=patch_hw(config), augment=config.data.augment,
                              degrade=None if config.data.degrade_on_device else degrade_fn(config),
-                             hr_resize=config.data.get('hr_resize', 0), affine=affine_kwargs(config),
-                             hr_resize_mode=config.data.get('hr_resize_mode', 'resize'),
-                             norm=config.data.get('normalize', 'none'))
+                             hr_resize=config.data.hr_resize, affine=affine_kwargs(config),
+                             hr_resize_mode=config.data.hr_resize_mode,
+                             norm=config.data.normalize)
   ds = ds.shuffle(seed=config.seed).repeat(None).random_map(pair, seed=config.seed)
   if process_count > 1:  # this process's rows of each global batch, as one process makes them
     rows = _ProcessRows(ds, batch, process_index, process_count)
@@ -274,7 +272,7 @@ def rated_batch(items, config):
   images, hists = [], []
   for item in items:
     image, hist = split_rating(item)
-    fitted = prepare_hr(image, config.data.hr_resize, config.data.get('hr_resize_mode', 'resize'))
+    fitted = prepare_hr(image, config.data.hr_resize, config.data.hr_resize_mode)
     crop = _center_crop_hw(fitted, val_hw(config) if config.data.val_patch_size else patch_hw(config))
     images.append(np.ascontiguousarray(crop, np.float32))
     hists.append(ava.synthetic_histogram(crop) if hist is None else hist)
@@ -285,14 +283,14 @@ def validation_batch(source, config):
   """All validation images as one batch: centre crops of one common size (data.val_patch_size, or
   the training patch when 0), or, with data.hr_resize, each image fitted to hr_resize whole.
   A rating model's: `rated_batch`."""
-  n = min(len(source), config.data.get('val_max_images', 0) or len(source))
+  n = min(len(source), config.data.val_max_images or len(source))
   images = [source[int(i)] for i in np.linspace(0, len(source) - 1, n).round()] if n else []
   if rates(config):
     return rated_batch(images, config)
-  norm = config.data.get('normalize', 'none')
-  if config.data.get('hr_resize', 0):
+  norm = config.data.normalize
+  if config.data.hr_resize:
     hr = np.stack([normalize(prepare_hr(im, config.data.hr_resize,
-                                        config.data.get('hr_resize_mode', 'resize')), norm)
+                                        config.data.hr_resize_mode), norm)
                    for im in images])
   else:
     step = models.hr_multiple(config)

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from enhance_jax.io import image_io
-from enhance_jax.io import nima
+from enhance_jax.io import nima_restore
 from enhance_jax.models import nima as nima_model
 
 
@@ -25,7 +25,7 @@ class Scorer:
   does not say): image [H, W, C] in [0, 1] -> (mean, std), resized to SIZE x SIZE first (0: as is)."""
 
   def __init__(self, path, backbone=None, size: int = 0):
-    self.model, self.variables, self.section = nima.restore(path, backbone)
+    self.model, self.variables, self.section = nima_restore.restore(path, backbone)
     self.size = size
     self._predict = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from enhance_jax import models
 from enhance_jax.errors import UserError
-from enhance_jax.infer import inference
+from enhance_jax.infer import restoring
 from enhance_jax.io import image_io
 
 MIN_SIDE = 4  # smaller images carry too little for any model (and reflect padding needs 2 pixels)
@@ -218,7 +218,7 @@ def _convert(image: np.ndarray, dtype) -> np.ndarray:
   return image_io.quantise(image, 16 if dtype == np.uint16 else 8)
 
 
-def enhancer_for(restored: inference.Restored, precision='fp32', **kwargs) -> Enhancer:
+def enhancer_for(restored: restoring.Restored, precision='fp32', **kwargs) -> Enhancer:
   """An Enhancer running RESTORED's generator at PRECISION, with its architecture's default pad."""
-  return Enhancer(inference.generator(restored, precision), restored.variables, restored.scale,
+  return Enhancer(restoring.generator(restored, precision), restored.variables, restored.scale,
                   **kwargs)

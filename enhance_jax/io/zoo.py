@@ -2,7 +2,7 @@
 its release URL), and a download into the cache that is hash-checked, atomic and safe to run twice.
 
 A low layer that only finds files (stdlib and tqdm; no jax, no torch): turning a file into Flax
-variables is weights.py's job. `resolve(name)` is the entry point: package > cache > download.
+variables is io/weights' job. `resolve(name)` is the entry point: package > cache > download.
 Environment: ENHANCE_JAX_MODELS (the cache folder, default ~/.cache/enhance_jax/models),
 ENHANCE_JAX_MODEL_MIRROR (a base URL serving the release files by name, for air-gapped sites) and
 ENHANCE_JAX_DOWNLOAD_TIMEOUT (seconds, default 60).

@@ -13,27 +13,27 @@ import math
 import jax.numpy as jnp
 
 from enhance_jax.errors import UserError
-from enhance_jax.models.celeba import CelebACNN, CelebADiscriminator, CelebAGenerator, CelebARBF
+from enhance_jax.models.restoration_baselines import BaselineCNN, BackboneDiscriminator, BackboneGenerator, BaselineRBF
 from enhance_jax.models.dcgan_sr import DCGANSRDiscriminator, DCGANSRGenerator
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
 from enhance_jax.models.edsr import EDSR, MDSR
-from enhance_jax.models.iqiwa import DeconvSR, DenoiseAutoencoder, DenoiseVAE, ResNetSR
+from enhance_jax.models.autoencoders import DeconvSR, DenoiseAutoencoder, DenoiseVAE, ResNetSR
 from enhance_jax.models.msrresnet import MSRResNet
 from enhance_jax.models.nima import NIMA
 from enhance_jax.models.refine import RefineAutoencoder, RefineDiscriminator, RefineGenerator
 from enhance_jax.models.rrdbnet import RRDBNet
-from enhance_jax.models.srgan import SRResNet
+from enhance_jax.models.srresnet import SRResNet
 from enhance_jax.models.srvgg import SRVGGNetCompact
 from enhance_jax.models.unet_discriminator import UNetDiscriminatorSN
 
 GENERATORS = {'rrdbnet': RRDBNet, 'srresnet': SRResNet, 'dcgan_sr': DCGANSRGenerator,
               'refine_ae': RefineAutoencoder, 'refine_gan': RefineGenerator,
-              'celeba_cnn': CelebACNN, 'celeba_rbf': CelebARBF, 'celeba_gan': CelebAGenerator,
+              'celeba_cnn': BaselineCNN, 'celeba_rbf': BaselineRBF, 'celeba_gan': BackboneGenerator,
               'denoise_ae': DenoiseAutoencoder, 'denoise_vae': DenoiseVAE, 'deconv_sr': DeconvSR,
               'resnet_sr': ResNetSR, 'srvgg_compact': SRVGGNetCompact, 'edsr': EDSR,
               'msrresnet': MSRResNet, 'mdsr': MDSR, 'nima': NIMA}
 DISCRIMINATORS = {'vgg_style': VGGStyleDiscriminator, 'dcgan_sr': DCGANSRDiscriminator,
-                  'refine': RefineDiscriminator, 'celeba': CelebADiscriminator,
+                  'refine': RefineDiscriminator, 'celeba': BackboneDiscriminator,
                   'unet_sn': UNetDiscriminatorSN}
 # Config fields that are not module fields: where initial weights come from.
 NOT_MODULE_FIELDS = ('name', 'backbone_weights', 'init_from')

@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.models.srgan import batch_norm
+from enhance_jax.models.layers import batch_norm
 from enhance_jax.ops.conv import Conv
 
 # torchvision resnet18: (layer, output channels, stride of its first block); two BasicBlocks each.

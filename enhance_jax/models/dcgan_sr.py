@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from enhance_jax.models.rrdbnet import upsample_nearest
-from enhance_jax.models.srgan import Conv3x3, batch_norm, imagenet_normalize, num_doublings
+from enhance_jax.models.layers import Conv3x3, batch_norm, imagenet_normalize, num_doublings
 from enhance_jax.ops.conv import Conv
 
 

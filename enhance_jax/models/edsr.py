@@ -5,7 +5,7 @@ added back. MDSR shares one body between x2, x3 and x4 and keeps per-scale heads
 Submodule names follow BasicSR's edsr_arch: conv_first, body_{i}/conv1|conv2, conv_after_body,
 upsample/conv_{j} (BasicSR `upsample.{2j}`, EDSR-PyTorch `tail.0.{2j}`), conv_last. The images are
 [0, 1]; the mean shift works in [0, img_range] as both PyTorch repositories do (EDSR-PyTorch's
-`sub_mean`/`add_mean` 1x1 convs hold exactly that shift). See weights.py for the key mapping.
+`sub_mean`/`add_mean` 1x1 convs hold exactly that shift). See io/weights/generators.py for the key mapping.
 """
 
 import functools
@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.models.srgan import pixel_shuffle
+from enhance_jax.models.layers import pixel_shuffle
 from enhance_jax.ops.conv import Conv
 
 Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)

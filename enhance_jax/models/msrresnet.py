@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from enhance_jax.models.edsr import ResBlock
-from enhance_jax.models.srgan import pixel_shuffle
+from enhance_jax.models.layers import pixel_shuffle
 from enhance_jax.ops.conv import Conv
 
 Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)

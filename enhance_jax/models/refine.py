@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from enhance_jax.ops import resize
-from enhance_jax.models.srgan import (Conv3x3, Conv9x9, PReLU, UpsampleBlock, batch_norm,
+from enhance_jax.models.layers import (Conv3x3, Conv9x9, PReLU, UpsampleBlock, batch_norm,
                                       imagenet_normalize, num_doublings)
 
 

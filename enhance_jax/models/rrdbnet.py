@@ -1,7 +1,7 @@
 """RRDBNet, the ESRGAN generator (Wang et al. 2018): Residual-in-Residual Dense Blocks, no BatchNorm.
 
 Submodule names follow BasicSR's rrdbnet_arch (conv_first, body_i.rdbj.convk, conv_body, conv_up1,
-conv_up2, conv_hr, conv_last) so released PyTorch weights map one to one (see weights.py).
+conv_up2, conv_hr, conv_last) so released PyTorch weights map one to one (see io/weights/generators.py).
 """
 
 import functools

@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from enhance_jax.models.srgan import pixel_shuffle
+from enhance_jax.models.layers import pixel_shuffle
 from enhance_jax.ops.conv import Conv
 from enhance_jax.ops.resize import torch_resize_matrix
 

@@ -1,7 +1,9 @@
-"""Experiments (experiments/NAME.py -> locked ConfigDict) and `--set key=value` overrides, type-checked."""
+"""Experiments (experiments/NAME.py -> locked ConfigDict) and `--set key=value` overrides, type-checked.
+
+The fields, their defaults and meanings are in schema.py; an experiment starts from `base_config()`.
+"""
 
 import ast
-import difflib
 import importlib.util
 import math
 import pathlib
@@ -11,9 +13,10 @@ import ml_collections
 from enhance_jax import models
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
-from enhance_jax.training import kinds
+from enhance_jax.training import output_kinds
 from enhance_jax.training import losses
-from enhance_jax.training import trainer
+from enhance_jax.training import schema
+from enhance_jax.training import train_steps
 
 
 def _experiments_dir():
@@ -61,27 +64,31 @@ def describe_experiments():
   return lines
 
 
-def _nearest(name, choices):
-  close = difflib.get_close_matches(name, choices, n=3, cutoff=0.4)
-  return ', '.join(close or sorted(choices)[:12])
-
-
 def load_experiment(name):
-  """Runs experiments/NAME.py (or a path to a .py file) and returns its get_config()."""
+  """Runs experiments/NAME.py (or a path to a .py file) and returns its get_config(), every schema
+  field present (schema.complete) and no key the schema lacks (schema.check), unlocked."""
   path = pathlib.Path(name)
   if path.suffix != '.py':
     path = EXPERIMENTS_DIR / f'{name}.py'
   if not path.is_file():
-    raise UserError(f'unknown experiment {name!r}: did you mean {_nearest(name, list_experiments())}? '
+    raise UserError(f'unknown experiment {name!r}: did you mean {schema.nearest(name, list_experiments())}? '
                     '(`python -m enhance_jax.train --list` prints them all)')
   spec = importlib.util.spec_from_file_location(f'enhance_jax_experiments.{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
-  if 'init_from' not in config.model:  # every generator can start from trained or released weights
-    with config.unlocked():  # a training workdir, an enhance_jax.convert directory or a .pth
-      config.model.init_from = ''
+  try:
+    config = module.get_config()
+  except TypeError as e:  # ConfigDict refuses a value of another type than the field's
+    raise UserError(f'experiment {path}: {e}; give the field a value of its type '
+                    '(python -m enhance_jax.train --help-config).') from None
+  config = schema.complete(config)
+  schema.check(config)
   return config
+
+
+def base_config():
+  """The schema's defaults (schema.defaults), unlocked: what an experiment file starts from."""
+  return schema.defaults()
 
 
 def supervised_run(c, *, batch_size, lr, steps_per_epoch, epochs):
@@ -144,7 +151,8 @@ def _parse_value(text, old, key):
 
 
 def apply_overrides(config, overrides):
-  """Applies ['a.b=value', ...] to a copy of CONFIG; unknown keys or wrong types raise UserError."""
+  """Applies ['a.b=value', ...] to a copy of CONFIG (locked, not validated); unknown keys or wrong
+  types raise UserError. A key of an open section (schema.Table: loss.gan.content) may be new."""
   config = ml_collections.ConfigDict(config.to_dict())
   valid = _leaf_keys(config)
   for item in overrides:
@@ -152,33 +160,39 @@ def apply_overrides(config, overrides):
       raise UserError(f'--set {item!r} is not of the form key=value (e.g. --set train.batch_size=32).')
     key, text = item.split('=', 1)
     key = key.strip()
-    if key not in valid:
-      raise UserError(f'--set {key}: no such config key; did you mean {_nearest(key, valid)}?')
     *parents, leaf = key.split('.')
+    table = schema.is_table('.'.join(parents))
+    if key not in valid and not table:
+      raise UserError(f'--set {key}: no such config key; did you mean {schema.nearest(key, valid)}?')
     node = config
     for p in parents:
       node = node[p]
-    node[leaf] = _parse_value(text.strip(), node[leaf], key)
-  validate(config)
+    old = node[leaf] if leaf in node else schema.table_type('.'.join(parents))()
+    node[leaf] = _parse_value(text.strip(), old, key)
   return config.lock()
 
 
 def validate(config):
   """Checks CONFIG once, before anything runs: each section by the part that owns it (model, data,
   loss, train), so a bad value is one UserError naming the key instead of a failure mid-run."""
+  schema.check(config)
   models.check_config(config)
-  trainer.check_config(config)
+  train_steps.check_config(config)
   losses.check_config(config)
   input_pipeline.check_config(config)
   metric = config.train.best_metric
   terms = [k for section in (config.loss.pretrain, config.loss.gan) for k, w in section.items()
            if w and k not in losses.ADVERSARIAL]
-  known = kinds.KINDS[models.output_key(models.build_generator(config))].metrics(dict.fromkeys(terms))
+  known = output_kinds.KINDS[models.output_key(models.build_generator(config))].metrics(dict.fromkeys(terms))
   if metric not in known:
     raise UserError(f'train.best_metric={metric!r}; valid: {", ".join(known)}.')
-  trainer.check_shapes(config)  # last: G and D built abstractly on the data's shapes
+  train_steps.check_shapes(config)  # last: G and D built abstractly on the data's shapes
 
 
-def get_config(name, overrides=()):
-  """The experiment NAME with OVERRIDES applied, validated and locked."""
-  return apply_overrides(load_experiment(name), list(overrides))
+def get_config(name, overrides=(), check=True):
+  """The experiment NAME with OVERRIDES applied and locked; validated unless CHECK is False (for a
+  caller that validates itself: train_and_evaluate, so a command validates once)."""
+  config = apply_overrides(load_experiment(name), list(overrides))
+  if check:
+    validate(config)
+  return config

@@ -10,7 +10,7 @@ import functools
 
 from enhance_jax import models
 from enhance_jax.errors import UserError
-from enhance_jax.io import nima as nima_lib
+from enhance_jax.io import nima_restore
 from enhance_jax.io import weights
 from enhance_jax.models.nima import NIMA
 from enhance_jax.models.vgg import VGG19Features
@@ -34,16 +34,16 @@ def vgg19_module(config):
 
 def nima_module(config):
   """Report 002's NIMA (loss.nima_backbone) that the aesthetic loss term runs (no weights read)."""
-  return NIMA(backbone=config.loss.get('nima_backbone', 'mnasnet'), dtype=models.compute_dtype(config))
+  return NIMA(backbone=config.loss.nima_backbone, dtype=models.compute_dtype(config))
 
 
 def nima(config):
   """NIMA from loss.nima_from (a NIMA model directory or weights file), else random, said once."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  module, path = nima_module(config), config.loss.get('nima_from', '')
+  module, path = nima_module(config), config.loss.nima_from
   if path:
-    _, variables, section = nima_lib.restore(path)
+    _, variables, section = nima_restore.restore(path)
     if section['backbone'] != module.backbone:
       raise UserError(f"loss.nima_from={path} holds a NIMA on {section['backbone']}; set "
                       f"loss.nima_backbone={section['backbone']}.")

@@ -52,7 +52,7 @@ def content_layers(options):
   it is set (Real-ESRGAN's {'conv1_2': 0.1, 'conv2_2': 0.1, 'conv3_4': 1, 'conv4_4': 1, 'conv5_4': 1};
   a weight of 0 drops a layer, and the VGG stops at the last one left), else loss.content_layer alone
   at weight 1 (SRGAN, ESRGAN)."""
-  layers = options.get('content_layers', None)
+  layers = options.content_layers
   if layers:
     return {k: float(w) for k, w in layers.items() if w}
   return {options.content_layer: 1.0}
@@ -155,7 +155,7 @@ def emd_term(x):
     raise UserError("loss term 'emd' compares rating histograms: it needs a rating model (model.name="
                     'nima) and rated data; drop the emd weight for this model.')
   return metrics_lib.emd_loss(x.outputs['histogram'], x.batch['histogram'],
-                              float(x.options.get('emd_r', 2.0)))
+                              float(x.options.emd_r))
 
 
 LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
@@ -196,7 +196,7 @@ def check_config(config):
       raise UserError(f'unknown loss.{key} {l[key]!r}; valid: {", ".join(PIXEL_CRITERIA)}.')
   if l.gan_type not in GAN_TYPES:
     raise UserError(f'unknown loss.gan_type {l.gan_type!r}; valid: {", ".join(GAN_TYPES)}.')
-  for layer, w in (l.get('content_layers', None) or {l.content_layer: 1.0}).items():
+  for layer, w in (l.content_layers or {l.content_layer: 1.0}).items():
     vgg.conv_name(layer)  # UserError naming the valid layers
     if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
       raise UserError(f'loss.content_layers.{layer}={w!r} must be a weight >= 0.')

@@ -15,7 +15,7 @@ upsample; ResNet18/VGG16 backbones give 512-channel maps at 1/32 of the input. C
 - the discriminator: conv 64 (LeakyReLU 0.2, no BN), convs 128, 256 with BN + LeakyReLU 0.2, or a backbone
   (ImageNet-normalised, padded to 32); global average pooling; one dense logit per image (the report's
   sigmoid is in the BCE loss);
-- RBF: 8x8 patches, 256 units (see CelebARBF). Convs followed by BatchNorm have no bias.
+- RBF: 8x8 patches, 256 units (see BaselineRBF). Convs followed by BatchNorm have no bias.
 Nothing is ImageNet-normalised except the backbones' inputs (the report min-max normalises to [0, 1]).
 """
 
@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from enhance_jax.models.backbones import BACKBONES
-from enhance_jax.models.srgan import batch_norm, imagenet_normalize
+from enhance_jax.models.layers import batch_norm, imagenet_normalize
 from enhance_jax.ops.conv import Conv
 
 BACKBONE_NAMES = ('conv', *BACKBONES)
@@ -64,7 +64,7 @@ def up(features, use_bias, dtype, name):
                           use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
-class CelebACNN(nn.Module):
+class BaselineCNN(nn.Module):
   """Baseline encoder-decoder: num_layers convs 4x4/2 + ReLU, num_layers transposed convs 4x4/2 (ReLU
   between), sigmoid. [N,H,W,3] -> [N,H,W,3], any H, W."""
   num_features: int = 64
@@ -94,7 +94,7 @@ class CelebACNN(nn.Module):
     return nn.sigmoid(x[:, :h, :w].astype(jnp.float32))
 
 
-class CelebARBF(nn.Module):
+class BaselineRBF(nn.Module):
   """Baseline RBF network on non-overlapping patch x patch tiles (the image is edge-padded to the patch
   multiple and cropped back, so any size works).
 
@@ -139,7 +139,7 @@ class CelebARBF(nn.Module):
     return out[:, :h, :w]
 
 
-class CelebAGenerator(nn.Module):
+class BackboneGenerator(nn.Module):
   """The GAN generator: [N,H,W,3] in [0,1] -> [N,H,W,3] in [0,1], any H, W.
 
   backbone='conv': num_layers x (conv 4x4/2 no bias, BN, ReLU), widths num_features * 2**i, then
@@ -186,7 +186,7 @@ class CelebAGenerator(nn.Module):
     return nn.sigmoid(x[:, :h, :w].astype(jnp.float32))
 
 
-class CelebADiscriminator(nn.Module):
+class BackboneDiscriminator(nn.Module):
   """The GAN discriminator: [N,H,W,3] in [0,1] -> logits [N] (BCE's sigmoid is in the loss), any H, W.
 
   backbone='conv': conv 4x4/2 to num_features + LeakyReLU 0.2, then num_layers - 1 x (conv 4x4/2 no

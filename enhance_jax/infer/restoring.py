@@ -24,6 +24,7 @@ from enhance_jax.io import checkpoints
 from enhance_jax.io import weights
 from enhance_jax.io import zoo
 from enhance_jax.training import config as config_lib
+from enhance_jax.training import schema
 
 PRECISIONS = ('fp32', 'bf16')
 
@@ -103,7 +104,7 @@ def _from_workdir(workdir, which: str) -> Restored:
     meta, variables, step = ckpts.generator_variables(which)
   finally:
     ckpts.close()
-  config = ml_collections.ConfigDict(meta['config'])
+  config = schema.complete(meta['config'])  # a workdir older than a field gets its default
   return Restored(config.model.to_dict(), variables, os.fspath(workdir), config, step)
 
 
@@ -137,19 +138,16 @@ def _check_makes_images(restored: Restored, module) -> None:
                     f'score with it: python -m enhance_jax.score IMAGES --nima {restored.source}.')
 
 
-def model_config(restored: Restored, experiment: str = 'esrgan') -> ml_collections.ConfigDict:
-  """A full config to evaluate RESTORED with: its training config when it has one; otherwise
-  EXPERIMENT's with this model, no discriminator and the classic bicubic degradation of its scale."""
+def model_config(restored: Restored) -> ml_collections.ConfigDict:
+  """A full config to evaluate RESTORED with: its training config when it has one; otherwise the
+  schema's defaults with this model (no discriminator) and the classic bicubic degradation of its
+  scale."""
   if restored.config is not None:
     return restored.config
   if restored.name == 'nima':
     _check_makes_images(restored, models.GENERATORS['nima']())
-  c = config_lib.load_experiment(experiment)
-  c.model = ml_collections.ConfigDict({k: v for k, v in restored.model.items()})
-  c.discriminator = ml_collections.ConfigDict({'name': 'none'})
-  c.loss.pretrain = ml_collections.ConfigDict({'pixel': 1.0})
-  c.loss.gan = ml_collections.ConfigDict({})
-  c.train.pretrain_steps = c.train.num_steps
+  c = config_lib.base_config()
+  c.model = ml_collections.ConfigDict({**c.model.to_dict(), **restored.model})
   c.data.degradation = f'bicubic({restored.scale})' if restored.scale > 1 else 'identity'
   config_lib.validate(c)
   return c
@@ -181,7 +179,7 @@ def _fields(section) -> str:
 def initial_weights(config, g_params) -> Restored | None:
   """The generator `model.init_from` names (None when unset), checked against G_PARAMS (arrays or
   shape structs: the train loop checks before it builds anything)."""
-  source = config.model.get('init_from', '')
+  source = config.model.init_from
   if not source:
     return None
   restored = restore(source)

@@ -1,7 +1,7 @@
 """A NIMA ready to score: `restore(path, backbone=None)` takes a `nima` run's workdir, a weights file
 (.pth/.pt/.safetensors/.npz) or a model directory (model.json section {'name': 'nima', 'backbone':
 ...} + variables.npz, `weights.write_model_dir`) -> (NIMA module, variables, model section).
-Its metrics (EMD, LCC, SRCC) live in metrics.py, its torchvision importers in weights.py.
+Its metrics (EMD, LCC, SRCC) live in metrics.py, its torchvision importers in io/weights/nima.py.
 """
 
 import os

@@ -24,7 +24,7 @@ from enhance_jax.data import degradations
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.training import frozen as frozen_lib
-from enhance_jax.training import kinds
+from enhance_jax.training import output_kinds
 from enhance_jax.training import losses
 
 KEY_NAMES = ('dropout', 'sample', 'degrade', 'loss')
@@ -72,13 +72,13 @@ class Task:
   scales: tuple = ()
   degrades: tuple = ()
   # What the model makes (models.output_key): 'image' for restoration, 'histogram' for a rating
-  # model (NIMA); `kind` (kinds.KINDS) says how the step feeds, scores and shows it.
+  # model (NIMA); `kind` (output_kinds.KINDS) says how the step feeds, scores and shows it.
   output: str = 'image'
   nan_policy: str = 'stop'  # 'skip': a step with a non-finite loss or gradient changes nothing
 
   @property
   def kind(self):
-    return kinds.KINDS[self.output]
+    return output_kinds.KINDS[self.output]
 
   @property
   def inputs(self):
@@ -96,7 +96,7 @@ LR_SCHEDULES = ('step', 'exponential')
 def _schedule(lr, milestones, t):
   """train.lr_schedule: 'step' = lr * lr_decay^(milestones passed) (BasicSR's MultiStepLR);
   'exponential' = lr * lr_decay^(step / lr_decay_steps), smooth (report 002's NIMA)."""
-  if t.get('lr_schedule', 'step') == 'exponential':
+  if t.lr_schedule == 'exponential':
     return optax.exponential_decay(lr, transition_steps=int(t.lr_decay_steps), decay_rate=t.lr_decay)
   return optax.piecewise_constant_schedule(lr, {int(m): t.lr_decay for m in milestones})
 
@@ -114,7 +114,7 @@ def _optimizer(lr, milestones, config):
       return optax.adamw(sched, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay)
     return optax.adam(sched, b1=t.b1, b2=t.b2)
 
-  factors = {k: float(v) for k, v in dict(t.get('lr_multipliers', {})).items() if float(v) != 1.0}
+  factors = {k: float(v) for k, v in dict(t.lr_multipliers).items() if float(v) != 1.0}
   if not factors:
     return make(1.0)
   transforms = {'': make(1.0), **{k: optax.set_to_zero() if v == 0 else make(v)
@@ -134,26 +134,26 @@ def check_config(config):
     v = t.get(k)
     if v is not None and not 0 <= float(v) < float('inf'):
       raise UserError(f'train.{k}={v} must be a finite number >= 0.')
-  if t.get('nan_policy', 'stop') not in NAN_POLICIES:
+  if t.nan_policy not in NAN_POLICIES:
     raise UserError(f'train.nan_policy={t.nan_policy!r}; valid: {", ".join(NAN_POLICIES)}.')
-  if t.get('lr_schedule', 'step') not in LR_SCHEDULES:
+  if t.lr_schedule not in LR_SCHEDULES:
     raise UserError(f'unknown train.lr_schedule {t.lr_schedule!r}; valid: {", ".join(LR_SCHEDULES)}.')
-  if t.get('lr_schedule', 'step') == 'exponential' and not (
-      t.get('lr_decay_steps', 0) >= 1 and 0 < t.lr_decay <= 1):
+  if t.lr_schedule == 'exponential' and not (
+      t.lr_decay_steps >= 1 and 0 < t.lr_decay <= 1):
     raise UserError(f'train.lr_schedule=exponential needs train.lr_decay_steps >= 1 (got '
-                    f'{t.get("lr_decay_steps", 0)}) and train.lr_decay in (0, 1] (got {t.lr_decay}).')
+                    f'{t.lr_decay_steps}) and train.lr_decay in (0, 1] (got {t.lr_decay}).')
   if t.num_steps < 1:
     raise UserError(f'train.num_steps={t.num_steps} must be at least 1.')
   if not 0 <= t.ema_decay < 1:
     raise UserError(f'train.ema_decay={t.ema_decay} must be in [0, 1); 0 turns the EMA off.')
-  if config.data.get('train_on', 'degraded') not in TRAIN_ON:
+  if config.data.train_on not in TRAIN_ON:
     raise UserError(f'data.train_on={config.data.train_on!r}; valid: {", ".join(TRAIN_ON)}.')
   for k in ('eval_every_steps', 'checkpoint_every_steps', 'log_every_steps'):
     if t[k] < 1:
       raise UserError(f'train.{k}={t[k]} must be at least 1.')
-  if any(float(v) < 0 for v in dict(t.get('lr_multipliers', {})).values()):
+  if any(float(v) < 0 for v in dict(t.lr_multipliers).values()):
     raise UserError('train.lr_multipliers must be >= 0 (0 freezes that submodule).')
-  if config.data.get('train_on', 'degraded') == 'clean' and config.model.scale != 1:
+  if config.data.train_on == 'clean' and config.model.scale != 1:
     raise UserError(f'data.train_on=clean feeds the target itself to the model, which only works at '
                     f'model.scale=1 (got {config.model.scale}); use train_on=degraded.')
   _check_device_ops(config)
@@ -167,7 +167,7 @@ def _check_device_ops(config):
   if degradations.device_only(degrade) and not data.degrade_on_device:
     raise UserError(f'data.degradation={data.degradation!r} runs on the device only (jnp, inside the '
                     'train step); set data.degrade_on_device=True.')
-  if data.get('target_sharpen'):
+  if data.target_sharpen:
     hw = input_pipeline.patch_hw(config)
     got = degradations.output_hw(degradations.parse(data.target_sharpen), hw)
     if got != hw:
@@ -229,12 +229,12 @@ def make_task(config):
       g_tx_gan=_optimizer(t.g_lr, t.gan_milestones, config),
       d_tx=_optimizer(t.d_lr, t.gan_milestones, config),
       pretrain_weights=pretrain, gan_weights=gan, options=l,
-      fixed=tuple(k for k, v in dict(t.get('lr_multipliers', {})).items() if float(v) == 0),
-      ema_decay=float(t.ema_decay), scale=config.model.scale, nan_policy=t.get('nan_policy', 'stop'),
+      fixed=tuple(k for k, v in dict(t.lr_multipliers).items() if float(v) == 0),
+      ema_decay=float(t.ema_decay), scale=config.model.scale, nan_policy=t.nan_policy,
       degrade=(degradations.parse(config.data.degradation, degradations.config_options(config.data))
                if config.data.degrade_on_device else None),
-      sharpen=degradations.parse(config.data.target_sharpen) if config.data.get('target_sharpen') else None,
-      train_on=config.data.get('train_on', 'degraded'))
+      sharpen=degradations.parse(config.data.target_sharpen) if config.data.target_sharpen else None,
+      train_on=config.data.train_on)
 
 
 def init_state(task, rng, lr_shape, hr_shape):

@@ -1,298 +1,40 @@
-"""Degradations and augmentations: pure functions written once for numpy (grain workers) and jnp (device).
+"""Real-ESRGAN's second-order degradation (Wang et al., "Real-ESRGAN", ICCV-W 2021), in jnp for the
+device: blur -> resize -> noise -> JPEG, then [blur] -> resize -> noise -> {resize back + sinc,
+JPEG} in random order, each with Real-ESRGAN's probabilities and ranges (realesrgan_defaults).
 
-Resizing and blurring are small [out, in] matrices applied separably along H and W, so one `tensordot`
-per axis serves numpy and jax.numpy alike; boundary handling is folded into the matrices. Real-ESRGAN's
-second-order chain (`realesrgan`) is jnp alone: it runs per image inside the jitted step.
+Shapes inside jit are static, but Real-ESRGAN resizes by random factors. Each intermediate image
+therefore lives in a fixed buffer, the largest its stage's resize range allows (+1 sample), with the
+content in the top-left corner and its size traced (`hw`). Every step reads only the content:
+resizes are [out buffer, in buffer] matrices built from the traced sizes (zero outside), blurs pad
+by reflection at the content's edge (index gathers), the Poisson noise counts levels inside it and
+JPEG replicates its edges out to whole MCUs; so noise and JPEG act at the intermediate resolution,
+as in Real-ESRGAN, at the price of computing on the whole buffer. (jax.image.scale_and_translate
+takes traced scales too, but has no 'area' mode and neither PyTorch's a = -0.75 bicubic nor its
+aliasing, non-antialiased downscaling, which are part of the degradation.)
+
+In order: the options (realesrgan_defaults, realesrgan_options and their checks), the random draws,
+blur kernels, resize, noise, the chain (draw_chain, degrade_chain), and the ops: realesrgan and its
+stages alone (random_blur, random_noise, jpeg_compression), all device-only (protocol._device_op).
 """
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import scipy.ndimage
 
-from enhance_jax.ops import jpeg as jpeg_lib
-from enhance_jax.ops.resize import (fold_reflect, gaussian_matrix, image_hw, resize, separable,
-                                 to_matrix, torch_resize_matrix, xp_of)
+from enhance_jax.data.degradations.protocol import _check_factor, _device_op, _is_number, _plain
 from enhance_jax.errors import UserError
+from enhance_jax.ops import jpeg as jpeg_lib
+from enhance_jax.ops.resize import fold_reflect, separable, torch_resize_matrix
 
-
-def gaussian_blur(img, sigma: float):
-  """Separable Gaussian blur of an HWC or NHWC image, reflect boundary, truncated at 3 sigma."""
-  h, w = image_hw(img)
-  return separable(img, gaussian_matrix(h, float(sigma)), gaussian_matrix(w, float(sigma)))
-
-
-def _check_divisible(hr, scale):
-  """Raises ValueError unless the HR height and width are multiples of `scale` (see `mod_crop`)."""
-  h, w = image_hw(hr)
-  if h % scale or w % scale:
-    raise ValueError(f'HR size {h}x{w} is not divisible by scale {scale}; mod_crop the image first.')
-
-
-def bicubic_down(hr, scale: int = 4, antialias: bool = True):
-  """Plain bicubic downscale by an integer `scale` (the classic SR degradation), clipped to [0, 1]."""
-  _check_divisible(hr, scale)
-  h, w = image_hw(hr)
-  lr = resize(hr, (h // scale, w // scale), 'bicubic', antialias)
-  return xp_of(lr).clip(lr, 0.0, 1.0)
-
-
-def bicubic_down_blur(hr, scale: int = 4, blur_sigma: float = 1.5):
-  """Report 004's LQ: antialiased bicubic downscale, then a Gaussian blur (sigma = PIL radius) on the LR."""
-  _check_divisible(hr, scale)
-  h, w = image_hw(hr)
-  lr = gaussian_blur(resize(hr, (h // scale, w // scale), 'bicubic', True), blur_sigma)
-  return xp_of(lr).clip(lr, 0.0, 1.0)
-
-
-def flip_rot90(img, hflip: bool, vflip: bool, rot90: bool):
-  """BasicSR's augment: optional horizontal flip, vertical flip, then H<->W transpose (HWC or NHWC view)."""
-  if hflip:
-    img = img[..., ::-1, :]
-  if vflip:
-    img = img[..., ::-1, :, :]
-  if rot90:
-    img = img.swapaxes(-3, -2)
-  return img
-
-
-def random_flip_rot90(img, rng: np.random.Generator):
-  """`flip_rot90` with the three bits drawn from `rng`, each with probability 1/2."""
-  hflip, vflip, rot90 = (bool(b) for b in rng.random(3) < 0.5)
-  return flip_rot90(img, hflip, vflip, rot90)
-
-
-def random_crop(img, size: int, rng: np.random.Generator):
-  """A random size x size patch of an HWC numpy image."""
-  h, w = img.shape[:2]
-  if h < size or w < size:
-    raise UserError(f'An image of {h}x{w} pixels is smaller than the {size}x{size} training patch; '
-                    'lower data.patch_size or remove the image.')
-  top = int(rng.integers(0, h - size + 1))
-  left = int(rng.integers(0, w - size + 1))
-  return img[top:top + size, left:left + size]
-
-
-def center_crop(img, size: int):
-  """The centred size x size square of an HWC or NHWC image (top-left rounding when odd)."""
-  h, w = image_hw(img)
-  top, left = (h - size) // 2, (w - size) // 2
-  return img[..., top:top + size, left:left + size, :]
-
-
-def square_resize(img, side: int):
-  """Reports 003/004's HR preparation: the largest centred square, resized (bicubic, antialiased) to
-  side x side. uint8 (0..255) or float ([0, 1]) HWC/NHWC in, float32 in [0, 1] out."""
-  h, w = image_hw(img)
-  xp = xp_of(img)
-  sq = center_crop(img, min(h, w))
-  sq = xp.asarray(sq, np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
-  if min(h, w) != side:
-    sq = resize(sq, (side, side), 'bicubic', True)
-  return xp.clip(sq, 0.0, 1.0)
-
-
-def affine_matrix(h: int, w: int, theta=0.0, tx=0.0, ty=0.0, shear=0.0, zx=1.0, zy=1.0):
-  """Keras' `apply_affine_transform` matrix (keras-preprocessing 1.1, the scipy version): 3x3, mapping an
-  output (row, col, 1) to the input point it samples, about the image centre (size / 2 - 0.5).
-
-  rotation(theta deg) @ shift(tx rows, ty cols) @ shear(deg: [[1, -sin], [0, cos]]) @ zoom(zx rows, zy cols).
-  """
-  t, s = np.deg2rad(theta), np.deg2rad(shear)
-  m = (np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
-       @ np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
-       @ np.array([[1, -np.sin(s), 0], [0, np.cos(s), 0], [0, 0, 1]])
-       @ np.diag([zx, zy, 1.0]))
-  o = np.array([[1, 0, h / 2 - 0.5], [0, 1, w / 2 - 0.5], [0, 0, 1]])
-  return o @ m @ np.linalg.inv(o)
-
-
-def apply_affine(img, theta=0.0, tx=0.0, ty=0.0, shear=0.0, zx=1.0, zy=1.0):
-  """Resamples an HWC numpy image through `affine_matrix`: bilinear (order 1), fill_mode 'nearest'
-  (edge pixels repeated), per channel, like Keras. float32 out."""
-  x = np.asarray(img, np.float32)
-  m = affine_matrix(x.shape[0], x.shape[1], theta, tx, ty, shear, zx, zy)
-  return np.stack([scipy.ndimage.affine_transform(x[..., c], m[:2, :2], m[:2, 2], order=1, mode='nearest')
-                   for c in range(x.shape[-1])], axis=-1)
-
-
-def random_affine(img, rng: np.random.Generator, rotation=0.0, shift=0.0, shear=0.0, zoom=0.0,
-                  hflip=False):
-  """Keras `ImageDataGenerator(rotation_range=rotation, width_shift_range=shift,
-  height_shift_range=shift, shear_range=shear, zoom_range=zoom, horizontal_flip=hflip,
-  fill_mode='nearest')` on one HWC float image, every draw from `rng`.
-
-  As in Keras' `get_random_transform`: theta ~ U(-rotation, rotation) degrees; row and column shifts
-  ~ U(-shift, shift) * H and * W; shear ~ U(-shear, shear) degrees; zx, zy independently
-  ~ U(1 - zoom, 1 + zoom); then a horizontal flip with probability 1/2. A zero range draws nothing;
-  all zero and no flip returns `img` itself (no resampling).
-  """
-  h, w = img.shape[:2]
-  theta = rng.uniform(-rotation, rotation) if rotation else 0.0
-  tx = rng.uniform(-shift, shift) * h if shift else 0.0
-  ty = rng.uniform(-shift, shift) * w if shift else 0.0
-  sh = rng.uniform(-shear, shear) if shear else 0.0
-  zx, zy = rng.uniform(1 - zoom, 1 + zoom, 2) if zoom else (1.0, 1.0)
-  if rotation or shift or shear or zoom:
-    img = apply_affine(img, theta, tx, ty, sh, zx, zy)
-  if hflip and rng.random() < 0.5:
-    img = img[:, ::-1]
-  return img
-
-
-def mod_crop(img, scale: int):
-  """Crops H and W (HWC or NHWC) down to multiples of `scale`, keeping the top-left corner."""
-  h, w = image_hw(img)
-  return img[..., :h - h % scale, :w - w % scale, :]
-
-
-# ------------------------------------------------------------------------------------------------
-# Degradation ops: `op(image, rng) -> image` on one HWC float image in [0, 1], composed from a spec
-# such as 'bicubic(4)|blur(1.5)' or "one_of('darken(0.3, 0.6)', 'brighten(0.3, 0.6)')". `rng` is a
-# numpy Generator in grain workers and a jax key on the device (`apply_batch` vmaps an op over a
-# batch with one key per image); each op is written once against both through `_split`/`_uniform`.
-# A new op is one factory `(*spec args) -> op` and one line in OPS.
-# ------------------------------------------------------------------------------------------------
-
-
-def _split(rng, n):
-  """N independent generators: jax keys split; a numpy Generator is sequential, so itself N times."""
-  if isinstance(rng, np.random.Generator):
-    return [rng] * n
-  return list(jax.random.split(rng, n))
-
-
-def _uniform(rng, shape=(), low=0.0, high=1.0):
-  """float32 uniform draws in [low, high) from a numpy Generator or a jax key."""
-  if isinstance(rng, np.random.Generator):
-    return np.asarray(rng.uniform(low, high, shape), np.float32)
-  return jax.random.uniform(rng, shape, jnp.float32, low, high)
-
-
-def _check_range(name, low, high):
-  if not 0 <= low <= high <= 1:
-    raise UserError(f'{name}({low}, {high}): the proportion range must satisfy 0 <= low <= high <= 1.')
-
-
-def _check_factor(name, factor, integer=False):
-  if not (isinstance(factor, (int, float)) and factor >= 1) or (integer and factor != int(factor)):
-    kind = 'an integer' if integer else 'a number'
-    raise UserError(f'{name}({factor!r}): the factor must be {kind} >= 1 (e.g. {name}(4)).')
-
-
-def bicubic_op(factor):
-  """HR -> LR by antialiased bicubic downscaling by an integer factor (the classic SR degradation)."""
-  _check_factor('bicubic', factor, integer=True)
-  return lambda img, rng: bicubic_down(img, int(factor))
-
-
-def bicubic_blur_op(factor, sigma=1.5):
-  """Report 004's LQ: bicubic down by `factor`, then a Gaussian blur of `sigma` on the LR."""
-  _check_factor('bicubic_blur', factor, integer=True)
-  return lambda img, rng: bicubic_down_blur(img, int(factor), float(sigma))
-
-
-def blur_op(sigma):
-  """A Gaussian blur of `sigma` pixels (same size)."""
-  return lambda img, rng: gaussian_blur(img, float(sigma))
-
-
-def down_up_op(factor, method='bicubic'):
-  """Report 000: downscale to 1/factor and back up to the original size (same size out), clipped."""
-  _check_factor('down_up', factor)
-
-  def op(img, rng):
-    h, w = image_hw(img)
-    small = resize(img, (max(1, round(h / factor)), max(1, round(w / factor))), method, True)
-    up = resize(small, (h, w), method, False)
-    return xp_of(up).clip(up, 0.0, 1.0)
-  return op
-
-
-def _replace_op(name, low, high, fill):
-  """A proportion p ~ U(low, high) of the pixels replaced by FILL(key, img) (report 001's noises)."""
-  _check_range(name, low, high)
-
-  def op(img, rng):
-    kp, km, kf = _split(rng, 3)
-    hit = _uniform(km, img.shape[:-1]) < _uniform(kp, (), low, high)
-    return xp_of(img).where(hit[..., None], fill(kf, img), img)
-  return op
-
-
-def salt_pepper_op(low=0.3, high=0.6):
-  """Report 001: a proportion p ~ U(low, high) of the pixels set to black or white (1/2 each)."""
-  return _replace_op('salt_pepper', low, high,
-                     lambda k, img: (_uniform(k, img.shape[:-1]) < 0.5).astype(np.float32)[..., None])
-
-
-def color_noise_op(low=0.3, high=0.6):
-  """Report 001: a proportion p ~ U(low, high) of the pixels replaced by a uniformly random colour."""
-  return _replace_op('color_noise', low, high, lambda k, img: _uniform(k, img.shape))
-
-
-def darken_op(low=0.3, high=0.6):
-  """Report 001: every pixel lowered by a fraction p ~ U(low, high): x * (1 - p)."""
-  _check_range('darken', low, high)
-  return lambda img, rng: img * (1.0 - _uniform(rng, (), low, high))
-
-
-def brighten_op(low=0.3, high=0.6):
-  """Report 001: every pixel multiplied by 1 + p, p ~ U(low, high), clipped to [0, 1]."""
-  _check_range('brighten', low, high)
-  return lambda img, rng: xp_of(img).clip(img * (1.0 + _uniform(rng, (), low, high)), 0.0, 1.0)
-
-
-def clip_op():
-  """Clips to [0, 1]."""
-  return lambda img, rng: xp_of(img).clip(img, 0.0, 1.0)
-
-
-def identity_op():
-  """The image unchanged."""
-  return lambda img, rng: img
-
-
-def one_of_op(*specs):
-  """One of the given specs per image, uniformly (report 001 draws one noise type per image)."""
-  if not specs:
-    raise UserError('one_of() needs at least one spec, e.g. one_of("darken(0.3, 0.6)", "brighten").')
-  ops = [parse(s) for s in specs]
-
-  def op(img, rng):
-    kc, kop = _split(rng, 2)
-    u = _uniform(kc)
-    if isinstance(rng, np.random.Generator):
-      return ops[min(int(u * len(ops)), len(ops) - 1)](img, kop)
-    index = jnp.minimum((u * len(ops)).astype(jnp.int32), len(ops) - 1)
-    return jax.lax.switch(index, [lambda x, f=f: f(x, kop).astype(jnp.float32) for f in ops],
-                          jnp.asarray(img, jnp.float32))
-  op.branches = ops
-  return op
-
-
-# ------------------------------------------------------------------------------------------------
-# Real-ESRGAN's second-order degradation (Wang et al., "Real-ESRGAN", ICCV-W 2021), in jnp for the
-# device: blur -> resize -> noise -> JPEG, then [blur] -> resize -> noise -> {resize back + sinc,
-# JPEG} in random order, each with Real-ESRGAN's probabilities and ranges (realesrgan_defaults).
-#
-# Shapes inside jit are static, but Real-ESRGAN resizes by random factors. Each intermediate image
-# therefore lives in a fixed buffer, the largest its stage's resize range allows (+1 sample), with the
-# content in the top-left corner and its size traced (`hw`). Every step reads only the content:
-# resizes are [out buffer, in buffer] matrices built from the traced sizes (zero outside), blurs pad
-# by reflection at the content's edge (index gathers), the Poisson noise counts levels inside it and
-# JPEG replicates its edges out to whole MCUs; so noise and JPEG act at the intermediate resolution,
-# as in Real-ESRGAN, at the price of computing on the whole buffer. (jax.image.scale_and_translate
-# takes traced scales too, but has no 'area' mode and neither PyTorch's a = -0.75 bicubic nor its
-# aliasing, non-antialiased downscaling, which are part of the degradation.)
-# ------------------------------------------------------------------------------------------------
 
 KERNEL_KINDS = ('iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso')
 _HIGHEST = jax.lax.Precision.HIGHEST
+
+
+# ------------------------------------------------------------------------------------- options
 
 
 def realesrgan_defaults():
@@ -338,10 +80,6 @@ _BLUR_KEYS = ('blur_kernel_size', 'kernel_list', 'kernel_prob', 'sinc_prob', 'bl
 _NOISE_KEYS = ('gaussian_noise_prob', 'noise_range', 'poisson_scale_range', 'gray_noise_prob')
 
 
-def _is_number(x):
-  return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _numbers(value, n=None):
   """VALUE as a tuple of numbers (of length N), or None."""
   if not isinstance(value, (tuple, list)) or not all(_is_number(v) for v in value):
@@ -379,15 +117,6 @@ def _check_order(o, order):
                         f'must be {len(kinds)} weights >= 0, one per kernel_list{order} entry, not all 0')
 
 
-def _plain(value):
-  """A config value as plain Python: ConfigDicts to dicts, lists (JSON) to tuples."""
-  if hasattr(value, 'to_dict'):
-    value = value.to_dict()
-  if isinstance(value, dict):
-    return {k: _plain(v) for k, v in value.items()}
-  return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
 def realesrgan_options(overrides=None, keys=None):
   """realesrgan_defaults() updated by OVERRIDES, checked (a UserError names the bad key): a plain
   dict. KEYS: the option names a stage op accepts (default: all)."""
@@ -404,6 +133,9 @@ def realesrgan_options(overrides=None, keys=None):
     if not (_is_number(o[name]) and 0 <= o[name] <= 1):
       raise _option_error(name, o[name], 'must be a probability in [0, 1]')
   return o
+
+
+# --------------------------------------------------------------------------------------- draws
 
 
 def _uniforms(key, n):
@@ -657,27 +389,7 @@ def degrade_chain(img, p, o, scale):
   return jnp.clip(jnp.round(x * 255.0), 0.0, 255.0) / 255.0
 
 
-def _device_op(fn, out_hw=None):
-  """An op written in jnp alone: a jax key traces FN into the caller's program (apply_batch in the
-  jitted step); a numpy Generator (validation and evaluation degrade one image with a fixed seed)
-  runs FN jitted on the default device, numpy out. Marked device_only (training with it needs
-  data.degrade_on_device), with out_hw(hw) giving its output size without running it."""
-  jitted = jax.jit(fn)
-
-  def op(img, rng):
-    if isinstance(rng, np.random.Generator):
-      key = jax.random.key(int(rng.integers(0, 2 ** 31 - 1)))
-      return np.asarray(jitted(np.asarray(img, np.float32), key))
-    return fn(img, rng)
-  op.device_only = True
-  op.out_hw = out_hw or tuple
-  return op
-
-
-def device_only(op):
-  """Whether OP, a part of it or a branch of a one_of in it runs on the device alone."""
-  return any(getattr(part, 'device_only', False) or any(device_only(b) for b in getattr(part, 'branches', ()))
-             for part in getattr(op, 'parts', (op,)))
+# ----------------------------------------------------------------------------------------- ops
 
 
 def realesrgan_op(scale=4, **options):
@@ -688,7 +400,7 @@ def realesrgan_op(scale=4, **options):
   The random intermediate sizes stay static under jit by living in fixed buffers (the largest each
   resize range allows) with the content top-left and its size traced; resizes are matrices built
   from the traced sizes, blur and JPEG pad at the content's edge, so noise and JPEG act at the
-  intermediate resolution as in Real-ESRGAN (see the comment above KERNEL_KINDS). The resizes are
+  intermediate resolution as in Real-ESRGAN (see the module docstring). The resizes are
   PyTorch's F.interpolate exactly (area, bilinear, a = -0.75 bicubic, no antialias).
 
   Where this departs from Real-ESRGAN (realesrgan_model.feed_data):
@@ -728,153 +440,3 @@ def jpeg_compression_op(low=30, high=95):
     raise UserError(f'jpeg_compression({low!r}, {high!r}): the quality range must satisfy '
                     '1 <= low <= high <= 100.')
   return _device_op(lambda img, key: jpeg_lib.jpeg(img, _between(jax.random.uniform(key), low, high)))
-
-
-# ------------------------------------------------------------------------------ USM sharpening
-
-# cv2.getGaussianKernel's fixed kernels for the small odd sizes when sigma <= 0.
-_CV2_SMALL_GAUSSIANS = {1: (1.0,), 3: (0.25, 0.5, 0.25), 5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
-                        7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125)}
-
-
-@functools.lru_cache(maxsize=64)
-def usm_matrix(size: int, radius: int = 50) -> np.ndarray:
-  """[size, size] matrix of the 1-D blur of Real-ESRGAN's USMSharp: cv2.getGaussianKernel(k, 0), k the
-  radius made odd (sigma 0.3 ((k - 1) / 2 - 1) + 0.8: 8 at radius 50), reflect boundary (filter2D)."""
-  k = radius + 1 - radius % 2
-  if k in _CV2_SMALL_GAUSSIANS:
-    taps = np.array(_CV2_SMALL_GAUSSIANS[k])
-  else:
-    sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
-    taps = np.exp(-((np.arange(k) - (k - 1) / 2) ** 2) / (2 * sigma ** 2))
-    taps /= taps.sum()
-  rows = np.broadcast_to(np.arange(size)[:, None], (size, k))
-  return to_matrix(rows, rows + np.arange(k) - k // 2, np.broadcast_to(taps, rows.shape), size, size,
-                   fold=fold_reflect)
-
-
-def usm_sharpen(img, weight=0.5, radius=50, threshold=10):
-  """Real-ESRGAN's USMSharp of an HWC or NHWC image in [0, 1] (numpy or jax): residual = img - blur;
-  sharp = clip(img + weight * residual, 0, 1), blended in by the blurred mask |residual| * 255 >
-  threshold, so flat areas are left as they are."""
-  h, w = image_hw(img)
-  xp = xp_of(img)
-  img = xp.asarray(img, np.float32)
-  mh, mw = usm_matrix(h, radius), usm_matrix(w, radius)
-  residual = img - separable(img, mh, mw)
-  soft_mask = separable((xp.abs(residual) * 255 > threshold).astype(np.float32), mh, mw)
-  sharp = xp.clip(img + weight * residual, 0.0, 1.0)
-  return soft_mask * sharp + (1 - soft_mask) * img
-
-
-def usm_op(weight=0.5, *, radius=50, threshold=10):
-  """Real-ESRGAN's USM sharpening of the target (usm_sharpen; its defaults), same size. Radius and
-  threshold by keyword only: BasicSR's usm_sharp and USMSharp order them differently."""
-  if not (_is_number(weight) and weight >= 0 and isinstance(radius, int) and radius >= 1
-          and _is_number(threshold) and threshold >= 0):
-    raise UserError(f'usm({weight!r}, radius={radius!r}, threshold={threshold!r}): weight >= 0, radius an '
-                    'integer >= 1 and threshold >= 0 (0..255 scale) are needed, e.g. '
-                    'usm(0.5, radius=50, threshold=10).')
-  return lambda img, rng: usm_sharpen(img, weight, radius, threshold)
-
-
-OPS = {'bicubic': bicubic_op, 'bicubic_blur': bicubic_blur_op, 'blur': blur_op,
-       'down_up': down_up_op, 'salt_pepper': salt_pepper_op, 'color_noise': color_noise_op,
-       'darken': darken_op, 'brighten': brighten_op, 'clip': clip_op, 'identity': identity_op,
-       'one_of': one_of_op, 'realesrgan': realesrgan_op, 'random_blur': random_blur_op,
-       'random_noise': random_noise_op, 'jpeg_compression': jpeg_compression_op, 'usm': usm_op}
-
-# data.<name> config sections that give the ops of that name their keyword defaults (parse's options).
-CONFIG_SECTIONS = ('realesrgan',)
-
-
-def _top_level_split(spec, sep='|'):
-  """Splits SPEC on SEP outside brackets and quotes."""
-  parts, depth, quote, start = [], 0, None, 0
-  for i, ch in enumerate(spec):
-    if quote:
-      quote = None if ch == quote else quote
-    elif ch in '\'"':
-      quote = ch
-    elif ch in '([':
-      depth += 1
-    elif ch in ')]':
-      depth -= 1
-    elif ch == sep and depth == 0:
-      parts.append(spec[start:i])
-      start = i + 1
-  return parts + [spec[start:]]
-
-
-def _parse_call(text):
-  """'name' or 'name(literal args, key=literal)' -> (name, args, kwargs), or UserError."""
-  import ast  # pylint: disable=g-import-not-at-top
-  try:
-    node = ast.parse(text.strip(), mode='eval').body
-    if isinstance(node, ast.Name):
-      return node.id, (), {}
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-      names = [k.arg for k in node.keywords]
-      if None not in names and len(set(names)) == len(names):
-        return (node.func.id, tuple(ast.literal_eval(a) for a in node.args),
-                {k.arg: ast.literal_eval(k.value) for k in node.keywords})
-  except (SyntaxError, ValueError, TypeError):
-    pass
-  raise UserError(f'degradation op {text.strip()!r} is not of the form name or name(args), e.g. '
-                  "'bicubic(4)|blur(1.5)'.")
-
-
-def config_options(data):
-  """The op sections of a data config (data.realesrgan, ...) as parse's OPTIONS."""
-  return {name: data[name] for name in CONFIG_SECTIONS if data.get(name) is not None}
-
-
-def parse(spec, options=None):
-  """A degradation spec ('op|op(args)|...') -> one op (image, rng) -> image; '' is the identity.
-  OPTIONS {op name: {keyword: value}} gives the spec's ops of that name keyword defaults from the
-  config (config_options(config.data)); keywords written in the spec win."""
-  ops = []
-  for part in _top_level_split(spec or 'identity'):
-    name, args, kwargs = _parse_call(part)
-    if name not in OPS:
-      raise UserError(f'unknown degradation op {name!r} in {spec!r}; valid: {", ".join(sorted(OPS))}.')
-    kwargs = {**_plain((options or {}).get(name) or {}), **kwargs}
-    try:
-      ops.append(OPS[name](*args, **kwargs))
-    except TypeError as e:
-      raise UserError(f'degradation op {part.strip()!r}: {e}.') from None
-  if len(ops) == 1:
-    return ops[0]
-
-  def composed(img, rng):
-    for op, key in zip(ops, _split(rng, len(ops))):
-      img = op(img, key)
-    return img
-  composed.parts = ops
-  return composed
-
-
-def apply_batch(op, images, key):
-  """OP on each image of an NHWC jax batch, with its own key (inside jit: on the device)."""
-  keys = jax.random.split(key, images.shape[0])
-  return jax.vmap(lambda x, k: jnp.asarray(op(x, k), jnp.float32))(images, keys)
-
-
-def output_hw(op, hw):
-  """The (H, W) that OP makes of an H x W image (its out_hw, or run on zeros on the host, cheap);
-  every branch of a one_of must agree, else UserError (batches, and lax.switch on the device, need
-  one size)."""
-  hw = tuple(hw)
-  for part in getattr(op, 'parts', (op,)):
-    if hasattr(part, 'branches'):
-      sizes = {output_hw(b, hw) for b in part.branches}
-      if len(sizes) > 1:
-        raise UserError(f'the branches of a one_of make images of different sizes '
-                        f'({", ".join(f"{h}x{w}" for h, w in sorted(sizes))} from {hw[0]}x{hw[1]}); '
-                        'give every branch the same resize.')
-      hw = sizes.pop()
-    elif hasattr(part, 'out_hw'):
-      hw = tuple(part.out_hw(hw))
-    else:
-      hw = tuple(np.shape(part(np.zeros((*hw, 3), np.float32), np.random.default_rng(0)))[:2])
-  return hw

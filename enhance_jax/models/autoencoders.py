@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from enhance_jax.models.srgan import batch_norm
+from enhance_jax.models.layers import batch_norm
 from enhance_jax.ops.conv import Conv
 
 Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1)
@@ -222,7 +222,7 @@ class ResNetSR(nn.Module):
   align_corners=True variant); width 64 and 3x3 'same' convs; two convolution blocks per ResBlock,
   each conv3x3-BN-ReLU, dropout, conv3x3-BN-ReLU, so a ResBlock is x + block2(block1(x)); dropout rate
   0.1; convs before BatchNorm have no bias (BN's offset subsumes it); a sigmoid output for [0, 1]
-  (the authors' output was linear). BatchNorm has PyTorch's defaults (srgan.batch_norm).
+  (the authors' output was linear). BatchNorm has PyTorch's defaults (layers.batch_norm).
   """
   scale: int = 4
   num_features: int = 64

@@ -4,7 +4,7 @@ A compilation cache for the session lets the programs that several tests build (
 for the same config) compile once. Tests compile with most of XLA's optimisations off
 (`quick_compile`); the minutes-long trainings in session and module fixtures keep XLA's default
 (-O0 makes them about 1.2x slower). The suite keeps one CPU device (8 fake devices slow those
-trainings about 1.5x), so the 8-device tests run in a subprocess (tests/test_sharding.py).
+trainings about 1.5x), so the 8-device tests run in a subprocess (tests/training/test_sharding.py).
 
 Other test files: `from conftest import tiny_config` or take the `tiny_config` fixture.
 """
@@ -133,9 +133,10 @@ def l1_run(tmp_path_factory):
   workdir, done = root / 'shared_esrgan_l1', root / 'shared_esrgan_l1.done'
   with filelock.FileLock(str(root / 'shared_esrgan_l1.lock')):
     if not done.exists():
-      config = config_lib.get_config('esrgan_cpu', [
-          'train.pretrain_steps=400', 'train.num_steps=400', 'train.eval_every_steps=200',
-          'train.checkpoint_every_steps=200', 'train.progress=False'])
-      train.train_and_evaluate(config, workdir)
+      sets = ['train.pretrain_steps=400', 'train.num_steps=400', 'train.eval_every_steps=200',
+              'train.checkpoint_every_steps=200', 'train.progress=False']
+      # as a user runs it: python -m enhance_jax.train --exp esrgan_cpu --workdir W --set ... (in process)
+      assert train.main(['--exp', 'esrgan_cpu', '--workdir', str(workdir),
+                         *[arg for s in sets for arg in ('--set', s)]]) == 0
       done.touch()
   return workdir

@@ -108,3 +108,14 @@ def test_no_import_circle_between_the_package_modules():
 def test_no_module_imports_the_package_inside_a_function():
   _, local = imports(ROOT)
   assert {m: sorted(t) for m, t in local.items() if t} == {}
+
+
+def test_the_tests_mirror_the_package():
+  """tests/LAYER/ for each subpackage (plus cli/ for the commands and benchmarks/), no flat test file
+  but this package-wide one: a newcomer finds a module's tests where the module is."""
+  tests = ROOT / 'tests'
+  layers = {p.name for p in (ROOT / 'enhance_jax').iterdir() if (p / '__init__.py').is_file()}
+  folders = {p.name for p in tests.iterdir() if p.is_dir() and any(p.glob('test_*.py'))}
+  assert folders <= layers | {'cli', 'benchmarks'}, folders - layers
+  assert {'ops', 'models', 'io', 'data', 'eval', 'training', 'infer'} <= folders
+  assert [p.name for p in tests.glob('test_*.py')] == ['test_layers.py']

@@ -3,6 +3,8 @@ torchvision ResNet18/VGG16 import and parity with PyTorch twins (torch only, tor
 weight-file errors, RBF gradients, output range, scale and any-size inputs."""
 
 import functools
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,9 @@ from enhance_jax.io import weights
 from enhance_jax.models.backbones import ResNet18Features, VGG16Features
 from enhance_jax.models.restoration_baselines import BaselineCNN, BackboneDiscriminator, BackboneGenerator, BaselineRBF
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # `benchmarks` for bare pytest
 torch = pytest.importorskip('torch')
+from benchmarks.torch_reference.backbones import TorchResNet18, randomise, torch_vgg16  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 CELEBA = (2, 218, 178, 3)
 
@@ -238,85 +242,12 @@ def test_cnn_matches_torch_conv_and_conv_transpose():
   np.testing.assert_allclose(np.asarray(apply(model, variables, x)), want, atol=1e-5)
 
 
-class TorchBasicBlock(torch.nn.Module):
-  def __init__(self, cin, cout, stride):
-    super().__init__()
-    nn = torch.nn
-    self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(cout)
-    self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-    self.bn2 = nn.BatchNorm2d(cout)
-    self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                       if stride != 1 or cin != cout else None)
-
-  def forward(self, x):
-    identity = x if self.downsample is None else self.downsample(x)
-    y = torch.relu(self.bn1(self.conv1(x)))
-    return torch.relu(self.bn2(self.conv2(y)) + identity)
-
-
-class TorchResNet18(torch.nn.Module):
-  """torchvision's resnet18, same attribute names (so the same state_dict keys), fc included."""
-
-  def __init__(self):
-    super().__init__()
-    nn = torch.nn
-    self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-    self.bn1 = nn.BatchNorm2d(64)
-    self.maxpool = nn.MaxPool2d(3, 2, 1)
-    cin = 64
-    for i, (c, s) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2)), start=1):
-      setattr(self, f'layer{i}', nn.Sequential(TorchBasicBlock(cin, c, s), TorchBasicBlock(c, c, 1)))
-      cin = c
-    self.fc = nn.Linear(512, 1000)
-
-  def features(self, x):
-    x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-    return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-
-def torch_vgg16():
-  """torchvision's vgg16 (features + classifier, same indices)."""
-  nn = torch.nn
-  layers, cin = [], 3
-  for v in (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'):
-    if v == 'M':
-      layers.append(nn.MaxPool2d(2, 2))
-    else:
-      layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
-      cin = v
-  net = nn.Module()
-  net.features = nn.Sequential(*layers)
-  net.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 16), nn.ReLU(), nn.Linear(16, 1000))
-  return net
-
-
-def _randomise(net):
-  """torchvision's init (kaiming normal, fan_out) plus random biases and BatchNorm statistics, so every
-  imported tensor matters and activations stay O(1)."""
-  g = torch.Generator().manual_seed(0)
-  with torch.no_grad():
-    for m in net.modules():
-      if isinstance(m, torch.nn.Conv2d):
-        fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
-        m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2 / fan_out) ** 0.5)
-        if m.bias is not None:
-          m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.05)
-      elif isinstance(m, torch.nn.BatchNorm2d):
-        c = m.num_features
-        m.weight.copy_(0.5 + torch.rand(c, generator=g))
-        m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-        m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-        m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-  return net.eval()
-
-
 @pytest.fixture(scope='module', name='twins')
 def twins_fixture(tmp_path_factory):
   """Random torch ResNet18 / VGG16 twins and their state_dicts saved as .pth."""
   torch.manual_seed(0)
   tmp = tmp_path_factory.mktemp('backbones')
-  nets = {'resnet18': _randomise(TorchResNet18()), 'vgg16': _randomise(torch_vgg16())}
+  nets = {'resnet18': randomise(TorchResNet18()), 'vgg16': randomise(torch_vgg16())}
   paths = {}
   for name, net in nets.items():
     paths[name] = tmp / f'{name}.pth'

@@ -19,7 +19,7 @@ import pytest
 from enhance_jax.errors import UserError
 from enhance_jax.io import zoo
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 NO_HASH = 'realesrgan-x2plus'  # a real entry with a url and no published hash
 HASHED = 'edsr-x4'  # a real entry whose file name carries a sha256 prefix
 PACKAGE_PARAMS = ('realesrgan-x4plus', 'realesrgan-x4plus-anime', 'realesr-animevideov3-x2',

@@ -25,7 +25,7 @@ from enhance_jax.training import config as config_lib
 
 pytestmark = pytest.mark.slow  # pip installs and a wheel build
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = ('setup.cfg', 'setup.py', 'pyproject.toml', 'MANIFEST.in', 'README.md', 'enhance_jax',
            'experiments')
 LINE = re.compile(r'^(\S+) +report (\d{3})  ')

@@ -30,7 +30,7 @@ from enhance_jax.models.srvgg import SRVGGNetCompact
 
 pytestmark = pytest.mark.slow  # a real server subprocess and headless Chromium
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = pathlib.Path(os.environ.get('ENHANCE_JAX_ARTIFACTS', REPO / 'artifacts'))
 MAX_PIXELS = 250_000
 MAX_UPLOAD_MB = 1

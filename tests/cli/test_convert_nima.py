@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # `benchmarks` for bare pytest
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from enhance_jax import convert
@@ -21,7 +21,7 @@ from enhance_jax.models import nima as nima_model
 
 torch = pytest.importorskip('torch')
 safetensors_torch = pytest.importorskip('safetensors.torch')
-from test_nima import TorchMnasNetNIMA, TorchMobileNetV2NIMA, _randomised
+from benchmarks.torch_reference.nima import TorchMnasNetNIMA, TorchMobileNetV2NIMA, randomised
 
 SECTION = {'name': 'nima', 'dropout': nima_model.NIMA_DROPOUT}
 TWINS = {'mobilenet_v2': TorchMobileNetV2NIMA, 'mnasnet': TorchMnasNetNIMA}
@@ -31,7 +31,7 @@ TWINS = {'mobilenet_v2': TorchMobileNetV2NIMA, 'mnasnet': TorchMnasNetNIMA}
 def _twin(backbone):
   """A random-weight torch NIMA on BACKBONE (eval mode) and its state_dict as numpy."""
   torch.manual_seed(0)
-  net = _randomised(TWINS[backbone]())
+  net = randomised(TWINS[backbone]())
   return net, {k: v.numpy() for k, v in net.state_dict().items()}
 
 

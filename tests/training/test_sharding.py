@@ -25,7 +25,8 @@ STEPS = {'pretrain': 2, 'gan': 2}
 @pytest.fixture(scope='module')
 def child(tmp_path_factory):
   out = tmp_path_factory.mktemp('sharding')
-  path = os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get('PYTHONPATH', '')])
+  path = os.pathsep.join([str(TESTS), str(TESTS.parent), str(TESTS.parents[1]),
+                         os.environ.get('PYTHONPATH', '')])
   env = {**os.environ, 'XLA_FLAGS': XLA_FLAGS, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': path}
   code = f'import test_sharding; test_sharding._child({str(out)!r})'
   proc = subprocess.run([sys.executable, '-c', code], env=env, cwd=out, capture_output=True,

@@ -31,7 +31,7 @@ IMAGES = (('a.png', 100, 150), ('b.png', 150, 100), ('c/d.bmp', 64, 64), ('c/e.p
 
 
 def _load_prepare():
-  path = pathlib.Path(__file__).resolve().parent.parent / 'data' / 'prepare.py'
+  path = pathlib.Path(__file__).resolve().parents[2] / 'data' / 'prepare.py'
   spec = importlib.util.spec_from_file_location('enhance_jax_data_prepare', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -366,7 +366,7 @@ def test_records_are_tfds_examples_with_the_same_bytes_in_every_process():
   assert parse(record, decoders={'image': tfds.decode.SkipDecoding()}) == parse(
       features.serialize_example(example), decoders={'image': tfds.decode.SkipDecoding()})
   assert datasets.decode_record(record) == ('c/e_s001', b'png bytes', 4)
-  root = pathlib.Path(__file__).resolve().parent.parent
+  root = pathlib.Path(__file__).resolve().parents[2]
   for seed in range(1, 4):  # serialize_example's field order follows the hash seed; resume needs one
     env = {**os.environ, 'PYTHONPATH': str(root), 'PYTHONHASHSEED': str(seed)}
     assert subprocess.run([sys.executable, '-c', _ENCODE], env=env, capture_output=True,
@@ -560,7 +560,7 @@ def test_killed_or_interrupted_run_resumes_to_identical_files(src, tmp_path, sig
   flags = ['--crop', str(CROP), '--step', str(STEP), '--images-per-shard', '2', '--workers', '2']
   assert _run(src, tmp_path / 'straight' / 'out', *flags) == 0
   out, marker = tmp_path / 'out', tmp_path / 'halfway'
-  root = pathlib.Path(__file__).resolve().parent.parent
+  root = pathlib.Path(__file__).resolve().parents[2]
   proc = subprocess.Popen(  # pylint: disable=consider-using-with
       [sys.executable, '-c', _KILLABLE, str(root / 'data' / 'prepare.py'), str(marker),
        '--src', str(src), '--out', str(out), *flags], cwd=root,

@@ -8,6 +8,7 @@ argument) and its draws once (vmapped over 4000 keys); stage frequencies are rea
 import functools
 import io
 
+import cv2
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -442,6 +443,11 @@ def test_usm_blur_is_cv2s_gaussian_with_reflect_padding():
   t = taps / taps.sum()
   np.testing.assert_allclose(m[0, :3], [t[25], t[26] + t[24], t[27] + t[23]], atol=1e-7)  # -k folds onto k
   np.testing.assert_allclose(deg.usm_matrix(9, 4)[4, 2:7], [0.0625, 0.25, 0.375, 0.25, 0.0625])
+  # against cv2 itself, as Real-ESRGAN's USMSharp calls it (kernel 51, sigma 0, BORDER_REFLECT_101)
+  img = np.random.default_rng(0).random((64, 72)).astype(np.float32)
+  got = deg.usm_matrix(64, 50) @ img @ deg.usm_matrix(72, 50).T
+  np.testing.assert_allclose(got, cv2.GaussianBlur(img, (51, 51), 0), atol=1e-5)
+  np.testing.assert_allclose(deg.usm_matrix(9, 4)[4, 2:7], cv2.getGaussianKernel(5, 0).ravel(), atol=1e-7)
 
 
 # ------------------------------------------------------------------------------- trainer wiring

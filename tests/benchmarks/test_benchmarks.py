@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 import throughput  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position

@@ -1,4 +1,6 @@
-"""Through the real entry points on the embedded photos: train (L1 stage), evaluate, bad inputs."""
+"""The shared L1 run (conftest.l1_run: the train command's main, in process, on the embedded photos)
+read back by evaluate (its run and main, and `python -m enhance_jax.evaluate` in a subprocess), and
+evaluate's bad inputs."""
 
 import json
 import subprocess
@@ -11,7 +13,7 @@ from enhance_jax import evaluate
 from enhance_jax.errors import UserError
 from enhance_jax.io import checkpoints as ckpt_lib
 
-pytestmark = pytest.mark.slow  # every report trained end to end
+pytestmark = pytest.mark.slow  # the shared training run
 
 
 def test_l1_stage_beats_bicubic_on_held_out_photos(l1_run):

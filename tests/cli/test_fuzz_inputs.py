@@ -31,7 +31,7 @@ from enhance_jax.io import weights
 from enhance_jax.models.nima import NIMA
 from enhance_jax.models.srvgg import SRVGGNetCompact
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'data'))
 sys.path.insert(0, str(ROOT))
 import prepare as prepare_cli  # pylint: disable=g-import-not-at-top,wrong-import-position

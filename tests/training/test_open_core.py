@@ -4,6 +4,8 @@ backbones, old checkpoints refused, and report 001's denoising bar."""
 
 import functools
 import json
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,8 @@ from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import losses
 from enhance_jax.training import train_steps
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # `benchmarks` for bare pytest
 
 
 def _records(workdir, split):
@@ -288,9 +292,9 @@ def test_imagenet_backbone_weights_from_a_user_file_go_into_g_and_d(tmp_path):
   """model/discriminator.backbone_weights (torchvision state_dicts) fill the 'backbone' submodules
   of a fresh state, BatchNorm statistics included; the rest stays as initialised."""
   import torch  # pylint: disable=g-import-not-at-top
-  from test_models_report000 import TorchResNet18, _randomise  # pylint: disable=g-import-not-at-top
+  from benchmarks.torch_reference.backbones import TorchResNet18, randomise  # pylint: disable=g-import-not-at-top
   from enhance_jax.io import weights# pylint: disable=g-import-not-at-top
-  torch.save(_randomise(TorchResNet18()).state_dict(), tmp_path / 'resnet18.pth')
+  torch.save(randomise(TorchResNet18()).state_dict(), tmp_path / 'resnet18.pth')
   config = config_lib.get_config('celeba_gan', [
       'model.backbone=resnet18', 'discriminator.backbone=resnet18', 'model.num_features=8',
       f'model.backbone_weights={tmp_path / "resnet18.pth"}',

@@ -25,7 +25,7 @@ from enhance_jax.io import checkpoints as ckpt_lib
 
 pytestmark = pytest.mark.slow  # real CLI runs killed and resumed
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 KILL_RUN = (*TINY, 'train.num_steps=14', 'train.checkpoint_every_steps=1', 'train.eval_every_steps=7',
             'train.log_every_steps=1')
 

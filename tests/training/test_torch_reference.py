@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip('torch')
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # `benchmarks` for bare pytest
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks.torch_reference import models as tm

@@ -22,7 +22,7 @@ from enhance_jax.infer import tiling
 from enhance_jax.io import image_io
 from enhance_jax.models.rrdbnet import RRDBNet
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # `benchmarks` for bare pytest
 
 
 def photo(h, w, seed=0):

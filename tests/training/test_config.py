@@ -11,7 +11,7 @@ import pytest
 from enhance_jax.errors import UserError
 from enhance_jax.training import config as config_lib
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope='module')

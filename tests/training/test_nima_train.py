@@ -126,7 +126,7 @@ def test_unrated_photos_get_the_synthetic_rating_of_each_crop():
   assert batch['image'].shape == (2, 48, 48, 3) and batch['histogram'].shape == (2, 10)
 
 
-def test_the_embedded_default_trains_offline_batches():
+def test_the_embedded_default_gives_rated_batches_offline():
   config = config_lib.get_config('nima', ['data.hr_resize=64', 'data.patch_size=48',
                                           'train.batch_size=4'])
   from enhance_jax.data import datasets# pylint: disable=g-import-not-at-top

@@ -20,7 +20,7 @@ from enhance_jax.io import ncnn
 from enhance_jax.io import weights
 from enhance_jax.io import zoo
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # `benchmarks` for bare pytest
 
 PACKAGE_MODELS = ('realesrgan-x4plus', 'realesrgan-x4plus-anime', 'realesr-animevideov3-x4',
                   'realesr-animevideov3-x2', 'realesr-animevideov3-x3')

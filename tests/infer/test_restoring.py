@@ -20,7 +20,7 @@ from enhance_jax.infer import restoring
 from enhance_jax.io import image_io
 from enhance_jax.training import train_steps
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # `benchmarks` for bare pytest
 
 
 @pytest.fixture(scope='module')

@@ -13,7 +13,7 @@ import pytest
 import safetensors.torch
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `benchmarks` for bare pytest
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # `benchmarks` for bare pytest
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks.torch_reference import models as tm
@@ -175,7 +175,7 @@ def test_vgg19_through_the_cli(tmp_path, capsys):
   assert 'architecture: vgg19' in capsys.readouterr().out
   section, variables, _ = weights.read_model_dir(tmp_path / 'vgg19')
   assert section == {'name': 'vgg19'} and set(variables) == {'params'}
-  want = weights.load_vgg19(pth, 'conv5_4')  # the loader whose torch parity test_vgg_weights checks
+  want = weights.load_vgg19(pth, 'conv5_4')  # the loader whose torch parity test_vgg19_weights checks
   for name in want:
     np.testing.assert_array_equal(variables['params'][name]['kernel'], want[name]['kernel'])
     np.testing.assert_array_equal(variables['params'][name]['bias'], want[name]['bias'])
@@ -192,7 +192,7 @@ def test_backbones_through_the_cli(name, table, extra, prefix, tmp_path):
   _main_ok(path, '--out', tmp_path / name)
   section, variables, meta = weights.read_model_dir(tmp_path / name)
   assert section == {'name': name} and meta['arch'] == name
-  want = weights.load_backbone(name, path)  # the loader whose torch parity test_models_report000 checks
+  want = weights.load_backbone(name, path)  # the loader whose torch parity test_restoration_baselines checks
   assert jax.tree.structure(variables) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(want)):
     np.testing.assert_array_equal(a, b)

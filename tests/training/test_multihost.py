@@ -24,7 +24,7 @@ from enhance_jax.io import checkpoints as ckpt_lib
 
 pytestmark = pytest.mark.slow  # two-process trainings
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SETS = [a for t in (*TINY, 'train.num_steps=4') for a in ('--set', t)]
 PEER_TIMEOUT = 10  # seconds a silent peer is waited for in these tests
 

@@ -8,6 +8,7 @@ latest checkpoint when there is one.
 
 import argparse
 import contextlib
+import os
 import pathlib
 import signal
 import sys
@@ -403,7 +404,10 @@ def main(argv=None):
       print(f'error: --help-config {args.help_config}: no such section or key; the sections are '
             f'{", ".join(schema.SCHEMA)}.', file=sys.stderr)
       return 2
-    print('\n'.join(lines))
+    try:
+      print('\n'.join(lines), flush=True)
+    except BrokenPipeError:  # `--help-config | head`: the reader has what it wanted
+      sys.stdout = open(os.devnull, 'w', encoding='utf-8')  # pylint: disable=consider-using-with
     return 0
   try:
     from absl import flags  # grain's multiprocessing reads absl flags  # pylint: disable=g-import-not-at-top

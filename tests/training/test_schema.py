@@ -2,8 +2,11 @@
 
 import contextlib
 import io
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import ml_collections
 import pytest
@@ -117,3 +120,17 @@ def test_defaults_are_a_config_every_part_accepts():
   c = config_lib.base_config()
   c.name = 'defaults'
   config_lib.validate(ml_collections.ConfigDict(c.to_dict()))
+
+
+@pytest.mark.slow
+def test_help_config_piped_into_a_reader_that_stops_early_ends_cleanly():
+  """`train --help-config | head -1`: a pipe whose reader is gone is no traceback and no failure."""
+  read, write = os.pipe()
+  os.close(read)  # the reader has stopped before the first write: every write meets EPIPE
+  try:
+    proc = subprocess.run([sys.executable, '-m', 'enhance_jax.train', '--help-config'], stdout=write,
+                          stderr=subprocess.PIPE, timeout=120, check=False)
+  finally:
+    os.close(write)
+  err = proc.stderr.decode()
+  assert proc.returncode == 0 and 'Traceback' not in err, err

@@ -17,13 +17,20 @@ from enhance_jax.models.restoration_baselines import BaselineCNN, BackboneDiscri
 from enhance_jax.models.dcgan_sr import DCGANSRDiscriminator, DCGANSRGenerator
 from enhance_jax.models.discriminator import VGGStyleDiscriminator
 from enhance_jax.models.edsr import EDSR, MDSR
+from enhance_jax.models.hat import HAT
+from enhance_jax.models.dat import DAT
 from enhance_jax.models.autoencoders import DeconvSR, DenoiseAutoencoder, DenoiseVAE, ResNetSR
 from enhance_jax.models.msrresnet import MSRResNet
 from enhance_jax.models.nima import NIMA
+from enhance_jax.models.omnisr import OmniSR
+from enhance_jax.models.rcan import RCAN
+from enhance_jax.models.realplksr import RealPLKSR
 from enhance_jax.models.refine import RefineAutoencoder, RefineDiscriminator, RefineGenerator
 from enhance_jax.models.rrdbnet import RRDBNet
+from enhance_jax.models.span import SPAN
 from enhance_jax.models.srresnet import SRResNet
 from enhance_jax.models.srvgg import SRVGGNetCompact
+from enhance_jax.models.swinir import SwinIR
 from enhance_jax.models.unet_discriminator import UNetDiscriminatorSN
 
 GENERATORS = {'rrdbnet': RRDBNet, 'srresnet': SRResNet, 'dcgan_sr': DCGANSRGenerator,
@@ -31,7 +38,10 @@ GENERATORS = {'rrdbnet': RRDBNet, 'srresnet': SRResNet, 'dcgan_sr': DCGANSRGener
               'celeba_cnn': BaselineCNN, 'celeba_rbf': BaselineRBF, 'celeba_gan': BackboneGenerator,
               'denoise_ae': DenoiseAutoencoder, 'denoise_vae': DenoiseVAE, 'deconv_sr': DeconvSR,
               'resnet_sr': ResNetSR, 'srvgg_compact': SRVGGNetCompact, 'edsr': EDSR,
-              'msrresnet': MSRResNet, 'mdsr': MDSR, 'nima': NIMA}
+              'msrresnet': MSRResNet, 'mdsr': MDSR, 'nima': NIMA,
+              # the architectures the field trains now (issue 23)
+              'swinir': SwinIR, 'hat': HAT, 'dat': DAT, 'span': SPAN, 'realplksr': RealPLKSR,
+              'omnisr': OmniSR, 'rcan': RCAN}
 DISCRIMINATORS = {'vgg_style': VGGStyleDiscriminator, 'dcgan_sr': DCGANSRDiscriminator,
                   'refine': RefineDiscriminator, 'celeba': BackboneDiscriminator,
                   'unet_sn': UNetDiscriminatorSN}

@@ -248,7 +248,7 @@ def test_wrong_arch_names_a_key_and_writes_nothing(rrdb_sd, tmp_path, capsys):
   assert not (tmp_path / 'new').exists()
   with pytest.raises(UserError, match="missing 'body.0.conv1.weight'"):
     weights.import_weights(rrdb_sd, 'edsr')
-  with pytest.raises(UserError, match=r"Unknown architecture 'edsr2'; use one of rrdbnet, "):
+  with pytest.raises(UserError, match=r"Unknown architecture 'edsr2'; use one of swinir, .*edsr, "):
     weights.import_weights(rrdb_sd, 'edsr2')
 
 

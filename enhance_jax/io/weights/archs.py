@@ -21,10 +21,17 @@ from enhance_jax import models
 from enhance_jax.errors import UserError
 from enhance_jax.io import ncnn
 from enhance_jax.io.weights import backbones
+from enhance_jax.io.weights import dat
 from enhance_jax.io.weights import converter
 from enhance_jax.io.weights import files
 from enhance_jax.io.weights import generators
+from enhance_jax.io.weights import hat
 from enhance_jax.io.weights import nima
+from enhance_jax.io.weights import omnisr
+from enhance_jax.io.weights import rcan
+from enhance_jax.io.weights import realplksr
+from enhance_jax.io.weights import span
+from enhance_jax.io.weights import swinir
 from enhance_jax.io.weights import vgg19
 from enhance_jax.io.weights.converter import Layout
 from enhance_jax.models import backbones as backbone_models
@@ -67,8 +74,16 @@ class Arch(NamedTuple):
   finish: Callable[[dict], dict] | None = None  # a last step on the converted variables
 
 
-# Detection runs in this order; the first match wins.
+# Detection runs in this order; the first match wins (the transformers and RCAN before edsr, whose
+# conv_after_body and head/tail names they share).
 ARCHS = {
+    'swinir': Arch(swinir.detect, swinir.layout, _generator, swinir.HINT),
+    'hat': Arch(hat.detect, hat.layout, _generator, hat.HINT),
+    'dat': Arch(dat.detect, dat.layout, _generator, dat.HINT),
+    'span': Arch(span.detect, span.layout, _generator, span.HINT),
+    'realplksr': Arch(realplksr.detect, realplksr.layout, _generator, realplksr.HINT),
+    'omnisr': Arch(omnisr.detect, omnisr.layout, _generator, omnisr.HINT),
+    'rcan': Arch(rcan.detect, rcan.layout, _generator, rcan.HINT),
     'rrdbnet': Arch(
         lambda sd: any(k.startswith('RRDB_trunk.') or re.match(r'body\.\d+\.rdb\d\.', k) for k in sd),
         generators.rrdbnet_layout, _generator,

@@ -17,9 +17,11 @@ import numpy as np
 from enhance_jax.errors import UserError
 from enhance_jax.io.weights import files
 
-# {(collection, Flax path 'a/b/kernel'): (torch key, torch shape)} in the module's order; collection
-# None: a key that is checked but holds no Flax variable (EDSR-PyTorch's constant MeanShift convs).
-Table = dict[tuple[str | None, str], tuple[str, tuple[int, ...]]]
+# {(collection, Flax path 'a/b/kernel'): (torch key, torch shape[, transform])} in the module's order;
+# collection None: a key that is checked but holds no Flax variable (EDSR-PyTorch's constant MeanShift
+# convs, SwinIR's index buffers). A transform (numpy -> numpy) replaces the 4-D rule for its row: a
+# Linear weight [out, in] becomes a Dense kernel [in, out] by `linear_rows`' transpose.
+Table = dict[tuple[str | None, str], tuple]
 
 
 class Layout(NamedTuple):
@@ -76,7 +78,7 @@ def convert(sd: Mapping[str, np.ndarray], layout: Layout) -> dict:
   `num_batches_tracked` is ignored.
   """
   problems, flat = list(layout.problems), {}
-  for (collection, path), (key, shape) in layout.table.items():
+  for (collection, path), (key, shape, *transform) in layout.table.items():
     value = sd.get(key)
     if value is None:
       problems.append(f"missing '{key}'")
@@ -84,9 +86,12 @@ def convert(sd: Mapping[str, np.ndarray], layout: Layout) -> dict:
       problems.append(f"'{key}' has shape {tuple(value.shape)}, want {shape}")
     elif collection is not None:
       value = np.asarray(value, np.float32)
-      transpose = layout.torch_layout and value.ndim == 4
-      flat[f'{collection}/{path}'] = value.transpose(2, 3, 1, 0) if transpose else value
-  known = {key for key, _ in layout.table.values()}
+      if transform and layout.torch_layout:
+        value = np.ascontiguousarray(transform[0](value))
+      elif layout.torch_layout and value.ndim == 4:
+        value = value.transpose(2, 3, 1, 0)
+      flat[f'{collection}/{path}'] = value
+  known = {row[0] for row in layout.table.values()}
   problems += [f"unexpected '{k}'" for k in sd if k.startswith(layout.namespace) and k not in known
                and not k.endswith('num_batches_tracked')]
   if problems:
@@ -103,9 +108,22 @@ def conv_rows(table: Table, path: str, key: str, c_in: int, c_out: int, k: int =
   table['params', f'{path}/bias'] = (f'{key}.bias', (c_out,))
 
 
+def linear_rows(table: Table, path: str, key: str, c_in: int, c_out: int, bias: bool = True) -> None:
+  """Adds a Linear: Flax Dense `path/kernel` [in, out] from torch `key.weight` [out, in] (+ bias)."""
+  table['params', f'{path}/kernel'] = (f'{key}.weight', (c_out, c_in), np.transpose)
+  if bias:
+    table['params', f'{path}/bias'] = (f'{key}.bias', (c_out,))
+
+
+def norm_rows(table: Table, path: str, key: str, c: int) -> None:
+  """Adds a LayerNorm (or any affine norm): Flax `path/scale`, `path/bias` from `key.weight`, `.bias`."""
+  table['params', f'{path}/scale'] = (f'{key}.weight', (c,))
+  table['params', f'{path}/bias'] = (f'{key}.bias', (c,))
+
+
 def prefixed(table: Table, prefix: str) -> Table:
   """TABLE with PREFIX put before every file key."""
-  return {name: (prefix + key, shape) for name, (key, shape) in table.items()}
+  return {name: (prefix + key, *rest) for name, (key, *rest) in table.items()}
 
 
 def first_prefix(sd: Mapping, prefixes: Sequence[str], key: str) -> str:

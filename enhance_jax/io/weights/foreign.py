@@ -15,7 +15,7 @@ FINGERPRINTS: dict[str, tuple[str, ...]] = {
     'DRCT': ('.swin1.attn.',),
     'ATD': ('residual_group.td',),
     'GRL': ('window_attn.attn_transform',),
-    'RGT': ('attn.attns.0.rpe_biases',),
+    'RGT': ('attn.attns.0.rpe_biases', '.mlp.sg.'),  # DAT has the same buffers; its FFN is `ffn.sg`
     'SAFMN': ('safm.mfr.',),
     'DITN': ('UFONE.',),
     'CRAFT': ('hf_blocks.',),

@@ -364,6 +364,9 @@ class DAT(nn.Module):
       if nh % 2 or self.embed_dim % nh or (self.embed_dim // 2) % (nh // 2):
         raise ValueError(f'DAT num_heads must be even and divide embed_dim={self.embed_dim} (and '
                          f'half of them its half), got {nh}.')
+    if self.embed_dim // 2 // 4 // 4 < 1:
+      raise ValueError(f'DAT embed_dim={self.embed_dim} leaves its position-bias MLP no width '
+                       '(embed_dim / 32 features); use an embed_dim of at least 32.')
     doublings = self.scale.bit_length() - 1
     if self.upsampler == 'pixelshuffle' and self.scale != 3 and 2 ** doublings != self.scale:
       raise ValueError(f"DAT's pixelshuffle upsampler takes a power of two or 3, got {self.scale}.")

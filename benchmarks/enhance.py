@@ -110,12 +110,23 @@ def timed(fn, repeats):
 
 
 def twin(name, args):
-  """The PyTorch twin of NAME (eval mode) at the benchmark's size, seeded."""
+  """The PyTorch module of NAME (eval mode) at the benchmark's size, seeded: the RRDBNet and
+  SRVGGNetCompact twins, or for an experiment of issue 23 (architectures.TINY) spandrel's module
+  with the sizes of the experiment's Flax generator."""
   import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import architectures  # pylint: disable=g-import-not-at-top
   from benchmarks.torch_reference import models as torch_models  # pylint: disable=g-import-not-at-top
-  cls = {'rrdbnet': torch_models.RRDBNet, 'srvgg_compact': torch_models.SRVGGNetCompact}[name]
+  from benchmarks.torch_reference import spandrel_models  # pylint: disable=g-import-not-at-top
+  from enhance_jax import models  # pylint: disable=g-import-not-at-top
+  from enhance_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  return cls(**MODELS[name][1 if args.tiny else 0]).eval()
+  if name in MODELS:
+    cls = {'rrdbnet': torch_models.RRDBNet, 'srvgg_compact': torch_models.SRVGGNetCompact}[name]
+    return cls(**MODELS[name][1 if args.tiny else 0]).eval()
+  if name not in architectures.TINY:
+    raise SystemExit(f'error: unknown --models entry {name!r}; use {", ".join([*MODELS, *architectures.TINY])}.')
+  config = config_lib.get_config(name, list(architectures.TINY[name]) if args.tiny else [])
+  return spandrel_models.randomize(spandrel_models.build(models.build_generator(config)))
 
 
 def run_torch(args, weights_path, image):

@@ -38,6 +38,17 @@ PAD_RULES = {
     'SRVGGNetCompact': lambda m: 8 + m.num_convs,
     'EDSR': lambda m: 8 + 2 * m.num_blocks,
     'MSRResNet': lambda m: 8 + 2 * m.num_blocks,
+    # Issue 23's architectures, unmeasured with released weights (none downloadable here): windows of
+    # a window transformer see whole windows, so their context is counted in windows; tested on trained
+    # small models (tests/training/test_new_bars.py). Omni-SR's grid attention and RCAN's channel
+    # attention see the whole input, so no pad makes their tiles exact.
+    'SwinIR': lambda m: 4 * m.window_size,
+    'HAT': lambda m: 4 * m.window_size,
+    'DAT': lambda m: 2 * max(m.split_size),
+    'SPAN': lambda m: 32,
+    'RealPLKSR': lambda m: 16 + 2 * m.n_blocks,
+    'OmniSR': lambda m: 8 * m.window_size,
+    'RCAN': lambda m: 8 + m.num_groups * m.num_blocks // 4,
 }
 FALLBACK_PAD = 32
 

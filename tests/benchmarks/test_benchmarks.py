@@ -13,6 +13,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
+import memory  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import throughput  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 TINY = ['--set', 'model.num_blocks=1', '--set', 'model.num_features=8', '--set',
@@ -246,3 +247,50 @@ def test_enhance_defaults_give_the_whole_image_on_a_full_size_photo_with_release
   assert r['tile'] == 512 and r['pad'] == 24 and row['size'] == '872x1000' and row['windows'] == 6
   assert row['max_levels'] <= 2 and row['frac_over_1'] < 1e-3, row
   assert row['whole_s'] > 0 and row['ratio'] == row['defaults_s'] / row['whole_s']
+
+
+# ------------------------------------------------------------------ issue 23: the new architectures
+
+
+@pytest.mark.slow
+def test_throughput_times_a_new_architecture_against_its_spandrel_module(tmp_path):
+  """JAX and spandrel's SPAN, same sizes, each in its own process; the torch side is spandrel's."""
+  out = tmp_path / 'span.json'
+  assert throughput.main(['--exp', 'span_x4', '--stage', 'pretrain', '--batch', '2', '--patch', '32',
+                          '--steps', '1', '--repeats', '1', '--warmup', '1', '--set',
+                          'model.num_features=8', '--compare', '--json', str(out)]) == 0
+  r = json.loads(out.read_text())
+  assert r['ratio'] == r['jax']['images_per_sec'] / r['torch']['images_per_sec'] > 0
+  assert r['torch']['generator'].startswith('spandrel.architectures.SPAN')
+  assert 'upstream module' in r['torch_basicsr_skipped']
+
+
+@pytest.mark.slow
+def test_device_table_dry_run_makes_every_call_of_a_row(tmp_path):
+  """benchmarks/device.sh --dry-run (table.py at tiny sizes): train step vs PyTorch eager, and tiled
+  inference vs PyTorch, for one transformer row; a bad row name is one error line."""
+  env = dict(os.environ, OUT=str(tmp_path), JAX_PLATFORMS='cpu')
+  done = subprocess.run(['bash', str(ROOT / 'benchmarks' / 'device.sh'), '--dry-run', '--rows',
+                         'swinir'], env=env, capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stdout + done.stderr
+  table = json.loads((tmp_path / 'dry_run_table.json').read_text())
+  assert table['dry_run'] and table['failed'] == [] and list(table['rows']) == ['swinir']
+  row = table['rows']['swinir']
+  assert row['train']['ratio'] > 0 and row['train']['jax']['images_per_sec'] > 0
+  assert row['enhance']['models']['swinir_classical_x4']['ratio'] > 0
+  bad = subprocess.run(['bash', str(ROOT / 'benchmarks' / 'device.sh'), '--dry-run', '--rows',
+                        'swinirr'], env=env, capture_output=True, text=True, check=False)
+  assert bad.returncode == 2 and bad.stderr.strip().startswith('error: unknown --rows swinirr')
+
+
+@pytest.mark.slow
+def test_memory_benchmark_reports_less_with_remat(tmp_path):
+  out = tmp_path / 'memory.json'
+  assert memory.main(['--exp', 'hat_x4', '--batch', '2', '--patch', '64', '--precision', 'fp32',
+                      '--set', 'model.embed_dim=12', '--set', 'model.depths=(2, 2)', '--set',
+                      'model.num_heads=(2, 2)', '--set', 'model.window_size=4', '--set',
+                      'model.num_feat=8', '--set', 'model.compress_ratio=3', '--set',
+                      'model.squeeze_factor=4', '--json', str(out)]) == 0
+  r = json.loads(out.read_text())['remat']
+  assert r['1']['temp_size_in_bytes'] < r['0']['temp_size_in_bytes']
+  assert r['1']['argument_size_in_bytes'] == r['0']['argument_size_in_bytes']

@@ -105,7 +105,7 @@ def test_mismatched_state_dict_is_a_user_error_naming_the_key():
 
 def test_span_x4_experiment():
   c = config_lib.load_experiment('span_x4')
-  assert (c.model.name, c.model.num_features, c.model.norm, c.model.scale) == ('span', 48, True, 4)
+  assert (c.model.name, c.model.num_features, c.model.norm, c.model.scale) == ('span', 48, False, 4)
   assert (c.data.patch_size, c.data.degradation, c.data.source) == (256, 'bicubic(4)', 'embedded')
   t = c.train
   assert (t.batch_size, t.pretrain_lr, t.b1, t.b2, t.lr_decay, t.ema_decay) == (16, 5e-4, 0.9, 0.99,

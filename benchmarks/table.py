@@ -44,6 +44,11 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
   p.add_argument('--rows', default=','.join(ROWS), help='labels of ROWS, comma-separated')
   p.add_argument('--batch', type=int, default=16)
+  p.add_argument('--patch', type=int, default=0, help="HR patch side (0: each row's)")
+  p.add_argument('--enhance-size', type=int, default=512, help='the photo resized to SIZE x SIZE')
+  p.add_argument('--enhance-tile', type=int, default=256)
+  p.add_argument('--enhance-pad', type=int, default=16)
+  p.add_argument('--enhance-repeats', type=int, default=3)
   p.add_argument('--precision', default='bf16', choices=('fp32', 'bf16'))
   p.add_argument('--steps', type=int, default=5, help='timed steps per repeat')
   p.add_argument('--repeats', type=int, default=3)
@@ -64,8 +69,9 @@ def _run(cmd, log):
 
 def _throughput(exp, patch, args, extra, out, log):
   sets = [*(TINY_TRAIN.get(exp, ()) if args.dry_run else ())]
+  patch = 32 if args.dry_run else args.patch or patch
   cmd = [sys.executable, str(ROOT / 'benchmarks/throughput.py'), '--exp', exp, '--stage', 'pretrain',
-         '--batch', str(2 if args.dry_run else args.batch), '--patch', str(32 if args.dry_run else patch),
+         '--batch', str(2 if args.dry_run else args.batch), '--patch', str(patch),
          '--precision', args.precision, '--steps', str(1 if args.dry_run else args.steps),
          '--repeats', str(1 if args.dry_run else args.repeats), '--warmup', '1',
          *[a for s in sets for a in ('--set', s)], *extra, '--json', str(out)]
@@ -74,9 +80,10 @@ def _throughput(exp, patch, args, extra, out, log):
 
 def _enhance(name, args, out, log):
   cmd = [sys.executable, str(ROOT / 'benchmarks/enhance.py'), '--models', name,
-         '--precision', args.precision, '--repeats', '1' if args.dry_run else '3',
+         '--precision', args.precision, '--repeats', '1' if args.dry_run else str(args.enhance_repeats),
          *(['--tiny', '--tile', '64', '--tile-pad', '8'] if args.dry_run else
-           ['--size', '512', '--tile', '256', '--tile-pad', '16']), '--json', str(out)]
+           ['--size', str(args.enhance_size), '--tile', str(args.enhance_tile), '--tile-pad',
+            str(args.enhance_pad)]), '--json', str(out)]
   return _run(cmd, log)
 
 
@@ -87,8 +94,7 @@ def main(argv=None):
   if unknown:
     print(f'error: unknown --rows {", ".join(unknown)}; use {", ".join(ROWS)}.', file=sys.stderr)
     return 2
-  table = {'benchmark': 'device_table', 'dry_run': args.dry_run, 'precision': args.precision,
-           'batch': args.batch, 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+  table = {'benchmark': 'device_table', 'dry_run': args.dry_run, 'settings': vars(args), 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
                timespec='seconds'), 'rows': {}}
   failed = []
   with tempfile.TemporaryDirectory() as tmp, open(pathlib.Path(tmp) / 'log.txt', 'w+') as log:

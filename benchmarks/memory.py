@@ -56,8 +56,8 @@ def main(argv=None):
     print(f'{args.exp} {args.stage} b{args.batch} p{args.patch} {args.precision} remat={remat}: '
           f'{mem["total_gib"]:.2f} GiB ({mem["temp_size_in_bytes"] / 2 ** 30:.2f} GiB temporaries)',
           flush=True)
-  if args.json:
-    write_json(args.json, result)
+    if args.json:  # after each figure: a slow second compile never loses the first
+      write_json(args.json, result)
   return 0
 
 

@@ -47,7 +47,8 @@ PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'torch', 'basicsr')
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
   p.add_argument('--exp', default='esrgan')
-  p.add_argument('--stage', default='gan', choices=('pretrain', 'gan'))
+  p.add_argument('--stage', default=None, choices=('pretrain', 'gan'),
+                 help="default: 'gan' when the experiment has a GAN stage, else 'pretrain'")
   p.add_argument('--batch', type=int, default=16)
   p.add_argument('--patch', type=int, default=128, help='HR patch side')
   p.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'))
@@ -123,6 +124,21 @@ def make_config(args):
   return config_lib.get_config(args.exp, [
       f'train.batch_size={args.batch}', f'data.patch_size={args.patch}',
       f'train.precision={args.precision}', *args.set])
+
+
+def has_gan_stage(config):
+  """Whether CONFIG trains a discriminator after its pretrain stage."""
+  return config.discriminator.name != 'none' and config.train.num_steps > config.train.pretrain_steps
+
+
+def resolve_stage(stage, config, exp):
+  """The stage to time: STAGE, or the GAN stage where the experiment has one and 'pretrain' where not;
+  'gan' for an experiment without a discriminator is a UserError."""
+  from enhance_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  if stage == 'gan' and not has_gan_stage(config):
+    raise UserError(f'--stage gan: experiment {exp!r} has no GAN stage; use --stage '
+                    'pretrain.')
+  return stage or ('gan' if has_gan_stage(config) else 'pretrain')
 
 
 def timings(run_steps, steps, repeats):
@@ -410,6 +426,7 @@ def main(argv=None):
   sys.path.insert(0, str(ROOT / 'benchmarks'))
   import flops as flops_lib  # pylint: disable=g-import-not-at-top
   config = make_config(args)
+  args.stage = resolve_stage(args.stage, config, args.exp)
   analytic = flops_lib.train_step(config, args.stage, args.batch, args.patch)
   result = {'exp': args.exp, 'stage': args.stage, 'batch': args.batch, 'patch': args.patch,
             'precision': args.precision, 'steps': args.steps, 'repeats': args.repeats,

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from enhance_jax.models import attention
 from enhance_jax.models.layers import batch_norm, pixel_shuffle
 from enhance_jax.ops.conv import Conv
 
@@ -186,10 +187,8 @@ class AdaptiveSpatialAttention(nn.Module):
       biases.append(bias)
     qkv = jnp.concatenate(parts, axis=3)  # [B*nW, N, 3, heads of both branches, head_dim]
     bias = jnp.concatenate(biases, axis=1)
-    if self.shifted:  # one mask per window position: [nW, ...] -> [B*nW, ...]
-      bias = jnp.broadcast_to(bias, (b, *bias.shape)).reshape(-1, *bias.shape[1:])
-    out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], bias=bias,
-                                       scale=(half // heads) ** -0.5)
+    out = attention.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], bias=bias,
+                                         scale=(half // heads) ** -0.5)  # bias [1 or nW, ...]
     branches = []
     for j, (window, shift) in enumerate(zip(windows, shifts)):
       y = window_merge(out[:, :, j * heads:(j + 1) * heads].reshape(-1, n, half), *window, hp, wp)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from enhance_jax.models import attention
 from enhance_jax.models.layers import pixel_shuffle
 from enhance_jax.ops.conv import Conv
 from enhance_jax.ops.resize import torch_resize_matrix
@@ -87,7 +88,7 @@ class Attention(nn.Module):
       table = self.param('rel_pos_bias', nn.initializers.normal(1.0),
                          ((2 * self.window - 1) ** 2, heads), jnp.float32)
       bias = table[relative_position_index(self.window)].transpose(2, 0, 1)[None].astype(q.dtype)
-    out = jax.nn.dot_product_attention(q, k, v, bias=bias).reshape(b, t, self.dim)
+    out = attention.dot_product_attention(q, k, v, bias=bias).reshape(b, t, self.dim)
     return nn.Dense(self.dim, use_bias=False, dtype=self.dtype, name='to_out_0')(out)
 
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from enhance_jax.models import attention
 from enhance_jax.models.layers import pixel_shuffle
 from enhance_jax.ops.conv import Conv
 
@@ -99,9 +100,8 @@ def windowed_attention(q, k, v, bias):
   bias [heads, T, S] (shared by the windows) or [nW, heads, T, S] (per window) -> [b, nW, T, heads*d]."""
   b, nw, t, n, d = q.shape
   s = k.shape[2]
-  bias = bias[None] if bias.ndim == 3 else jnp.broadcast_to(bias, (b, *bias.shape)).reshape(b * nw, n, t, s)
-  out = jax.nn.dot_product_attention(q.reshape(b * nw, t, n, d), k.reshape(b * nw, s, n, d),
-                                     v.reshape(b * nw, s, n, d), bias=bias)
+  out = attention.dot_product_attention(q.reshape(b * nw, t, n, d), k.reshape(b * nw, s, n, d),
+                                       v.reshape(b * nw, s, n, d), bias=bias[None] if bias.ndim == 3 else bias)
   return out.reshape(b, nw, t, n * d)
 
 

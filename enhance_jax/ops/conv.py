@@ -240,10 +240,72 @@ def _supported(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_n
   return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
 
 
+def _pointwise(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                feature_group_count, batch_group_count):
+  """Whether the convolution is a per-pixel matmul: an NHWC 1x1 kernel, stride 1, no padding, one group."""
+  if rhs.ndim != 4 or rhs.shape[:2] != (1, 1) or tuple(window_strides) != (1, 1):
+    return False
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  if any(int(p) for pair in padding for p in pair):
+    return False
+  return _supported(lhs.astype(jnp.float32), rhs.astype(jnp.float32), window_strides, lhs_dilation,
+                    rhs_dilation, dimension_numbers, feature_group_count, batch_group_count)
+
+
+MAX_DEPTHWISE_TAPS = 49  # up to 7x7: each tap is one fused multiply-add over the map
+
+
+def _depthwise(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
+               feature_group_count, batch_group_count):
+  """Whether the convolution is depthwise (one KxK filter per channel, multiplier 1), stride 1,
+  undilated, NHWC, with at most MAX_DEPTHWISE_TAPS taps."""
+  if lhs.ndim != 4 or rhs.ndim != 4 or tuple(window_strides) != (1, 1) or batch_group_count != 1:
+    return False
+  if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
+    return False
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  if lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != nhwc:
+    return False
+  channels = lhs.shape[3]
+  return (feature_group_count == channels > 1 and rhs.shape[2:] == (1, channels) and
+          rhs.shape[0] * rhs.shape[1] <= MAX_DEPTHWISE_TAPS)
+
+
+def depthwise_taps(x, w, padding):
+  """A depthwise NHWC convolution as the sum of its taps: each a shifted view of the padded map times
+  one weight per channel. XLA fuses the sum (and its gradients) into single loops; XLA:CPU's grouped
+  convolution ran 100x slower (Omni-SR's and DAT's depthwise 3x3s)."""
+  kh, kw = w.shape[:2]
+  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  oh, ow = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  out = None
+  for i in range(kh):
+    for j in range(kw):
+      tap = x[:, i:i + oh, j:j + ow, :] * w[i, j, 0]
+      out = tap if out is None else out + tap
+  return out
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated`, computed by oneDNN where it applies (see the module docstring)."""
+  """`lax.conv_general_dilated`, computed by oneDNN where it applies (see the module docstring). On
+  a CPU a 1x1 convolution is the matmul it is: XLA's multithreaded dot, fused with its neighbours,
+  instead of an opaque call per layer (RCAN's and HAT's channel attention, SPAN's and Omni-SR's 1x1s);
+  a small depthwise one is the sum of its taps (`depthwise_taps`)."""
+  if jax.default_backend() == 'cpu' and _pointwise(lhs, rhs, window_strides, padding, lhs_dilation,
+                                                   rhs_dilation, dimension_numbers,
+                                                   feature_group_count, batch_group_count):
+    return lax.dot_general(lhs, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision,
+                           preferred_element_type=preferred_element_type)
+  if (jax.default_backend() == 'cpu' and preferred_element_type is None and
+      _depthwise(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
+                 feature_group_count, batch_group_count)):
+    if isinstance(padding, str):
+      padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    if min(min(pair) for pair in padding) >= 0:
+      return depthwise_taps(lhs, rhs, padding)
   if (preferred_element_type is None and not _XLA_ONLY.get() and onednn_enabled() and
       _supported(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
                  feature_group_count, batch_group_count)):

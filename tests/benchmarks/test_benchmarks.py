@@ -204,11 +204,19 @@ def test_op_kind_strips_the_hlo_suffix():
     (['--exp', 'nosuch', '--framework', 'jax'], 'unknown experiment'),
     (['--exp', 'esrgan_cpu', '--devices', '64', '--framework', 'jax'], '--devices 64'),
     (['--exp', 'esrgan_cpu', '--set', 'train.no_such_key=1', '--framework', 'jax'], 'no_such_key'),
+    (['--exp', 'swinir_classical_x4', '--stage', 'gan', '--framework', 'jax'], 'no GAN stage'),
 ])
 def test_bad_input_is_one_error_line(argv, match, capsys):
   assert throughput.main(argv) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('error: ') and match in err[0], err
+
+
+@pytest.mark.parametrize('exp, stage', [('esrgan', 'gan'), ('swinir_classical_x4', 'pretrain'),
+                                        ('swinir_real_x4', 'gan'), ('span_x4', 'pretrain')])
+def test_default_stage_is_the_gan_stage_only_where_there_is_one(exp, stage):
+  config = throughput.make_config(throughput.parse_args(['--exp', exp]))
+  assert throughput.resolve_stage(None, config, exp) == stage
 
 
 @pytest.mark.slow

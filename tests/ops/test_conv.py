@@ -84,6 +84,45 @@ def test_dispatch_uses_onednn_for_float32_nhwc_and_xla_otherwise():
       rtol=1e-6)
 
 
+# (x shape, kernel shape, padding, feature groups): 1x1 convolutions and small depthwise ones, which a
+# CPU computes as a dot and as a sum of taps.
+MATMUL_AND_TAPS = [
+    ((2, 9, 11, 5), (1, 1, 5, 3), ((0, 0), (0, 0)), 1),
+    ((2, 9, 11, 5), (1, 1, 5, 3), 'VALID', 1),
+    ((2, 12, 10, 6), (3, 3, 1, 6), 'SAME', 6),
+    ((1, 11, 13, 4), (5, 5, 1, 4), ((2, 1), (0, 2)), 4),
+    ((2, 8, 8, 3), (7, 7, 1, 3), ((3, 3), (3, 3)), 3),
+]
+
+
+@pytest.mark.parametrize('x_shape,w_shape,padding,groups', MATMUL_AND_TAPS)
+def test_pointwise_and_small_depthwise_convolutions_need_no_convolution_op(x_shape, w_shape, padding,
+                                                                           groups):
+  x, w = _inputs(x_shape, w_shape)
+  ours = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=NHWC,
+                                                feature_group_count=groups)
+  ref = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=NHWC,
+                                              feature_group_count=groups)
+  grads = jax.grad(lambda x, w: jnp.sum(ours(x, w) ** 2), argnums=(0, 1))
+  for fn in (ours, grads):
+    text = _hlo(fn, x, w)
+    assert 'convolution(' not in text and 'enhance_jax_conv' not in text, text
+  y, vjp = jax.vjp(jax.jit(ours), x, w)
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  dy = jax.random.normal(jax.random.key(1), y_ref.shape)
+  for got, want in zip(vjp(dy), vjp_ref(dy)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_large_or_strided_depthwise_convolutions_stay_convolutions():
+  x, w = _inputs((1, 12, 12, 4), (9, 9, 1, 4))
+  for strides, kernel in (((1, 1), w), ((2, 2), w[:3, :3])):
+    fn = lambda x, k, s=strides: conv.conv_general_dilated(x, k, s, 'SAME', dimension_numbers=NHWC,
+                                                           feature_group_count=4)
+    assert 'convolution(' in _hlo(fn, x, kernel)
+
+
 def test_flax_conv_with_the_hook_equals_plain_flax_conv():
   x = jax.random.uniform(jax.random.key(2), (2, 12, 12, 3))
   for kwargs in ({'kernel_size': (3, 3), 'padding': 1}, {'kernel_size': (4, 4), 'padding': 'SAME',

@@ -217,10 +217,23 @@ def _fwd(x, w, strides, padding):
   return _call('fwd', _out_shape(x.shape, w.shape, strides, padding), x, w, strides, padding), (x, w)
 
 
+# oneDNN's weight gradient falls to a reference kernel from 15x15 up (RealPLKSR's 17x17 on 16 channels:
+# 548 ms against XLA's 19 ms at 2x32x32); XLA's own convolution computes it there.
+LARGE_KERNEL = 15
+
+
+def _xla_weight_grad(x, w, dy, strides, padding):
+  conv = lambda w: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC)
+  return jax.vjp(conv, w)[1](dy)[0]
+
+
 def _bwd(strides, padding, res, dy):
   x, w = res
-  return (_call('dx', x.shape, dy, w, strides, padding),
-          _call('dw', w.shape, x, dy, strides, padding))
+  if max(w.shape[:2]) >= LARGE_KERNEL:
+    dw = _xla_weight_grad(x, w, dy, strides, padding)
+  else:
+    dw = _call('dw', w.shape, x, dy, strides, padding)
+  return _call('dx', x.shape, dy, w, strides, padding), dw
 
 
 onednn_conv.defvjp(_fwd, _bwd)

@@ -22,6 +22,7 @@ GEOMETRIES = [
     ((2, 16, 16, 4), (4, 4, 4, 7), (1, 1), ((1, 2), (1, 2))),
     ((1, 9, 11, 5), (1, 1, 5, 3), (1, 1), ((0, 0), (0, 0))),
     ((2, 10, 10, 4), (3, 3, 4, 4), (1, 2), ((0, 1), (2, 0))),
+    ((1, 20, 18, 4), (17, 17, 4, 3), (1, 1), ((8, 8), (8, 8))),
 ]
 
 
@@ -121,6 +122,17 @@ def test_large_or_strided_depthwise_convolutions_stay_convolutions():
     fn = lambda x, k, s=strides: conv.conv_general_dilated(x, k, s, 'SAME', dimension_numbers=NHWC,
                                                            feature_group_count=4)
     assert 'convolution(' in _hlo(fn, x, kernel)
+
+
+def test_large_kernels_take_their_weight_gradient_from_xla():
+  """oneDNN's weight gradient for 15x15 and up is a reference kernel (25x slower than XLA's): the
+  input gradient stays oneDNN's, the weight gradient is XLA's convolution."""
+  x, w = _inputs((1, 20, 20, 4), (17, 17, 4, 4))
+  fn = lambda x, w: jnp.sum(conv.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=NHWC) ** 2)
+  text = _hlo(jax.grad(fn, argnums=(0, 1)), x, w)
+  assert 'enhance_jax_conv_dx' in text and 'enhance_jax_conv_dw' not in text and 'convolution(' in text
+  small = _hlo(jax.grad(fn, argnums=(0, 1)), x, w[:13, :13])
+  assert 'enhance_jax_conv_dw' in small
 
 
 def test_flax_conv_with_the_hook_equals_plain_flax_conv():

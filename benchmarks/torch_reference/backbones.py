@@ -1,5 +1,10 @@
-"""PyTorch twins of torchvision's ResNet18 and VGG16 (same attribute names, so the same state_dict
-keys), for the backbone importers' parity tests without torchvision."""
+"""PyTorch twins of torchvision's ResNet18, VGG16, AlexNet and SqueezeNet 1.1 (same attribute names, so
+the same state_dict keys), for the backbone importers' parity tests without torchvision, and
+`stub_torchvision_models()`, which serves them as `torchvision.models` to packages that build their
+networks from it (the `lpips` package)."""
+
+import sys
+import types
 
 import torch
 
@@ -54,6 +59,66 @@ def torch_vgg16():
   net.features = nn.Sequential(*layers)
   net.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 16), nn.ReLU(), nn.Linear(16, 1000))
   return net
+
+
+def torch_alexnet():
+  """torchvision's alexnet `features` (indices 0-12; the classifier is not needed by its users here)."""
+  nn = torch.nn
+  net = nn.Module()
+  net.features = nn.Sequential(
+      nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+      nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+      nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+      nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2))
+  return net
+
+
+class TorchFire(torch.nn.Module):
+  """SqueezeNet's Fire module: 1x1 squeeze, then 1x1 and 3x3 expands concatenated, ReLUs after each."""
+
+  def __init__(self, cin, squeeze, e1, e3):
+    super().__init__()
+    self.squeeze = torch.nn.Conv2d(cin, squeeze, 1)
+    self.expand1x1 = torch.nn.Conv2d(squeeze, e1, 1)
+    self.expand3x3 = torch.nn.Conv2d(squeeze, e3, 3, padding=1)
+
+  def forward(self, x):
+    x = torch.relu(self.squeeze(x))
+    return torch.cat([torch.relu(self.expand1x1(x)), torch.relu(self.expand3x3(x))], 1)
+
+
+def torch_squeezenet1_1():
+  """torchvision's squeezenet1_1 `features` (indices 0-12, ceil-mode max-pools)."""
+  nn = torch.nn
+  pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)
+  net = nn.Module()
+  net.features = nn.Sequential(
+      nn.Conv2d(3, 64, 3, 2), nn.ReLU(), pool(), TorchFire(64, 16, 64, 64), TorchFire(128, 16, 64, 64),
+      pool(), TorchFire(128, 32, 128, 128), TorchFire(256, 32, 128, 128), pool(),
+      TorchFire(256, 48, 192, 192), TorchFire(384, 48, 192, 192), TorchFire(384, 64, 256, 256),
+      TorchFire(512, 64, 256, 256))
+  return net
+
+
+def stub_torchvision_models(nets: dict):
+  """Serves NETS (name -> module, e.g. {'alexnet': randomise(torch_alexnet())}) as the constructors of
+  a stub `torchvision.models` (the module already imported, if any, so a package that bound it at
+  import sees them); asking for pretrained weights is an error."""
+  root = sys.modules.get('torchvision') or types.ModuleType('torchvision')
+  models = sys.modules.get('torchvision.models') or types.ModuleType('torchvision.models')
+
+  def constructor(name):
+    def build(pretrained=False, **kwargs):
+      if pretrained or kwargs.get('weights'):
+        raise RuntimeError(f'torchvision is stubbed: no pretrained {name} here.')
+      return nets[name]
+    return build
+
+  for name in nets:
+    setattr(models, name, constructor(name))
+  root.models = models
+  sys.modules.update({'torchvision': root, 'torchvision.models': models})
+  return models
 
 
 def randomise(net):

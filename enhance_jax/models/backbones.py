@@ -73,26 +73,124 @@ class ResNet18Features(nn.Module):
     return x
 
 
+def _tapped(outputs, taps, index, x):
+  """Appends X to OUTPUTS when torchvision index INDEX is one of TAPS; whether all taps are taken."""
+  if index in taps:
+    outputs.append(x)
+  return bool(taps) and len(outputs) == len(taps)
+
+
 class VGG16Features(nn.Module):
   """torchvision vgg16 `features`: 13 conv3x3+ReLU, 5 max-pools 2x2 (the last included). 14,714,688 params.
 
-  `train` is accepted for a uniform call signature (there is no BatchNorm or dropout here).
+  `taps`: torchvision `features` indices whose outputs to return (a list, stopping after the last; LPIPS
+  takes the ReLUs 3, 8, 15, 22, 29); empty: the last output. `train` is accepted for a uniform call
+  signature (there is no BatchNorm or dropout here).
   """
   dtype: Any = jnp.float32
+  taps: tuple = ()
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    x = x.astype(self.dtype)
-    convs = iter(vgg16_conv_indices())
-    for v in VGG16_CFG:
-      if v == 'M':
+    x, outputs = x.astype(self.dtype), []
+    layers = [layer for v in VGG16_CFG for layer in ((('pool',),) if v == 'M' else (('conv', v), ('relu',)))]
+    for index, layer in enumerate(layers):
+      if layer[0] == 'pool':
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      elif layer[0] == 'conv':
+        x = Conv(layer[1], (3, 3), padding=1, dtype=self.dtype, param_dtype=jnp.float32,
+                 name=f'features_{index}')(x)
       else:
-        index, _, features = next(convs)
-        x = nn.relu(Conv(features, (3, 3), padding=1, dtype=self.dtype, param_dtype=jnp.float32,
-                         name=f'features_{index}')(x))
-    return x
+        x = nn.relu(x)
+      if _tapped(outputs, self.taps, index, x):
+        return outputs
+    return outputs or x
+
+
+def _max_pool_ceil(x, window=3, stride=2):
+  """torch's MaxPool2d(3, 2, ceil_mode=True): a last partial window is kept (padded with -inf)."""
+  pads = []
+  for size in x.shape[1:3]:
+    out = -(-(size - window) // stride) + 1
+    pads.append((0, max(0, (out - 1) * stride + window - size)))
+  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+
+
+# torchvision alexnet `features`: (index, out channels, kernel, stride, padding); max-pools 3x3/2 at 2, 5, 12.
+ALEXNET_CONVS = ((0, 64, 11, 4, 2), (3, 192, 5, 1, 2), (6, 384, 3, 1, 1), (8, 256, 3, 1, 1),
+                 (10, 256, 3, 1, 1))
+ALEXNET_POOLS = (2, 5, 12)
+
+
+class AlexNetFeatures(nn.Module):
+  """torchvision alexnet `features` (5 convs with ReLUs, 3 max-pools 3x3/2); `taps` as VGG16Features'
+  (LPIPS: the ReLUs 1, 4, 7, 9, 11)."""
+  dtype: Any = jnp.float32
+  taps: tuple = ()
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x, outputs, convs = x.astype(self.dtype), [], {c[0]: c for c in ALEXNET_CONVS}
+    for index in range(13):
+      if index in convs:
+        _, features, k, stride, pad = convs[index]
+        x = Conv(features, (k, k), strides=stride, padding=pad, dtype=self.dtype,
+                 param_dtype=jnp.float32, name=f'features_{index}')(x)
+      elif index in ALEXNET_POOLS:
+        x = nn.max_pool(x, (3, 3), strides=(2, 2))
+      else:
+        x = nn.relu(x)
+      if _tapped(outputs, self.taps, index, x):
+        return outputs
+    return outputs or x
+
+
+class Fire(nn.Module):
+  """SqueezeNet's Fire module: 1x1 squeeze + ReLU, then 1x1 and 3x3 expands (+ ReLU) concatenated."""
+  squeeze: int
+  expand: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    conv = lambda f, k, name: Conv(f, (k, k), padding=k // 2, dtype=self.dtype, param_dtype=jnp.float32,
+                                   name=name)
+    x = nn.relu(conv(self.squeeze, 1, 'squeeze')(x))
+    return jnp.concatenate([nn.relu(conv(self.expand, 1, 'expand1x1')(x)),
+                            nn.relu(conv(self.expand, 3, 'expand3x3')(x))], axis=-1)
+
+
+# torchvision squeezenet1_1 `features`: index -> (squeeze, expand) of each Fire; ceil-mode pools at 2, 5, 8.
+SQUEEZENET_FIRES = {3: (16, 64), 4: (16, 64), 6: (32, 128), 7: (32, 128), 9: (48, 192), 10: (48, 192),
+                    11: (64, 256), 12: (64, 256)}
+SQUEEZENET_POOLS = (2, 5, 8)
+
+
+class SqueezeNetFeatures(nn.Module):
+  """torchvision squeezenet1_1 `features` (a 3x3/2 conv, 8 Fire modules, 3 ceil-mode max-pools);
+  `taps` as VGG16Features' (LPIPS: 1, 4, 7, 9, 10, 11, 12)."""
+  dtype: Any = jnp.float32
+  taps: tuple = ()
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x, outputs = x.astype(self.dtype), []
+    for index in range(13):
+      if index == 0:
+        x = Conv(64, (3, 3), strides=2, padding=0, dtype=self.dtype, param_dtype=jnp.float32,
+                 name='features_0')(x)
+      elif index == 1:
+        x = nn.relu(x)
+      elif index in SQUEEZENET_POOLS:
+        x = _max_pool_ceil(x)
+      else:
+        x = Fire(*SQUEEZENET_FIRES[index], self.dtype, name=f'features_{index}')(x)
+      if _tapped(outputs, self.taps, index, x):
+        return outputs
+    return outputs or x
 
 
 BACKBONES = {'resnet18': ResNet18Features, 'vgg16': VGG16Features}

@@ -29,6 +29,10 @@ BACKBONE_HINTS = {
                 'with the same keys',
     'vgg16': "torchvision's vgg16 state_dict (e.g. vgg16-397923af.pth), or an .npz/.safetensors with "
              'the same keys',
+    'alexnet': "torchvision's alexnet state_dict (e.g. alexnet-owt-7be5be79.pth), or an .npz/.safetensors "
+               'with the same keys',
+    'squeezenet1_1': "torchvision's squeezenet1_1 state_dict (e.g. squeezenet1_1-b8a52dc0.pth), or an "
+                     '.npz/.safetensors with the same keys',
     'mobilenet_v2': "torchvision's mobilenet_v2 state_dict (e.g. mobilenet_v2-b0353104.pth) as "
                     'model.backbone_weights',
     'mnasnet': "torchvision's mnasnet1_0 state_dict (e.g. mnasnet1.0_top1_73.512-f206786ef8.pth) as "
@@ -79,6 +83,29 @@ def vgg16_table() -> Table:
   return table
 
 
+def alexnet_table() -> Table:
+  """{('params', Flax path): (torch key, torch shape)} for AlexNetFeatures."""
+  table, c_in = {}, 3
+  for index, c_out, k, _, _ in backbone_models.ALEXNET_CONVS:
+    converter.conv_rows(table, f'features_{index}', f'features.{index}', c_in, c_out, k)
+    c_in = c_out
+  return table
+
+
+def squeezenet1_1_table() -> Table:
+  """{('params', Flax path): (torch key, torch shape)} for SqueezeNetFeatures."""
+  table = {}
+  converter.conv_rows(table, 'features_0', 'features.0', 3, 64)
+  c_in = 64
+  for index, (squeeze, expand) in backbone_models.SQUEEZENET_FIRES.items():
+    path, key = f'features_{index}', f'features.{index}'
+    converter.conv_rows(table, f'{path}/squeeze', f'{key}.squeeze', c_in, squeeze, 1)
+    converter.conv_rows(table, f'{path}/expand1x1', f'{key}.expand1x1', squeeze, expand, 1)
+    converter.conv_rows(table, f'{path}/expand3x3', f'{key}.expand3x3', squeeze, expand, 3)
+    c_in = 2 * expand
+  return table
+
+
 def _layout(sd: Mapping, name: str, table: Table, namespace: tuple[str, ...]) -> Layout:
   """TABLE under the prefix the file uses; keys under the backbone's NAMESPACE the table does not know
   (another depth's blocks, a BatchNorm VGG) are unexpected, others (`fc.*`, `classifier.*`) ignored."""
@@ -93,6 +120,14 @@ def resnet18_layout(sd: Mapping) -> Layout:
 
 def vgg16_layout(sd: Mapping) -> Layout:
   return _layout(sd, 'vgg16', vgg16_table(), ('features.',))
+
+
+def alexnet_layout(sd: Mapping) -> Layout:
+  return _layout(sd, 'alexnet', alexnet_table(), ('features.',))
+
+
+def squeezenet1_1_layout(sd: Mapping) -> Layout:
+  return _layout(sd, 'squeezenet1_1', squeezenet1_1_table(), ('features.',))
 
 
 def _variables(sd: Mapping[str, np.ndarray], layout: Layout) -> dict:
@@ -115,6 +150,18 @@ def vgg16_params_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict:
   """torchvision vgg16 keys (`features.{i}` for the 13 convs, bare or under `backbone.`) ->
   VGG16Features variables {'params': ...} (numpy). `classifier.*` is ignored."""
   return _variables(sd, vgg16_layout(sd))
+
+
+def alexnet_params_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict:
+  """torchvision alexnet keys (`features.{0,3,6,8,10}`) -> AlexNetFeatures variables (numpy);
+  `classifier.*` is ignored."""
+  return _variables(sd, alexnet_layout(sd))
+
+
+def squeezenet1_1_params_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict:
+  """torchvision squeezenet1_1 keys (`features.0`, `features.{i}.{squeeze,expand1x1,expand3x3}`) ->
+  SqueezeNetFeatures variables (numpy); `classifier.*` is ignored."""
+  return _variables(sd, squeezenet1_1_layout(sd))
 
 
 # ---------------------------------------------------------------- loading a backbone by name

@@ -1,0 +1,116 @@
+"""Issue 24's metrics against the field's own code on real photographs (scikit-image's): NIQE against
+BasicSR 1.4.2's calculate_niqe with the real pristine file of its sdist, MS-SSIM against piq, LPIPS
+(alex, vgg, squeeze) against the lpips package with its shipped linear heads and the same backbone
+weights in both; and the errors a user meets."""
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from benchmarks.torch_reference import backbones as torch_backbones
+from benchmarks.torch_reference import metric_references
+from enhance_jax.errors import UserError
+from enhance_jax.eval import lpips
+from enhance_jax.eval import ms_ssim
+from enhance_jax.eval import niqe
+from enhance_jax.io import metric_weights
+
+
+@pytest.fixture(scope='module', name='niqe_params')
+def niqe_params_fixture():
+  return metric_weights.load_niqe_params(metric_references.pristine_params_path())
+
+
+@pytest.mark.parametrize('name', ['astronaut', 'coffee', 'chelsea'])
+def test_niqe_agrees_with_basicsr_on_real_photos(name, niqe_params):
+  photo = getattr(skimage.data, name)()
+  want = metric_references.niqe_module().calculate_niqe(photo[..., ::-1].astype(np.float64), crop_border=0)
+  got = niqe.niqe(photo[None] / 255.0, niqe_params)
+  assert got.shape == (1,)
+  np.testing.assert_allclose(got[0], want, rtol=1e-3)
+
+
+def test_niqe_scores_a_batch_and_a_border_and_prefers_the_sharp_photo(niqe_params):
+  photo = skimage.data.astronaut()[:300, :300] / 255.0
+  blurred = (photo + np.roll(photo, 1, 0) + np.roll(photo, 1, 1) + np.roll(photo, (1, 1), (0, 1))) / 4
+  batch = niqe.niqe(np.stack([photo, blurred]), niqe_params, crop_border=4)
+  alone = niqe.niqe(photo, niqe_params, crop_border=4)
+  np.testing.assert_allclose(batch[0], alone[0], rtol=1e-5)
+  assert batch[0] < batch[1]  # lower is more natural
+  with pytest.raises(ValueError, match='96x96 block'):
+    niqe.niqe(photo[:100, :100], niqe_params, crop_border=4)
+
+
+def test_niqe_parameters_are_found_checked_and_refused_with_the_fix(tmp_path, monkeypatch):
+  monkeypatch.setenv('ENHANCE_JAX_MODELS', str(tmp_path / 'cache'))
+  with pytest.raises(UserError, match='put https://raw.githubusercontent.com/XPixelGroup/BasicSR'):
+    metric_weights.load_niqe_params(download=False)
+  with pytest.raises(UserError, match='do not exist'):
+    metric_weights.load_niqe_params(tmp_path / 'missing.npz')
+  wrong = tmp_path / 'wrong.npz'
+  np.savez(wrong, mu_pris_param=np.zeros((1, 36)), cov_pris_param=np.zeros((30, 30)))
+  with pytest.raises(UserError, match='cov_pris_param, gaussian_window missing or of the wrong shape'):
+    metric_weights.load_niqe_params(wrong)
+  (tmp_path / 'cache').mkdir()
+  (tmp_path / 'cache' / metric_weights.NIQE_FILE).write_bytes(
+      metric_references.pristine_params_path().read_bytes())
+  params = metric_weights.load_niqe_params(download=False)
+  assert params['mu_pris_param'].shape == (36,) and params['gaussian_window'].shape == (7, 7)
+
+
+def _pair(name, size):
+  photo = getattr(skimage.data, name)()[:size[0], :size[1]] / 255.0
+  noisy = np.clip(photo + np.random.RandomState(0).normal(0, 0.05, photo.shape), 0, 1)
+  return photo.astype(np.float32), noisy.astype(np.float32)
+
+
+def _nchw(x):
+  return torch.tensor(x).permute(2, 0, 1)[None].float()
+
+
+@pytest.mark.parametrize('name, size', [('astronaut', (256, 256)), ('chelsea', (200, 201))])
+def test_ms_ssim_agrees_with_piq(name, size):
+  x, y = _pair(name, size)
+  want = metric_references.piq_ms_ssim()(_nchw(x), _nchw(y), data_range=1.0).item()
+  got = ms_ssim.ms_ssim(x[None], y[None])
+  np.testing.assert_allclose(float(got[0]), want, atol=1e-4)
+  assert float(ms_ssim.ms_ssim(x[None], x[None])[0]) == pytest.approx(1.0, abs=1e-5)
+  with pytest.raises(ValueError, match='at least 161 pixels'):
+    ms_ssim.ms_ssim(x[None, :160], y[None, :160])
+
+
+TORCH_NETS = {'alex': ('alexnet', torch_backbones.torch_alexnet),
+              'vgg': ('vgg16', torch_backbones.torch_vgg16),
+              'squeeze': ('squeezenet1_1', torch_backbones.torch_squeezenet1_1)}
+
+
+@pytest.mark.parametrize('net', sorted(TORCH_NETS))
+def test_lpips_agrees_with_the_lpips_package_on_its_own_heads(net):
+  name, build = TORCH_NETS[net]
+  backbone = torch_backbones.randomise(build())
+  reference = metric_references.lpips_package({name: backbone}).LPIPS(net=net, pnet_rand=True,
+                                                                      verbose=False).eval()
+  variables = metric_weights._BACKBONE_IMPORTERS[name](  # pylint: disable=protected-access
+      {k: v.detach().numpy() for k, v in backbone.state_dict().items()})
+  heads = metric_weights.load_lpips_heads(net)  # the package's shipped weights/v0.1/NET.pth
+  x, y = _pair('coffee', (160, 224))
+  with torch.no_grad():
+    want = reference(_nchw(x), _nchw(y), normalize=True).item()
+  got = lpips.distance(net, variables, heads, x[None], y[None])
+  np.testing.assert_allclose(float(got[0]), want, rtol=1e-4)
+  assert float(lpips.distance(net, variables, heads, x[None], x[None])[0]) == 0.0
+
+
+def test_lpips_weights_are_refused_with_the_fix(tmp_path):
+  with pytest.raises(UserError, match='Unknown LPIPS net'):
+    metric_weights.load_lpips_heads('resnet')
+  bad = tmp_path / 'heads.npz'
+  np.savez(bad, **{'lin0.model.1.weight': np.zeros((1, 32, 1, 1))})
+  with pytest.raises(UserError, match=r'lin0.model.1.weight of shape \(1, 64, 1, 1\)'):
+    metric_weights.load_lpips_heads('alex', bad)
+  vgg = tmp_path / 'vgg.npz'
+  np.savez(vgg, **{f'features.{i}.weight': np.zeros((64, 3, 3, 3)) for i in (0,)})
+  with pytest.raises(UserError, match="as LPIPS's alexnet"):
+    metric_weights.load_lpips_backbone('alex', vgg)
+  assert metric_weights.load_lpips_backbone('alex', None) is None  # random, said once

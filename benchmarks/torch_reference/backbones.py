@@ -100,16 +100,17 @@ def torch_squeezenet1_1():
   return net
 
 
-def stub_torchvision_models(nets: dict):
+def stub_torchvision_models(nets: dict, pretrained_ok: bool = False):
   """Serves NETS (name -> module, e.g. {'alexnet': randomise(torch_alexnet())}) as the constructors of
   a stub `torchvision.models` (the module already imported, if any, so a package that bound it at
-  import sees them); asking for pretrained weights is an error."""
+  import sees them); asking for pretrained weights is an error unless PRETRAINED_OK, where the given
+  module stands in for the pretrained one (a caller that loads the same weights into both sides)."""
   root = sys.modules.get('torchvision') or types.ModuleType('torchvision')
   models = sys.modules.get('torchvision.models') or types.ModuleType('torchvision.models')
 
   def constructor(name):
     def build(pretrained=False, **kwargs):
-      if pretrained or kwargs.get('weights'):
+      if (pretrained or kwargs.get('weights')) and not pretrained_ok:
         raise RuntimeError(f'torchvision is stubbed: no pretrained {name} here.')
       return nets[name]
     return build

@@ -7,8 +7,8 @@ CPU torch (no torchvision):
   files it imports (color_util, matlab_functions, metric_util) and a stub registry.
 - piq 0.8.0's MS-SSIM (`piq_ms_ssim()`), loaded without piq's package import, which builds
   torchvision's Inception classes.
-- the `lpips` 0.1.4 package (`lpips_package(nets)`), its backbones served from torch twins of
-  torchvision's (backbones.stub_torchvision_models).
+- the `lpips` 0.1.4 package (`lpips_package(nets)`) and DISTS_pytorch 0.1 (`dists_module(vgg16)`),
+  their backbones served from torch twins of torchvision's (backbones.stub_torchvision_models).
 """
 
 import importlib.util
@@ -112,3 +112,15 @@ def lpips_package(nets: dict):
   """The lpips package, its torchvision.models serving NETS (e.g. {'alexnet': module})."""
   backbones.stub_torchvision_models(nets)
   return importlib.import_module('lpips')
+
+
+def dists_module(vgg16):
+  """DISTS_pytorch.DISTS_pt, its torchvision.models.vgg16 serving VGG16 (a torch_vgg16 twin) even for
+  the pretrained=True DISTS asks for: the tests load VGG16's weights into both implementations."""
+  models = backbones.stub_torchvision_models({'vgg16': vgg16}, pretrained_ok=True)
+  root = sys.modules['torchvision']
+  if not hasattr(root, 'transforms'):  # DISTS_pt imports it (for its image helper only)
+    root.transforms = types.ModuleType('torchvision.transforms')
+    sys.modules['torchvision.transforms'] = root.transforms
+  root.models = models
+  return importlib.import_module('DISTS_pytorch.DISTS_pt')

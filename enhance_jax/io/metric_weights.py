@@ -5,6 +5,9 @@ found as the model zoo finds a model, first found wins: a path the user gives; a
 the model cache (ENHANCE_JAX_MODELS or ~/.cache/enhance_jax/models); a download of the upstream file into
 that cache, checked against its sha256.
 
+DISTS: alpha and beta from a path or the installed `DISTS_pytorch` package (its wheel ships weights.pt),
+VGG16 from a torchvision state_dict the user gives, else random, said once.
+
 LPIPS: the linear heads from a path or the installed `lpips` package (its wheel ships them:
 lpips/weights/v0.1/{alex,vgg,squeeze}.pth); the backbone from a torchvision state_dict the user gives,
 else random, said once (torchvision's ImageNet files cannot be fetched here).
@@ -147,3 +150,44 @@ def load_lpips_backbone(net: str, path=None) -> dict | None:
     return _BACKBONE_IMPORTERS[name](files.load_state_dict(path))
   except UserError as err:
     raise UserError(f"Cannot use '{path}' as LPIPS's {name}: {err}") from err
+
+
+# ---------------------------------------------------------------- DISTS
+
+DISTS_SIZE = 1475  # 3 + 64 + 128 + 256 + 512 + 512 channels
+
+
+def load_dists_weights(path=None) -> tuple:
+  """DISTS's (alpha, beta) [1475] float32 arrays from PATH or the DISTS_pytorch package's weights.pt."""
+  root = _package_dir('DISTS_pytorch')
+  where = path or (root / 'weights.pt' if root and (root / 'weights.pt').exists() else None)
+  if where is None:
+    raise UserError('DISTS needs its alpha and beta: `pip install --no-deps DISTS_pytorch==0.1` (its '
+                    'wheel ships weights.pt) or give the file.')
+  sd = files.load_state_dict(where)
+  out = []
+  for key in ('alpha', 'beta'):
+    w = sd.get(key)
+    if w is None or np.asarray(w).size != DISTS_SIZE:
+      raise UserError(f"{where} is not DISTS's weights: {key} of {DISTS_SIZE} values is "
+                      f'{"missing" if w is None else np.asarray(w).shape}.')
+    out.append(np.asarray(w, np.float32).reshape(-1))
+  return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
+def warn_random_dists_backbone() -> None:
+  logging.warning('DISTS runs on a random VGG16: give its torchvision ImageNet weights (%s) for scores '
+                  'comparable with DISTS_pytorch.', backbone_weights.BACKBONE_HINTS['vgg16'])
+
+
+def load_dists_backbone(path=None) -> dict | None:
+  """DISTS's VGG16 variables from a torchvision vgg16 state_dict at PATH; None (random, warned once)
+  without one."""
+  if not path:
+    warn_random_dists_backbone()
+    return None
+  try:
+    return backbone_weights.vgg16_params_from_state_dict(files.load_state_dict(path))
+  except UserError as err:
+    raise UserError(f"Cannot use '{path}' as DISTS's vgg16: {err}") from err

@@ -84,11 +84,13 @@ class VGG16Features(nn.Module):
   """torchvision vgg16 `features`: 13 conv3x3+ReLU, 5 max-pools 2x2 (the last included). 14,714,688 params.
 
   `taps`: torchvision `features` indices whose outputs to return (a list, stopping after the last; LPIPS
-  takes the ReLUs 3, 8, 15, 22, 29); empty: the last output. `train` is accepted for a uniform call
-  signature (there is no BatchNorm or dropout here).
+  takes the ReLUs 3, 8, 15, 22, 29); empty: the last output. `pool`: 'max', or 'l2' (DISTS: each max-pool
+  replaced by an L2 pooling, `l2_pool`). `train` is accepted for a uniform call signature (there is no
+  BatchNorm or dropout here).
   """
   dtype: Any = jnp.float32
   taps: tuple = ()
+  pool: str = 'max'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -97,7 +99,7 @@ class VGG16Features(nn.Module):
     layers = [layer for v in VGG16_CFG for layer in ((('pool',),) if v == 'M' else (('conv', v), ('relu',)))]
     for index, layer in enumerate(layers):
       if layer[0] == 'pool':
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = l2_pool(x) if self.pool == 'l2' else nn.max_pool(x, (2, 2), strides=(2, 2))
       elif layer[0] == 'conv':
         x = Conv(layer[1], (3, 3), padding=1, dtype=self.dtype, param_dtype=jnp.float32,
                  name=f'features_{index}')(x)
@@ -106,6 +108,17 @@ class VGG16Features(nn.Module):
       if _tapped(outputs, self.taps, index, x):
         return outputs
     return outputs or x
+
+
+def l2_pool(x):
+  """DISTS's L2 pooling: sqrt of x^2 blurred by a normalised 3x3 Hann window ([1, 2, 1] / 4 squared),
+  stride 2, padding 1, per channel (+1e-12 inside the root)."""
+  taps = (0.25, 0.5, 0.25)
+  sq = jnp.pad(x * x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h, w = (sq.shape[1] - 3) // 2 + 1, (sq.shape[2] - 3) // 2 + 1
+  out = sum(taps[i] * taps[j] * sq[:, i:i + 2 * h - 1:2, j:j + 2 * w - 1:2]
+            for i in range(3) for j in range(3))
+  return jnp.sqrt(out + 1e-12)
 
 
 def _max_pool_ceil(x, window=3, stride=2):

@@ -11,6 +11,7 @@ import torch
 from benchmarks.torch_reference import backbones as torch_backbones
 from benchmarks.torch_reference import metric_references
 from enhance_jax.errors import UserError
+from enhance_jax.eval import dists
 from enhance_jax.eval import lpips
 from enhance_jax.eval import ms_ssim
 from enhance_jax.eval import niqe
@@ -114,3 +115,21 @@ def test_lpips_weights_are_refused_with_the_fix(tmp_path):
   with pytest.raises(UserError, match="as LPIPS's alexnet"):
     metric_weights.load_lpips_backbone('alex', vgg)
   assert metric_weights.load_lpips_backbone('alex', None) is None  # random, said once
+
+
+def test_dists_agrees_with_dists_pytorch_on_its_own_weights(tmp_path):
+  vgg = torch_backbones.randomise(torch_backbones.torch_vgg16())
+  reference = metric_references.dists_module(vgg).DISTS(load_weights=False).eval()
+  alpha, beta = metric_weights.load_dists_weights()  # the package's shipped weights.pt
+  reference.alpha.data = torch.tensor(alpha).view(1, -1, 1, 1)
+  reference.beta.data = torch.tensor(beta).view(1, -1, 1, 1)
+  variables = metric_weights._BACKBONE_IMPORTERS['vgg16'](  # pylint: disable=protected-access
+      {k: v.detach().numpy() for k, v in vgg.state_dict().items()})
+  x, y = _pair('astronaut', (128, 160))
+  want = reference(_nchw(x), _nchw(y)).item()
+  got = dists.distance(variables, *dists.split_weights(alpha, beta), x[None], y[None])
+  np.testing.assert_allclose(float(got[0]), want, atol=1e-5)
+  assert abs(float(dists.distance(variables, *dists.split_weights(alpha, beta), x[None], x[None])[0])) < 1e-5
+  np.savez(tmp_path / 'bad_dists.npz', alpha=alpha, beta=beta[:10])
+  with pytest.raises(UserError, match='beta of 1475 values'):
+    metric_weights.load_dists_weights(tmp_path / 'bad_dists.npz')

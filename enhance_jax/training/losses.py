@@ -17,8 +17,10 @@ import optax
 from enhance_jax import models
 from enhance_jax.errors import UserError
 from enhance_jax.eval import metrics as metrics_lib
+from enhance_jax.eval import ms_ssim as ms_ssim_lib
 from enhance_jax.models import vgg
 from enhance_jax.models.nima import mean_score
+from enhance_jax.training import frequency_losses
 
 
 def l1(pred, target):
@@ -158,6 +160,31 @@ def emd_term(x):
                               float(x.options.emd_r))
 
 
+def ms_ssim_loss(x):
+  """1 - MS-SSIM (piq's), over as many of the 5 scales as the patch holds (161 pixels take all five;
+  the weights of the scales kept are renormalised), clipped at 1e-6 per scale for a finite gradient."""
+  side = min(x.image.shape[1:3])
+  levels = max(lvl for lvl in range(1, len(ms_ssim_lib.WEIGHTS) + 1) if ms_ssim_lib.min_side(lvl) <= side)
+  weights = ms_ssim_lib.WEIGHTS[:levels]
+  weights = tuple(w / sum(weights) for w in weights) if levels < len(ms_ssim_lib.WEIGHTS) else weights
+  return 1.0 - jnp.mean(ms_ssim_lib.ms_ssim(jnp.clip(x.image, 0.0, 1.0), x.target, weights=weights,
+                                            floor=1e-6))
+
+
+def ms_ssim_l1_loss(x):
+  """Zhao et al.'s mix: loss.ms_ssim_l1_alpha * (1 - MS-SSIM) + (1 - alpha) * L1 (alpha 0.84)."""
+  a = float(x.options.ms_ssim_l1_alpha)
+  return a * ms_ssim_loss(x) + (1.0 - a) * l1(x.image, x.target)
+
+
+def ffl_loss(x):
+  """The focal frequency loss (frequency_losses.focal_frequency) with loss.ffl_alpha, ffl_patch_factor,
+  ffl_log_matrix."""
+  o = x.options
+  return frequency_losses.focal_frequency(x.image, x.target, float(o.ffl_alpha), int(o.ffl_patch_factor),
+                                          log_matrix=bool(o.ffl_log_matrix))
+
+
 LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'pixel': pixel_loss,
     'l1': lambda x: l1(x.image, x.target),
@@ -170,6 +197,9 @@ LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'kl': kl_loss,
     'nima': nima_loss,
     'emd': emd_term,
+    'ms_ssim': ms_ssim_loss,
+    'ms_ssim_l1': ms_ssim_l1_loss,
+    'ffl': ffl_loss,
 }
 NEEDS = {'content': ('vgg19',), 'nima': ('nima',)}  # frozen networks a term runs (frozen.FROZEN)
 ADVERSARIAL = ('adversarial',)         # terms that need D's logits: GAN stage only

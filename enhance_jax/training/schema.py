@@ -107,6 +107,10 @@ SCHEMA = {
         'nima_backbone': Field('mnasnet', "that NIMA's backbone: 'mnasnet' | 'mobilenet_v2' | "
                                           "'mobilenet'"),
         'emd_r': Field(2.0, "the EMD's exponent r (NIMA's training loss)"),
+        'ms_ssim_l1_alpha': Field(0.84, "ms_ssim_l1: the MS-SSIM share (Zhao et al.'s 0.84)"),
+        'ffl_alpha': Field(1.0, "ffl: the spectrum weight's exponent"),
+        'ffl_patch_factor': Field(1, 'ffl: patches per side, each its own spectrum'),
+        'ffl_log_matrix': Field(False, 'ffl: log(1 + weight)'),
     },
     'train': {
         'batch_size': Field(16, 'images per step, over all devices and hosts'),

@@ -5,6 +5,7 @@ torchvision's layout), each unit-normalised over channels, squared differences w
 by the learned linear heads, averaged over space and summed over layers. Lower is better.
 """
 
+import flax.linen as nn
 import jax.numpy as jnp
 
 from enhance_jax.models import backbones
@@ -21,14 +22,6 @@ SCALE = (0.458, 0.448, 0.450)
 EPS = 1e-10
 
 
-def backbone(net: str):
-  """The Flax feature extractor of NET ('alex', 'vgg' or 'squeeze'), tapping LPIPS's layers."""
-  if net not in NETS:
-    raise ValueError(f"LPIPS net must be one of {', '.join(NETS)}, got {net!r}.")
-  cls, taps, _, _ = NETS[net]
-  return cls(taps=taps)
-
-
 def unit_normalise(f):
   """F divided by its L2 norm over channels (+1e-10), the package's normalize_tensor."""
   return f / (jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True)) + EPS)
@@ -39,14 +32,34 @@ def scaled(x):
   return (2.0 * x - 1.0 - jnp.asarray(SHIFT, x.dtype)) / jnp.asarray(SCALE, x.dtype)
 
 
+class LPIPS(nn.Module):
+  """(x, y) [N, H, W, 3] in [0, 1] -> [N] LPIPS. Params: `backbone` (the torchvision-layout features)
+  and `lin{k}` ([C] channel weights of layer k, the package's lin{k}.model.1.weight)."""
+  net: str = 'alex'
+
+  @nn.compact
+  def __call__(self, x, y):
+    heads = [self.param(f'lin{k}', nn.initializers.constant(1.0 / c), (c,))
+             for k, c in enumerate(NETS[self.net][2])]
+    model = NETS[self.net][0](taps=NETS[self.net][1], name='backbone')
+    both = model(scaled(jnp.concatenate([x, y]).astype(jnp.float32)))
+    total = 0.0
+    for f, w in zip(both, heads):
+      a, b = jnp.split(f, 2)
+      d = (unit_normalise(a) - unit_normalise(b)) ** 2
+      total = total + jnp.mean(d @ w.astype(d.dtype), axis=(1, 2))
+    return total
+
+
+def variables_of(net: str, backbone_variables, heads):
+  """LPIPS(net)'s variables from the backbone's ({'params': ...}) and the per-layer heads."""
+  return {'params': {'backbone': backbone_variables['params'],
+                     **{f'lin{k}': jnp.asarray(h, jnp.float32) for k, h in enumerate(heads)}}}
+
+
 def distance(net: str, variables, heads, x, y):
   """[N] LPIPS between X and Y [N, H, W, 3] in [0, 1]: VARIABLES are the backbone's ({'params': ...}),
   HEADS the per-layer channel weights ([C] each, the package's lin{k}.model.1.weight)."""
-  model = backbone(net)
-  fx = model.apply(variables, scaled(jnp.asarray(x, jnp.float32)))
-  fy = model.apply(variables, scaled(jnp.asarray(y, jnp.float32)))
-  total = 0.0
-  for a, b, w in zip(fx, fy, heads):
-    d = (unit_normalise(a) - unit_normalise(b)) ** 2
-    total = total + jnp.mean(d @ jnp.asarray(w, d.dtype), axis=(1, 2))
-  return total
+  if net not in NETS:
+    raise ValueError(f"LPIPS net must be one of {', '.join(NETS)}, got {net!r}.")
+  return LPIPS(net).apply(variables_of(net, variables, heads), jnp.asarray(x), jnp.asarray(y))

@@ -1,5 +1,5 @@
 """Frozen networks that losses run (VGG19 for the perceptual loss, NIMA for report 002's aesthetic
-term), one registry by name.
+term, LPIPS and DISTS for the terms of their names), one registry by name.
 
 `FROZEN[name](config) -> (module, variables)`: the trainer loads those the loss terms need
 (`losses.NEEDS`) into one pytree `{name: variables}` that reaches every step beside the batch,
@@ -8,8 +8,16 @@ replicated, never donated and never optimised; the steps see `{name: x -> module
 
 import functools
 
+import jax
+import jax.numpy as jnp
+
 from enhance_jax import models
 from enhance_jax.errors import UserError
+from enhance_jax.eval.dists import DISTS
+from enhance_jax.eval.lpips import LPIPS
+from enhance_jax.eval import dists as dists_lib
+from enhance_jax.eval import lpips as lpips_lib
+from enhance_jax.io import metric_weights
 from enhance_jax.io import nima_restore
 from enhance_jax.io import weights
 from enhance_jax.models.nima import NIMA
@@ -39,8 +47,6 @@ def nima_module(config):
 
 def nima(config):
   """NIMA from loss.nima_from (a NIMA model directory or weights file), else random, said once."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   module, path = nima_module(config), config.loss.nima_from
   if path:
     _, variables, section = nima_restore.restore(path)
@@ -63,8 +69,44 @@ def warn_random_nima():
   print(msg, file=sys.stderr, flush=True)
 
 
-FROZEN = {'vgg19': vgg19, 'nima': nima}
-MODULES = {'vgg19': vgg19_module, 'nima': nima_module}  # the module alone: for tasks and shapes
+def lpips_module(config):
+  """LPIPS on loss.lpips_net, (image, target) -> [N] (no weights read)."""
+  return LPIPS(config.loss.lpips_net)
+
+
+def lpips(config):
+  """LPIPS from loss.lpips_weights (a torchvision backbone; random, said once, if unset) and the
+  lpips package's heads (or loss.lpips_heads)."""
+  l, module = config.loss, lpips_module(config)
+  heads = metric_weights.load_lpips_heads(l.lpips_net, l.lpips_heads or None)
+  backbone = metric_weights.load_lpips_backbone(l.lpips_net, l.lpips_weights or None)
+  if backbone is None:
+    x = jnp.zeros((1, 64, 64, 3), jnp.float32)
+    backbone = {'params': jax.jit(module.init)(jax.random.key(0), x, x)['params']['backbone']}
+  return module, lpips_lib.variables_of(l.lpips_net, backbone, heads)
+
+
+def dists_module(config):
+  """DISTS, (image, target) -> [N] (no weights read)."""
+  del config
+  return DISTS()
+
+
+def dists(config):
+  """DISTS from loss.dists_weights (a torchvision vgg16; random, said once, if unset) and the
+  DISTS_pytorch package's alpha and beta (or loss.dists_alpha_beta)."""
+  l, module = config.loss, DISTS()
+  alpha, beta = metric_weights.load_dists_weights(l.dists_alpha_beta or None)
+  backbone = metric_weights.load_dists_backbone(l.dists_weights or None)
+  if backbone is None:
+    x = jnp.zeros((1, 64, 64, 3), jnp.float32)
+    backbone = {'params': jax.jit(module.init)(jax.random.key(0), x, x)['params']['backbone']}
+  return module, dists_lib.variables_of(backbone, alpha, beta)
+
+
+FROZEN = {'vgg19': vgg19, 'nima': nima, 'lpips': lpips, 'dists': dists}
+# the module alone: for tasks and shapes
+MODULES = {'vgg19': vgg19_module, 'nima': nima_module, 'lpips': lpips_module, 'dists': dists_module}
 
 
 def modules(names, config):

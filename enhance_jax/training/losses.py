@@ -185,6 +185,16 @@ def ffl_loss(x):
                                           log_matrix=bool(o.ffl_log_matrix))
 
 
+def lpips_loss(x):
+  """LPIPS (loss.lpips_net) between output and target through the frozen 'lpips' network, batch mean."""
+  return jnp.mean(x.frozen['lpips'](jnp.clip(x.image, 0.0, 1.0), x.target))
+
+
+def dists_loss(x):
+  """DISTS between output and target through the frozen 'dists' network, batch mean."""
+  return jnp.mean(x.frozen['dists'](jnp.clip(x.image, 0.0, 1.0), x.target))
+
+
 LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'pixel': pixel_loss,
     'l1': lambda x: l1(x.image, x.target),
@@ -200,8 +210,10 @@ LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'ms_ssim': ms_ssim_loss,
     'ms_ssim_l1': ms_ssim_l1_loss,
     'ffl': ffl_loss,
+    'lpips': lpips_loss,
+    'dists': dists_loss,
 }
-NEEDS = {'content': ('vgg19',), 'nima': ('nima',)}  # frozen networks a term runs (frozen.FROZEN)
+NEEDS = {'content': ('vgg19',), 'nima': ('nima',), 'lpips': ('lpips',), 'dists': ('dists',)}  # frozen networks a term runs (frozen.FROZEN)
 ADVERSARIAL = ('adversarial',)         # terms that need D's logits: GAN stage only
 RATING_TERMS = ('emd',)                # terms of a rating model's histogram (NIMA); the rest score images
 

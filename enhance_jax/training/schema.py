@@ -111,6 +111,13 @@ SCHEMA = {
         'ffl_alpha': Field(1.0, "ffl: the spectrum weight's exponent"),
         'ffl_patch_factor': Field(1, 'ffl: patches per side, each its own spectrum'),
         'ffl_log_matrix': Field(False, 'ffl: log(1 + weight)'),
+        'lpips_net': Field('vgg', "lpips term: 'vgg' (the package's advice for a loss) | 'alex' | "
+                                  "'squeeze'"),
+        'lpips_weights': Field('', "its torchvision backbone .pth / .npz / .safetensors; '' = random, "
+                                   'said once'),
+        'lpips_heads': Field('', "its linear heads; '' = the installed lpips package's v0.1"),
+        'dists_weights': Field('', "dists term: torchvision vgg16 weights; '' = random, said once"),
+        'dists_alpha_beta': Field('', "its alpha/beta file; '' = the installed DISTS_pytorch's"),
     },
     'train': {
         'batch_size': Field(16, 'images per step, over all devices and hosts'),

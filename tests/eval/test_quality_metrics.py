@@ -127,9 +127,9 @@ def test_dists_agrees_with_dists_pytorch_on_its_own_weights(tmp_path):
       {k: v.detach().numpy() for k, v in vgg.state_dict().items()})
   x, y = _pair('astronaut', (128, 160))
   want = reference(_nchw(x), _nchw(y)).item()
-  got = dists.distance(variables, *dists.split_weights(alpha, beta), x[None], y[None])
+  got = dists.distance(variables, alpha, beta, x[None], y[None])
   np.testing.assert_allclose(float(got[0]), want, atol=1e-5)
-  assert abs(float(dists.distance(variables, *dists.split_weights(alpha, beta), x[None], x[None])[0])) < 1e-5
+  assert abs(float(dists.distance(variables, alpha, beta, x[None], x[None])[0])) < 1e-5
   np.savez(tmp_path / 'bad_dists.npz', alpha=alpha, beta=beta[:10])
   with pytest.raises(UserError, match='beta of 1475 values'):
     metric_weights.load_dists_weights(tmp_path / 'bad_dists.npz')

@@ -2,6 +2,7 @@
 `ms_ssim_l1` against piq's MS-SSIM, on real photo patches; each differentiable with a finite gradient
 that reaches every parameter group of G; and a short run trains with them through the core."""
 
+import dataclasses
 import json
 
 import jax
@@ -12,9 +13,12 @@ import skimage.data
 import torch
 from focal_frequency_loss import FocalFrequencyLoss
 
+from benchmarks.torch_reference import backbones as torch_backbones
 from benchmarks.torch_reference import metric_references
 from enhance_jax import models
 from enhance_jax import train
+from enhance_jax.io import metric_weights
+from enhance_jax.training import frozen
 from enhance_jax.training import frequency_losses
 from enhance_jax.training import losses
 
@@ -59,18 +63,60 @@ def test_ms_ssim_terms_match_piq_on_a_full_size_patch():
                              0.84 * (1.0 - piq_value) + 0.16 * l1, atol=1e-5)
 
 
-@pytest.mark.parametrize('term', ['ffl', 'ms_ssim', 'ms_ssim_l1'])
+def _frozen(term, config):
+  names = losses.NEEDS.get(term, ())
+  return frozen.bind(frozen.modules(names, config), frozen.load(names, config))
+
+
+def _torchvision_file(tmp_path, build):
+  """A torch twin of a torchvision backbone, randomised, saved as its state_dict (.npz): (module, path)."""
+  net = torch_backbones.randomise(build())
+  path = tmp_path / 'backbone.npz'
+  np.savez(path, **{k: v.detach().numpy() for k, v in net.state_dict().items()})
+  return net, str(path)
+
+
+def test_lpips_term_matches_the_lpips_package(tmp_path):
+  net, path = _torchvision_file(tmp_path, torch_backbones.torch_vgg16)
+  config = tiny_config(f'loss.lpips_weights={path}')
+  reference = metric_references.lpips_package({'vgg16': net}).LPIPS(net='vgg', pnet_rand=True,
+                                                                    verbose=False).eval()
+  sr, hr = _patches(64)
+  with torch.no_grad():
+    want = reference(_nchw(sr), _nchw(hr), normalize=True).mean().item()
+  x = losses.LossInputs(outputs={'image': jnp.asarray(sr)}, batch={'hr': jnp.asarray(hr)},
+                        options=config.loss, frozen=_frozen('lpips', config))
+  np.testing.assert_allclose(float(losses.LOSSES['lpips'](x)), want, rtol=1e-4)
+
+
+def test_dists_term_matches_dists_pytorch(tmp_path):
+  net, path = _torchvision_file(tmp_path, torch_backbones.torch_vgg16)
+  config = tiny_config(f'loss.dists_weights={path}')
+  reference = metric_references.dists_module(net).DISTS(load_weights=False).eval()
+  alpha, beta = metric_weights.load_dists_weights()
+  reference.alpha.data = torch.tensor(alpha).view(1, -1, 1, 1)
+  reference.beta.data = torch.tensor(beta).view(1, -1, 1, 1)
+  sr, hr = _patches(64)
+  want = reference(_nchw(sr), _nchw(hr)).mean().item()
+  x = losses.LossInputs(outputs={'image': jnp.asarray(sr)}, batch={'hr': jnp.asarray(hr)},
+                        options=config.loss, frozen=_frozen('dists', config))
+  np.testing.assert_allclose(float(losses.LOSSES['dists'](x)), want, atol=1e-5)
+
+
+@pytest.mark.parametrize('term', ['ffl', 'ms_ssim', 'ms_ssim_l1', 'lpips', 'dists'])
 def test_the_gradient_reaches_every_layer_of_g(term):
-  """On 32-pixel patches MS-SSIM keeps the scales that fit (one) and stays finite."""
+  """On 32-pixel patches MS-SSIM keeps the scales that fit (one) and stays finite; LPIPS and DISTS
+  run through their frozen networks (random backbones here)."""
   config = tiny_config()
   generator = models.build_generator(config)
   _, hr = _patches(32)
   lr = jnp.asarray(hr[:, ::4, ::4])
   params = generator.init(jax.random.key(0), lr)
+  bound = _frozen(term, config)
 
   def loss(p):
     out = generator.apply(p, lr)
-    return losses.LOSSES[term](_inputs(out, hr, config))
+    return losses.LOSSES[term](dataclasses.replace(_inputs(out, hr, config), frozen=bound))
 
   value, grads = jax.value_and_grad(loss)(params)
   assert np.isfinite(float(value)) and float(value) > 0
@@ -82,11 +128,12 @@ def test_the_gradient_reaches_every_layer_of_g(term):
 
 @pytest.mark.slow
 def test_a_run_trains_with_the_new_terms_through_the_core(tmp_path):
-  config = tiny_config('loss.pretrain.ffl=0.5', 'loss.pretrain.ms_ssim_l1=1.0', 'train.num_steps=3',
+  config = tiny_config('loss.pretrain.ffl=0.5', 'loss.pretrain.ms_ssim_l1=1.0', 'loss.pretrain.lpips=0.1',
+                       'loss.lpips_net=squeeze', 'train.num_steps=3',
                        'train.pretrain_steps=3', 'train.eval_every_steps=3',
                        'train.checkpoint_every_steps=3', 'train.progress=False')
   train.train_and_evaluate(config, str(tmp_path))
   rows = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   last = [r for r in rows if r.get('split') == 'train'][-1]
   assert last['step'] == 3 and all(np.isfinite(last[k]) and last[k] > 0
-                                   for k in ('loss_ffl', 'loss_ms_ssim_l1', 'g_loss'))
+                                   for k in ('loss_ffl', 'loss_ms_ssim_l1', 'loss_lpips', 'g_loss'))

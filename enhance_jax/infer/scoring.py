@@ -1,12 +1,16 @@
-"""NIMA scoring, the one scorer score, evaluate and serve share: an image -> (mean rating 1..10, its
-standard deviation), with a jitted forward pass (one compiled program per input size)."""
+"""No-reference scorers score, evaluate and serve share: NIMA (an image -> mean rating 1..10 and its
+standard deviation, a jitted forward pass, one compiled program per input size) and NIQE (an image ->
+its naturalness distance, lower is better)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from enhance_jax.errors import UserError
+from enhance_jax.eval import niqe
 from enhance_jax.io import image_io
+from enhance_jax.io import metric_weights
 from enhance_jax.io import nima_restore
 from enhance_jax.models import nima as nima_model
 
@@ -32,3 +36,20 @@ class Scorer:
   def __call__(self, image: np.ndarray) -> tuple[float, float]:
     probs = self._predict(self.variables, jnp.asarray(prepare(image, self.size))[None])
     return float(nima_model.mean_score(probs)[0]), float(nima_model.std_score(probs)[0])
+
+
+class NiqeScorer:
+  """NIQE with the pristine parameters at PATH (None: found as metric_weights finds them): image [H, W,
+  C] in [0, 1] -> NIQE of its RGB (grey repeated, alpha dropped), CROP_BORDER pixels off each side."""
+
+  def __init__(self, path=None, crop_border: int = 0):
+    self.params, self.crop_border = metric_weights.load_niqe_params(path), crop_border
+
+  def __call__(self, image: np.ndarray) -> float:
+    colour = prepare(image, 0)
+    if colour.shape[-1] == 1:
+      colour = np.repeat(colour, 3, axis=-1)
+    if niqe.too_small(colour.shape, self.crop_border):
+      raise UserError(f'the image is {colour.shape[1]}x{colour.shape[0]} pixels; NIQE needs at least '
+                      f'{niqe.MIN_SIDE}x{niqe.MIN_SIDE} after a border of {self.crop_border}.')
+    return float(niqe.niqe(colour[None], self.params, self.crop_border)[0])

@@ -14,12 +14,14 @@ import numpy as np
 
 from enhance_jax import parallel
 from enhance_jax.eval import metrics as metrics_lib
+from enhance_jax.eval import quality
 from enhance_jax.models.nima import mean_score
 from enhance_jax.ops import resize
 
 METRICS = ('psnr', 'ssim', 'psnr_y', 'ssim_y', 'mse')
 HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'psnr_y': True, 'ssim_y': True, 'mse': False,
-                    'emd': False, 'lcc': True, 'srcc': True, 'score_mae': False}
+                    'emd': False, 'lcc': True, 'srcc': True, 'score_mae': False,
+                    **quality.HIGHER_IS_BETTER}
 RATING_METRICS = ('emd', 'lcc', 'srcc', 'score_mae')
 
 
@@ -61,11 +63,14 @@ class Evaluator:
   PAIRS is a list of (lr, hr) float32 HWC arrays. Images of one shape run together in chunks of
   CHUNK (the last padded by repetition); PLACE puts a numpy chunk where `predict` wants it.
   LOSSES, when given, is `(variables, lr, hr) -> {'loss': ..., 'loss_TERM': ...}` on a chunk: the
-  stage's loss terms on held-out data, averaged over chunks, for `train.best_metric=loss`.
+  stage's loss terms on held-out data, averaged over chunks, for `train.best_metric=loss`. EXTRA,
+  {name: fn(sr, hr) -> [N]} (quality.build), adds perceptual metrics for the model and the baselines.
   """
 
-  def __init__(self, predict, pairs, scale, chunk=1, place=jnp.asarray, names=None, losses=None):
+  def __init__(self, predict, pairs, scale, chunk=1, place=jnp.asarray, names=None, losses=None,
+               extra=None):
     self.predict, self.pairs, self.scale, self.losses = predict, pairs, scale, losses
+    self.extra = dict(extra or {})
     self.chunk, self.place = max(1, chunk), place
     self.names = list(names) if names is not None else [f'image_{i}' for i in range(len(self.pairs))]
     self.kinds = baseline_kinds(scale)
@@ -113,8 +118,15 @@ class Evaluator:
       self._baselines = []
       for lr, hr in self.pairs:
         base = baselines(lr, hr.shape, self.scale)
-        self._baselines.append({k: score(v[None], hr[None], self.scale)[0] for k, v in base.items()})
+        self._baselines.append({k: self._score(v, hr) for k, v in base.items()})
     return self._baselines
+
+  def _score(self, sr, hr):
+    """One image's metrics: the SR protocol's and the EXTRA ones."""
+    out = score(sr[None], hr[None], self.scale)[0]
+    for name, fn in self.extra.items():
+      out[name] = float(np.asarray(fn(np.asarray(sr, np.float32)[None], hr[None]))[0])
+    return out
 
   def records(self, variables):
     """Yields (record, sr) per image: {'name', 'height', 'width', 'model': metrics, kind: metrics}."""
@@ -122,7 +134,7 @@ class Evaluator:
     for i, sr in self.predictions(variables):
       hr = self.pairs[i][1]
       yield ({'name': self.names[i], 'height': hr.shape[0], 'width': hr.shape[1],
-              'model': score(sr[None], hr[None], self.scale)[0], **base[i]}, sr)
+              'model': self._score(sr, hr), **base[i]}, sr)
 
   def run(self, variables, samples=0):
     """{metric: mean over the pairs} for the model (what validation logs and best_metric reads);
@@ -188,5 +200,6 @@ class RatingEvaluator:
 
 
 def mean_scores(records, kinds):
-  """{kind: {metric: mean over RECORDS}}."""
-  return {k: {m: float(np.mean([r[k][m] for r in records])) for m in METRICS} for k in kinds}
+  """{kind: {metric: mean over RECORDS}} for the metrics the records hold (METRICS at least)."""
+  names = list(records[0][kinds[0]]) if records else list(METRICS)
+  return {k: {m: float(np.mean([r[k][m] for r in records])) for m in names} for k in kinds}

@@ -13,6 +13,8 @@ import ml_collections
 from enhance_jax import models
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
+from enhance_jax.eval import evaluators
+from enhance_jax.eval import quality
 from enhance_jax.training import output_kinds
 from enhance_jax.training import losses
 from enhance_jax.training import schema
@@ -186,6 +188,18 @@ def validate(config):
   known = output_kinds.KINDS[models.output_key(models.build_generator(config))].metrics(dict.fromkeys(terms))
   if metric not in known:
     raise UserError(f'train.best_metric={metric!r}; valid: {", ".join(known)}.')
+  unknown = [m for m in config.train.eval_metrics if m not in (*evaluators.METRICS, *quality.BUILDERS)]
+  if unknown:
+    raise UserError(f'train.eval_metrics names {unknown}; valid: '
+                    f'{", ".join((*evaluators.METRICS, *quality.BUILDERS))}.')
+  if metric in quality.BUILDERS and metric not in quality.requested(config):
+    raise UserError(f'train.best_metric={metric} is not computed: add it to train.eval_metrics, e.g. '
+                    f"--set 'train.eval_metrics=(\"psnr\", \"ssim\", \"{metric}\")'.")
+  side = config.data.val_patch_size or config.data.patch_size
+  small = [m for m in quality.requested(config) if side < quality.MIN_SIDE.get(m, 0)]
+  if small:
+    raise UserError(f'train.eval_metrics {small} need validation crops of at least '
+                    f'{max(quality.MIN_SIDE[m] for m in small)} pixels; data.val_patch_size is {side}.')
   train_steps.check_shapes(config)  # last: G and D built abstractly on the data's shapes
 
 

@@ -15,9 +15,7 @@ from enhance_jax import models
 from enhance_jax.errors import UserError
 from enhance_jax.eval.dists import DISTS
 from enhance_jax.eval.lpips import LPIPS
-from enhance_jax.eval import dists as dists_lib
-from enhance_jax.eval import lpips as lpips_lib
-from enhance_jax.io import metric_weights
+from enhance_jax.eval import quality
 from enhance_jax.io import nima_restore
 from enhance_jax.io import weights
 from enhance_jax.models.nima import NIMA
@@ -77,13 +75,7 @@ def lpips_module(config):
 def lpips(config):
   """LPIPS from loss.lpips_weights (a torchvision backbone; random, said once, if unset) and the
   lpips package's heads (or loss.lpips_heads)."""
-  l, module = config.loss, lpips_module(config)
-  heads = metric_weights.load_lpips_heads(l.lpips_net, l.lpips_heads or None)
-  backbone = metric_weights.load_lpips_backbone(l.lpips_net, l.lpips_weights or None)
-  if backbone is None:
-    x = jnp.zeros((1, 64, 64, 3), jnp.float32)
-    backbone = {'params': jax.jit(module.init)(jax.random.key(0), x, x)['params']['backbone']}
-  return module, lpips_lib.variables_of(l.lpips_net, backbone, heads)
+  return lpips_module(config), quality.lpips_variables(config.loss)
 
 
 def dists_module(config):
@@ -95,13 +87,7 @@ def dists_module(config):
 def dists(config):
   """DISTS from loss.dists_weights (a torchvision vgg16; random, said once, if unset) and the
   DISTS_pytorch package's alpha and beta (or loss.dists_alpha_beta)."""
-  l, module = config.loss, DISTS()
-  alpha, beta = metric_weights.load_dists_weights(l.dists_alpha_beta or None)
-  backbone = metric_weights.load_dists_backbone(l.dists_weights or None)
-  if backbone is None:
-    x = jnp.zeros((1, 64, 64, 3), jnp.float32)
-    backbone = {'params': jax.jit(module.init)(jax.random.key(0), x, x)['params']['backbone']}
-  return module, dists_lib.variables_of(backbone, alpha, beta)
+  return dists_module(config), quality.dists_variables(config.loss)
 
 
 FROZEN = {'vgg19': vgg19, 'nima': nima, 'lpips': lpips, 'dists': dists}

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from enhance_jax.data import input_pipeline
 from enhance_jax.eval import evaluators
+from enhance_jax.eval import quality
 from enhance_jax.eval import metrics as metrics_lib
 from enhance_jax.io import reporting
 from enhance_jax.models.nima import mean_score
@@ -40,16 +41,17 @@ def _image_step_metrics(sr, batch):
 def _image_evaluator(task, config, jitted, val, frozen, chunk, place):
   """The SR-protocol evaluator on the held-out pairs; for a multi-scale model (MDSR) one per scale,
   each on the held-out images degraded at its scale."""
+  extra = quality.build(config)
   if not task.scales:
     return evaluators.Evaluator(
         jitted['predict'], list(zip(val['lr'], val['hr'])), config.model.scale, chunk=chunk,
-        place=place, losses=lambda v, lr, hr: jitted['losses'](v, frozen, lr, hr))
+        place=place, losses=lambda v, lr, hr: jitted['losses'](v, frozen, lr, hr), extra=extra)
   return evaluators.MultiScaleEvaluator(
       {s: evaluators.Evaluator(
           jitted['predict'][s],
           list(zip(input_pipeline.degrade_fixed(val['hr'], config, scale=s), val['hr'])),
           s, chunk=chunk, place=place,
-          losses=lambda v, lr, hr, s=s: jitted['losses'][s](v, frozen, lr, hr))
+          losses=lambda v, lr, hr, s=s: jitted['losses'][s](v, frozen, lr, hr), extra=extra)
        for s in task.scales}, main=config.model.scale)
 
 
@@ -80,7 +82,8 @@ KINDS = {
         inputs='lr', degraded=True, step_metrics=_image_step_metrics,
         finish=lambda out: jnp.clip(out.astype(jnp.float32), 0.0, 1.0),
         evaluator=_image_evaluator, samples=_image_samples,
-        metrics=lambda terms: (*evaluators.METRICS, 'loss', *(f'loss_{k}' for k in terms)),
+        metrics=lambda terms: (*evaluators.METRICS, *quality.BUILDERS, 'loss',
+                               *(f'loss_{k}' for k in terms)),
         summary=('psnr', 'ssim')),
     'histogram': Kind(
         inputs='image', degraded=False, step_metrics=_rating_step_metrics,

@@ -145,7 +145,13 @@ SCHEMA = {
         'log_every_steps': Field(100, 'steps between logged metrics'),
         'eval_every_steps': Field(5000, 'steps between validations and samples (BasicSR val_freq)'),
         'checkpoint_every_steps': Field(5000, 'steps between checkpoints (besides best and stage ends)'),
-        'best_metric': Field('psnr', 'validation metric of the best checkpoint (psnr, ssim, emd, ...)'),
+        'best_metric': Field('psnr', 'validation metric of the best checkpoint (psnr, ssim, lpips, '
+                                     'emd, ...; lpips/dists/niqe: lower is better)'),
+        'eval_metrics': Field(('psnr', 'ssim'), 'what validation computes: psnr, ssim (always) and any '
+                                                'of lpips, dists, ms_ssim, niqe; lpips is added when '
+                                                'loss.lpips_weights is given'),
+        'niqe_params': Field('', "NIQE's niqe_pris_params.npz; '' = basicsr's, the cache's or "
+                                 'downloaded'),
         'early_stopping_patience': Field(0, 'evaluations without a better best_metric, per stage; 0 '
                                             '= off'),
         'keep_checkpoints': Field(3, 'latest N checkpoints kept; the best is kept apart'),

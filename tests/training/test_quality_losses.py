@@ -17,6 +17,7 @@ from benchmarks.torch_reference import backbones as torch_backbones
 from benchmarks.torch_reference import metric_references
 from enhance_jax import models
 from enhance_jax import train
+from enhance_jax.errors import UserError
 from enhance_jax.io import metric_weights
 from enhance_jax.training import frozen
 from enhance_jax.training import frequency_losses
@@ -137,3 +138,36 @@ def test_a_run_trains_with_the_new_terms_through_the_core(tmp_path):
   last = [r for r in rows if r.get('split') == 'train'][-1]
   assert last['step'] == 3 and all(np.isfinite(last[k]) and last[k] > 0
                                    for k in ('loss_ffl', 'loss_ms_ssim_l1', 'loss_lpips', 'g_loss'))
+
+
+@pytest.mark.slow
+def test_validation_computes_the_perceptual_metrics_and_keeps_the_best_by_lpips(tmp_path, niqe_file,
+                                                                                 capsys):
+  config = tiny_config('train.eval_metrics=("psnr", "ssim", "lpips", "ms_ssim", "niqe")',
+                       'train.best_metric=lpips', 'loss.lpips_net=squeeze', f'train.niqe_params={niqe_file}',
+                       'data.val_patch_size=192', 'data.val_max_images=2', 'train.num_steps=4',
+                       'train.pretrain_steps=4', 'train.eval_every_steps=2',
+                       'train.checkpoint_every_steps=4', 'train.progress=False')
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  val = [r for r in rows if r.get('split') == 'val']
+  assert [r['step'] for r in val] == [2, 4]
+  for r in val:
+    assert 0 < r['lpips'] and 0 < r['ms_ssim'] <= 1 and r['niqe'] > 0, r
+  lines = [line for line in capsys.readouterr().out.splitlines() if ' val ' in line]
+  assert len(lines) == 2 and '(lpips: best)' in lines[0]
+  assert ('(lpips: best)' in lines[1]) == (val[1]['lpips'] < val[0]['lpips'])  # lower is better
+
+
+@pytest.fixture(name='niqe_file')
+def niqe_file_fixture():
+  return str(metric_references.pristine_params_path())
+
+
+def test_a_perceptual_best_metric_must_be_computed_and_fit_the_crops():
+  with pytest.raises(UserError, match='is not computed: add it to train.eval_metrics'):
+    tiny_config('train.best_metric=lpips')
+  with pytest.raises(UserError, match='need validation crops of at least 161 pixels'):
+    tiny_config('train.eval_metrics=("psnr", "ssim", "ms_ssim")', 'data.val_patch_size=64')
+  with pytest.raises(UserError, match=r"train.eval_metrics names \['fid'\]"):
+    tiny_config('train.eval_metrics=("psnr", "fid")')

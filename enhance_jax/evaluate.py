@@ -27,6 +27,7 @@ from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.eval import evaluators
 from enhance_jax.eval import metrics as metrics_lib
+from enhance_jax.eval import quality
 from enhance_jax.infer import restoring
 from enhance_jax.infer import scoring
 from enhance_jax.io import reporting
@@ -79,15 +80,20 @@ def held_out_pairs(config, source):
 
 
 def markdown_table(result):
-  """One row per image and a mean row; for each metric a column per kind (model, then baselines)."""
+  """One row per image and a mean row; for each metric a column per kind (model, then baselines);
+  the no-reference ones (NIMA, NIQE) also for the target."""
   kinds = result['kinds']
+  metrics = list(result['mean'][kinds[0]])  # METRICS, then the --metrics extras
   nima = list(result['mean'].get('nima', {}))  # NIMA columns: model, baselines, target
-  header = '| image | ' + ' | '.join([f'{m} {k}' for m in METRICS for k in kinds] +
+  target = list(result['mean'].get('target', {}))  # no-reference metrics of the target
+  header = '| image | ' + ' | '.join([f'{m} {k}' for m in metrics for k in kinds] +
+                                      [f'{m} target' for m in target] +
                                       [f'nima {k}' for k in nima]) + ' |'
-  rule = '|---' * (1 + len(kinds) * len(METRICS) + len(nima)) + '|'
+  rule = '|---' * (1 + len(kinds) * len(metrics) + len(target) + len(nima)) + '|'
   rows = [header, rule]
   for r in result['images'] + [{'name': '**mean**', **result['mean']}]:
-    cells = [f'{r[k][m]:.{6 if m == "mse" else 4}f}' for m in METRICS for k in kinds]
+    cells = [f'{r[k][m]:.{6 if m == "mse" else 4}f}' for m in metrics for k in kinds]
+    cells += [f'{r["target"][m]:.4f}' for m in target]
     cells += [f'{r["nima"][k]:.3f}' for k in nima]
     rows.append(f'| {r["name"]} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(rows) + '\n'
@@ -172,10 +178,12 @@ def rating_run(config, task, g_vars, step, source, out, checkpoint, data):
   return result
 
 
-def run(workdir, checkpoint='best', data=None, out=None, nima=None):
+def run(workdir, checkpoint='best', data=None, out=None, nima=None, metrics=()):
   """Evaluates and writes WORKDIR/eval/{metrics.json, metrics.md, NAME.png}; returns the result dict.
   With NIMA (a NIMA model directory or weights file) each image's record and the mean also hold
   'nima': the NIMA mean score of the model's output, of each baseline and of the target.
+  METRICS names perceptual metrics to add (quality.BUILDERS: lpips, dists, ms_ssim, niqe) for the model
+  and the baselines, and the no-reference ones (niqe) for the target too (record['target']).
   A rating model (a `nima` run) is scored by `rating_run` instead."""
   config, task, g_vars, step = restore_generator(workdir, checkpoint)
   if task.output != 'image' and nima:
@@ -192,9 +200,11 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None):
   if task.output != 'image':
     return rating_run(config, task, g_vars, step, source, out, checkpoint, data)
   scale = config.model.scale
+  extra = {m: quality.BUILDERS[m](config) for m in metrics if m in quality.BUILDERS}
   evaluator = evaluators.Evaluator(jax.jit(functools.partial(train_steps.predict, task)),
                                    HeldOutPairs(config, source), scale, chunk=1,
-                                   names=source.names)  # chunk 1: records in the source's order
+                                   names=source.names, extra=extra)  # chunk 1: the source's order
+  no_reference = [m for m in extra if m in quality.NO_REFERENCE]
   kinds = ('model', *evaluator.kinds)
   records = []
   for record, sr in evaluator.records(g_vars):
@@ -205,6 +215,10 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None):
     else:  # input (nearest-upscaled) | bicubic | model | target
       row = [reporting.nearest_up(lr, hr.shape[:2]), evaluators.baselines(lr, hr.shape)['bicubic'],
              sr, hr]
+    if no_reference:
+      record['target'] = {m: (float(extra[m](hr[None], hr[None])[0])
+                              if min(hr.shape[:2]) >= quality.MIN_SIDE.get(m, 0) else float('nan'))
+                          for m in no_reference}
     if scorer:
       outputs = {'model': sr, 'target': hr, **({'input': lr} if scale == 1 else
                                                 evaluators.baselines(lr, hr.shape))}
@@ -214,6 +228,8 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None):
     print(f'{record["name"]}: ' + ' / '.join(f'{k} {record[k]["psnr"]:.3f} dB' for k in kinds),
           flush=True)
   mean = evaluators.mean_scores(records, kinds)
+  if no_reference:
+    mean['target'] = {m: float(np.nanmean([r['target'][m] for r in records])) for m in no_reference}
   if scorer:
     mean['nima'] = {k: float(np.mean([r['nima'][k] for r in records])) for k in records[0]['nima']}
   result = {'mean': mean, 'images': records, 'kinds': list(kinds),
@@ -240,14 +256,23 @@ def main(argv=None):
   parser.add_argument('--out', default=None, help='output directory (default WORKDIR/eval)')
   parser.add_argument('--nima', default=None, help='a NIMA model directory or weights file: adds '
                       'NIMA mean-score columns (model, baselines, target)')
+  parser.add_argument('--metrics', default='psnr,ssim',
+                      help='comma-separated: psnr, ssim (always) and any of lpips, dists, ms_ssim, niqe '
+                           '(weights as the loss terms of their names: loss.lpips_*, loss.dists_*)')
   args = parser.parse_args(argv)
+  metrics = [m.strip() for m in args.metrics.split(',') if m.strip()]
+  unknown = [m for m in metrics if m not in (*METRICS, *quality.BUILDERS)]
+  if unknown:
+    print(f'error: --metrics {",".join(unknown)}: use psnr, ssim, psnr_y, ssim_y, mse, '
+          f'{", ".join(quality.BUILDERS)}.', file=sys.stderr)
+    return 2
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes are not for users
   if bool(args.workdir) == bool(args.model):
     print('error: give one of --workdir (a run, converted model or weights file) and --model NAME.',
           file=sys.stderr)
     return 2
   try:
-    result = run(args.workdir or args.model, args.checkpoint, args.data, args.out, args.nima)
+    result = run(args.workdir or args.model, args.checkpoint, args.data, args.out, args.nima, metrics)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -258,6 +283,10 @@ def main(argv=None):
   for metric, unit in (('psnr', ' dB'), ('ssim', ''), ('psnr_y', ' dB'), ('mse', '')):
     others = ', '.join(f'{k} {mean[k][metric]:.4g}' for k in result['kinds'][1:])
     print(f'mean {metric} {mean["model"][metric]:.4g}{unit} ({others})')
+  for metric in (m for m in metrics if m in quality.BUILDERS):
+    others = ', '.join(f'{k} {mean[k][metric]:.4g}' for k in result['kinds'][1:])
+    target = f', target {mean["target"][metric]:.4g}' if metric in mean.get('target', {}) else ''
+    print(f'mean {metric} {mean["model"][metric]:.4g} ({others}{target})')
   if 'nima' in mean:
     print('mean NIMA score ' + ', '.join(f'{k} {v:.3f}' for k, v in mean['nima'].items()))
   return 0

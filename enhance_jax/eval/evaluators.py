@@ -125,7 +125,10 @@ class Evaluator:
     """One image's metrics: the SR protocol's and the EXTRA ones."""
     out = score(sr[None], hr[None], self.scale)[0]
     for name, fn in self.extra.items():
-      out[name] = float(np.asarray(fn(np.asarray(sr, np.float32)[None], hr[None]))[0])
+      if min(hr.shape[:2]) < quality.MIN_SIDE.get(name, 0):
+        out[name] = float('nan')  # an image too small for this metric (MS-SSIM 161, NIQE 96)
+      else:
+        out[name] = float(np.asarray(fn(np.asarray(sr, np.float32)[None], hr[None]))[0])
     return out
 
   def records(self, variables):

@@ -15,6 +15,7 @@ from enhance_jax.eval import niqe as niqe_lib
 from enhance_jax.io import metric_weights
 
 HIGHER_IS_BETTER = {'lpips': False, 'dists': False, 'niqe': False, 'ms_ssim': True}
+NO_REFERENCE = ('niqe',)  # scored for the target too
 MIN_SIDE = {'ms_ssim': ms_ssim_lib.min_side(), 'niqe': niqe_lib.MIN_SIDE}  # validated sides they need
 
 

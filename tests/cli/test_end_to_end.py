@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from benchmarks.torch_reference import metric_references
 from enhance_jax import evaluate
 from enhance_jax.errors import UserError
 from enhance_jax.io import checkpoints as ckpt_lib
@@ -88,3 +89,26 @@ def test_evaluate_cli_error_is_one_line(tmp_path):
   assert proc.returncode == 2
   lines = [l for l in proc.stderr.splitlines() if l.strip() and 'absl' not in l]
   assert len(lines) == 1 and lines[0].startswith('error:'), proc.stderr
+
+
+def test_evaluate_adds_perceptual_columns_for_model_baselines_and_target(l1_run, tmp_path, monkeypatch,
+                                                                         capsys):
+  cache = tmp_path / 'models'
+  cache.mkdir()
+  (cache / 'niqe_pris_params.npz').write_bytes(metric_references.pristine_params_path().read_bytes())
+  monkeypatch.setenv('ENHANCE_JAX_MODELS', str(cache))  # NIQE's parameters found in the model cache
+  out = tmp_path / 'eval'
+  assert evaluate.main(['--workdir', str(l1_run), '--out', str(out),
+                        '--metrics', 'psnr,ssim,lpips,ms_ssim,niqe']) == 0
+  printed = capsys.readouterr().out
+  assert 'mean lpips' in printed and 'mean niqe' in printed and 'target' in printed
+  result = json.loads((out / 'metrics.json').read_text())
+  for kind in ('model', 'bicubic', 'nearest'):
+    m = result['mean'][kind]
+    assert m['lpips'] >= 0 and 0 < m['ms_ssim'] <= 1 and m['niqe'] > 0, (kind, m)
+  assert set(result['mean']['target']) == {'niqe'} and result['images'][0]['target']['niqe'] > 0
+  header = (out / 'metrics.md').read_text().splitlines()[2]
+  assert 'lpips model' in header and 'niqe bicubic' in header and 'niqe target' in header
+  assert evaluate.main(['--workdir', str(l1_run), '--metrics', 'psnr,fid']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: --metrics fid')

@@ -203,6 +203,8 @@ class RatingEvaluator:
 
 
 def mean_scores(records, kinds):
-  """{kind: {metric: mean over RECORDS}} for the metrics the records hold (METRICS at least)."""
+  """{kind: {metric: mean over RECORDS}} for the metrics the records hold (METRICS at least); an image
+  a metric could not score (NaN: too small for MS-SSIM or NIQE) is left out of that metric's mean."""
   names = list(records[0][kinds[0]]) if records else list(METRICS)
-  return {k: {m: float(np.mean([r[k][m] for r in records])) for m in names} for k in kinds}
+  mean = lambda values: float(np.nanmean(values)) if not np.all(np.isnan(values)) else float('nan')
+  return {k: {m: mean(np.asarray([r[k][m] for r in records], np.float64)) for m in names} for k in kinds}

@@ -3,6 +3,7 @@ BasicSR 1.4.2's calculate_niqe with the real pristine file of its sdist, MS-SSIM
 (alex, vgg, squeeze) against the lpips package with its shipped linear heads and the same backbone
 weights in both; and the errors a user meets."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
@@ -12,9 +13,11 @@ from benchmarks.torch_reference import backbones as torch_backbones
 from benchmarks.torch_reference import metric_references
 from enhance_jax.errors import UserError
 from enhance_jax.eval import dists
+from enhance_jax.eval import evaluators
 from enhance_jax.eval import lpips
 from enhance_jax.eval import ms_ssim
 from enhance_jax.eval import niqe
+from enhance_jax.eval import quality
 from enhance_jax.io import metric_weights
 
 
@@ -133,3 +136,16 @@ def test_dists_agrees_with_dists_pytorch_on_its_own_weights(tmp_path):
   np.savez(tmp_path / 'bad_dists.npz', alpha=alpha, beta=beta[:10])
   with pytest.raises(UserError, match='beta of 1475 values'):
     metric_weights.load_dists_weights(tmp_path / 'bad_dists.npz')
+
+
+def test_the_evaluator_adds_extra_metrics_and_skips_images_too_small_for_them():
+  photo = skimage.data.astronaut().astype(np.float32) / 255.0
+  pairs = [(photo[:200:2, :200:2], photo[:200, :200]), (photo[:100:2, :100:2], photo[:100, :100])]
+  predict = lambda variables, lr: jnp.repeat(jnp.repeat(lr, 2, 1), 2, 2)
+  evaluator = evaluators.Evaluator(predict, pairs, 2, extra={'ms_ssim': quality.BUILDERS['ms_ssim'](None)})
+  records = [r for r, _ in evaluator.records({})]
+  assert np.isnan(records[1]['model']['ms_ssim']) and 0 < records[0]['model']['ms_ssim'] < 1
+  assert 0 < records[0]['bicubic']['ms_ssim'] < 1
+  mean = evaluators.mean_scores(records, ('model', 'bicubic'))
+  assert mean['model']['ms_ssim'] == pytest.approx(records[0]['model']['ms_ssim'])
+  assert mean['model']['psnr'] == pytest.approx(np.mean([r['model']['psnr'] for r in records]))

@@ -24,6 +24,7 @@ from enhance_jax.data import datasets
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
 from enhance_jax.eval import evaluators
+from enhance_jax.eval import quality
 from enhance_jax.infer import restoring
 from enhance_jax.io import checkpoints as ckpt_lib
 from enhance_jax.io import reporting
@@ -37,7 +38,7 @@ from enhance_jax.training import train_steps
 def _fresh_meta(config):
   return {'format': ckpt_lib.META_FORMAT, 'signature': ckpt_lib.model_signature(config),
           'config': config.to_dict(), 'epoch': 0, 'stage': first_stage(config), 'gan_start': None,
-          'best': None, 'best_metric': config.train.best_metric, 'bad_evals': 0,
+          'best': None, 'best_metric': quality.best_metric(config), 'bad_evals': 0,
           'pretrain_stopped': False, 'finished': False}
 
 
@@ -126,7 +127,7 @@ class _Loop:
     g_vars = train_steps.eval_variables(self.state)
     k = min(4, len(self.val[self.task.inputs]))
     val = self.evaluator.run(g_vars, samples=k)
-    metric = c.train.best_metric
+    metric = quality.best_metric(c)
     improved = evaluators.better(metric, val[metric], meta['best'])
     if improved:
       meta['best'], meta['bad_evals'] = val[metric], 0
@@ -283,6 +284,11 @@ def _train(config, workdir):
   if meta['finished']:
     print(f'{workdir}: training already stopped early at step {step}; nothing to do.', flush=True)
     return loop.state
+  if t.best_metric == 'auto' and jax.process_index() == 0:
+    chosen = quality.best_metric(config)
+    print(f'best checkpoint by validation {chosen} (train.best_metric=auto: '
+          + ('loss.lpips_weights is given)' if chosen == 'lpips' else
+             'PSNR, as LPIPS needs loss.lpips_weights, a torchvision backbone file)'), flush=True)
   stall = config.data.stall_timeout_s or None
   data_state = loop.iterator.get_state()
   batches = input_pipeline.prefetch_to_device(loop.iterator, loop.data_sharding, config.data.prefetch,
@@ -358,7 +364,7 @@ def _run_steps(config, loop, batches, meter, bar, step, data_state):
       (bar.write if bar is not None else print)(
           f'step {step} [{meta["stage"]}] val '
           + ' '.join(f'{k} {val[k]:.4f}' for k in loop.task.kind.summary)
-          + (f' ({t.best_metric}: best)' if improved else ''))
+          + (f' ({quality.best_metric(config)}: best)' if improved else ''))
     if improved or _every(step, t.checkpoint_every_steps) or stage_done:
       meter.check(step)  # a state made by a NaN step is never saved
       loop.save(data_state, best=improved)

@@ -39,6 +39,7 @@ def get_config():
   # c.loss.vgg_weights: a torchvision vgg19 state_dict; without it the perceptual loss is random.
 
   t = c.train
+  t.best_metric = 'auto'                 # LPIPS when loss.lpips_weights is given, else PSNR (said)
   t.pretrain_steps = 0                   # the L1 stage is realesrnet_x4plus
   t.num_steps = 400_000
   t.g_lr = t.d_lr = 1e-4

@@ -47,6 +47,7 @@ def get_config():
   # c.loss.vgg_weights: a torchvision vgg19 state_dict; without it the perceptual loss is random.
 
   t = c.train
+  t.best_metric = 'auto'                 # LPIPS when loss.lpips_weights is given, else PSNR (said)
   t.pretrain_steps = 450_000             # RealPLKSR_OTF_fidelity: total_iter 450000
   t.num_steps = 450_000 + 250_000        # RealPLKSR_OTF_gan: total_iter 250000
   t.g_lr = t.d_lr = 1e-4

@@ -56,6 +56,7 @@ def get_config():
   c.loss.gan_type = 'vanilla'            # gan_type 'gan'
 
   t = c.train
+  t.best_metric = 'auto'                 # LPIPS when loss.lpips_weights is given, else PSNR (said)
   t.batch_size = 32
   t.pretrain_steps = 1_000_000
   t.num_steps = 1_600_000                # + 600k GAN steps

@@ -77,3 +77,12 @@ def requested(config):
 def build(config):
   """{name: fn(sr, hr) -> [N]} for `requested(config)` (weights read now)."""
   return {name: BUILDERS[name](config) for name in requested(config)}
+
+
+def best_metric(config):
+  """train.best_metric, with 'auto' resolved: LPIPS when validation computes it (its weights are
+  given), else PSNR (the Real-ESRGAN experiments: PSNR prefers blur, so LPIPS when it can)."""
+  metric = config.train.best_metric
+  if metric != 'auto':
+    return metric
+  return 'lpips' if 'lpips' in requested(config) else 'psnr'

@@ -186,8 +186,8 @@ def validate(config):
   terms = [k for section in (config.loss.pretrain, config.loss.gan) for k, w in section.items()
            if w and k not in losses.ADVERSARIAL]
   known = output_kinds.KINDS[models.output_key(models.build_generator(config))].metrics(dict.fromkeys(terms))
-  if metric not in known:
-    raise UserError(f'train.best_metric={metric!r}; valid: {", ".join(known)}.')
+  if metric not in (*known, 'auto'):
+    raise UserError(f'train.best_metric={metric!r}; valid: {", ".join(known)}, auto.')
   unknown = [m for m in config.train.eval_metrics if m not in (*evaluators.METRICS, *quality.BUILDERS)]
   if unknown:
     raise UserError(f'train.eval_metrics names {unknown}; valid: '

@@ -146,7 +146,8 @@ SCHEMA = {
         'eval_every_steps': Field(5000, 'steps between validations and samples (BasicSR val_freq)'),
         'checkpoint_every_steps': Field(5000, 'steps between checkpoints (besides best and stage ends)'),
         'best_metric': Field('psnr', 'validation metric of the best checkpoint (psnr, ssim, lpips, '
-                                     'emd, ...; lpips/dists/niqe: lower is better)'),
+                                     'emd, ...; lpips/dists/niqe: lower is better; auto: lpips when '
+                                     'loss.lpips_weights is given, else psnr)'),
         'eval_metrics': Field(('psnr', 'ssim'), 'what validation computes: psnr, ssim (always) and any '
                                                 'of lpips, dists, ms_ssim, niqe; lpips is added when '
                                                 'loss.lpips_weights is given'),

@@ -18,7 +18,9 @@ from benchmarks.torch_reference import metric_references
 from enhance_jax import models
 from enhance_jax import train
 from enhance_jax.errors import UserError
+from enhance_jax.eval import quality
 from enhance_jax.io import metric_weights
+from enhance_jax.training import config as config_lib
 from enhance_jax.training import frozen
 from enhance_jax.training import frequency_losses
 from enhance_jax.training import losses
@@ -171,3 +173,17 @@ def test_a_perceptual_best_metric_must_be_computed_and_fit_the_crops():
     tiny_config('train.eval_metrics=("psnr", "ssim", "ms_ssim")', 'data.val_patch_size=64')
   with pytest.raises(UserError, match=r"train.eval_metrics names \['fid'\]"):
     tiny_config('train.eval_metrics=("psnr", "fid")')
+
+
+def test_auto_best_metric_is_lpips_with_its_weights_and_says_so_without(tmp_path, capsys):
+  assert quality.best_metric(tiny_config('train.best_metric=auto')) == 'psnr'
+  with_weights = tiny_config('train.best_metric=auto', 'loss.lpips_weights=/models/vgg16.pth')
+  assert quality.best_metric(with_weights) == 'lpips' and 'lpips' in quality.requested(with_weights)
+  for name in ('realesrgan_x4plus', 'swinir_real_x4', 'realplksr_gan_x4'):
+    assert config_lib.load_experiment(name).train.best_metric == 'auto'
+  config = tiny_config('train.best_metric=auto', 'train.num_steps=2', 'train.pretrain_steps=2',
+                       'train.eval_every_steps=2', 'train.checkpoint_every_steps=2', 'train.progress=False')
+  train.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert 'best checkpoint by validation psnr (train.best_metric=auto: PSNR, as LPIPS needs' in out
+  assert '(psnr: best)' in out

@@ -14,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 import memory  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import perceptual  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import throughput  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 TINY = ['--set', 'model.num_blocks=1', '--set', 'model.num_features=8', '--set',
@@ -308,3 +309,12 @@ def test_memory_benchmark_reports_the_compiled_step_with_and_without_remat(tmp_p
   assert set(r) == {'0', '1'} and result['batch'] == 2 and result['patch'] == 64
   assert all(m['temp_size_in_bytes'] > 0 and m['total_gib'] > 0 for m in r.values())
   assert r['1']['argument_size_in_bytes'] == r['0']['argument_size_in_bytes']
+
+
+def test_lpips_validation_benchmark_times_both_on_the_same_weights(tmp_path):
+  out = tmp_path / 'lpips.json'
+  assert perceptual.main(['--net', 'squeeze', '--images', '2', '--size', '64', '--repeats', '1',
+                          '--json', str(out)]) == 0
+  result = json.loads(out.read_text())
+  assert result['jax_ms_per_image'] > 0 and result['torch_ms_per_image'] > 0
+  assert result['max_abs_diff'] < 1e-5 and result['images'] == 2

@@ -7,7 +7,6 @@ largest difference. Both run in this process, one after the other, on all its CP
 
 import argparse
 import datetime
-import json
 import pathlib
 import platform
 import sys
@@ -22,6 +21,7 @@ import jax  # noqa: E402  pylint: disable=wrong-import-position
 import skimage.data  # noqa: E402  pylint: disable=wrong-import-position
 import torch  # noqa: E402  pylint: disable=wrong-import-position
 
+from benchmarks.throughput import versions, write_json  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks.torch_reference import backbones as torch_backbones  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks.torch_reference import metric_references  # noqa: E402  pylint: disable=wrong-import-position
 from enhance_jax.eval import lpips  # noqa: E402  pylint: disable=wrong-import-position
@@ -81,14 +81,13 @@ def main(argv=None):
             'speedup': min(t_torch) / min(t_jax),
             'max_abs_diff': float(np.abs(run_jax() - run_torch()).max()),
             'device': jax.devices()[0].device_kind, 'host': platform.node(),
-            'versions': {'jax': jax.__version__, 'torch': torch.__version__},
+            'versions': versions(),
             'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
   print(f"LPIPS-{args.net} {args.images} x {args.size}^2: JAX {result['jax_ms_per_image']:.1f} ms/image, "
         f"lpips package {result['torch_ms_per_image']:.1f} ms/image ({result['speedup']:.2f}x), "
         f"max diff {result['max_abs_diff']:.2g}")
   if args.json:
-    pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + '\n')
+    write_json(args.json, result)
   return 0
 
 

@@ -5,6 +5,7 @@ CPU torch (no torchvision):
   torchvision and a CUDA torch): `sdist()` fetches `basicsr-1.4.2.tar.gz` once with `pip download
   --no-deps` into a cache folder; `niqe_module()` loads `basicsr/metrics/niqe.py` with the few package
   files it imports (color_util, matlab_functions, metric_util) and a stub registry.
+- BasicSR 1.4.2's LDL artifact map (`ldl_artifact_map()`), from the same sdist.
 - piq 0.8.0's MS-SSIM (`piq_ms_ssim()`), loaded without piq's package import, which builds
   torchvision's Inception classes.
 - the `lpips` 0.1.4 package (`lpips_package(nets)`) and DISTS_pytorch 0.1 (`dists_module(vgg16)`),
@@ -24,7 +25,7 @@ from benchmarks.torch_reference import backbones
 VERSION = '1.4.2'
 MEMBERS = ('basicsr/utils/color_util.py', 'basicsr/utils/matlab_functions.py',
            'basicsr/metrics/metric_util.py', 'basicsr/metrics/niqe.py',
-           'basicsr/metrics/niqe_pris_params.npz')
+           'basicsr/metrics/niqe_pris_params.npz', 'basicsr/losses/loss_util.py')
 
 
 def cache_dir() -> pathlib.Path:
@@ -84,6 +85,12 @@ def niqe_module():
   _load('basicsr.utils.matlab_functions', root / 'basicsr/utils/matlab_functions.py')
   _load('basicsr.metrics.metric_util', root / 'basicsr/metrics/metric_util.py')
   return _load('basicsr.metrics.niqe', root / 'basicsr/metrics/niqe.py')
+
+
+def ldl_artifact_map():
+  """basicsr.losses.loss_util.get_refined_artifact_map (NCHW tensors: gt, output, ema output, ksize),
+  the map of BasicSR's LDL loss; loss_util imports torch alone."""
+  return _load('basicsr_loss_util', sdist() / 'basicsr/losses/loss_util.py').get_refined_artifact_map
 
 
 def pristine_params_path() -> pathlib.Path:

@@ -184,7 +184,7 @@ def validate(config):
   input_pipeline.check_config(config)
   metric = config.train.best_metric
   terms = [k for section in (config.loss.pretrain, config.loss.gan) for k, w in section.items()
-           if w and k not in losses.ADVERSARIAL]
+           if w and k not in (*losses.ADVERSARIAL, *losses.EMA_TERMS)]
   known = output_kinds.KINDS[models.output_key(models.build_generator(config))].metrics(dict.fromkeys(terms))
   if metric not in (*known, 'auto'):
     raise UserError(f'train.best_metric={metric!r}; valid: {", ".join(known)}, auto.')

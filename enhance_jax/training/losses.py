@@ -21,6 +21,7 @@ from enhance_jax.eval import ms_ssim as ms_ssim_lib
 from enhance_jax.models import vgg
 from enhance_jax.models.nima import mean_score
 from enhance_jax.training import frequency_losses
+from enhance_jax.training import ldl as ldl_lib
 
 
 def l1(pred, target):
@@ -88,7 +89,8 @@ def discriminator_adversarial(real_logits, fake_logits, gan_type):
 @dataclasses.dataclass(frozen=True)
 class LossInputs:
   """What a loss term may look at. `outputs` is the model's dict ('image' at least); `frozen` maps a
-  frozen network's name to its forward function; the logits are set in the GAN step only."""
+  frozen network's name to its forward function; the logits are set in the GAN step only, the EMA
+  generator's outputs only when a weighted term needs them (EMA_TERMS)."""
   outputs: dict
   batch: dict
   options: Any                      # config.loss (criteria, gan_type, ...), read-only
@@ -96,6 +98,7 @@ class LossInputs:
   rng: Any = None
   real_logits: Any = None
   fake_logits: Any = None
+  ema_outputs: Any = None           # the EMA generator's outputs on the same batch (EMA_TERMS only)
 
   @property
   def image(self):
@@ -195,6 +198,13 @@ def dists_loss(x):
   return jnp.mean(x.frozen['dists'](jnp.clip(x.image, 0.0, 1.0), x.target))
 
 
+def ldl_loss(x):
+  """LDL (ldl.ldl): L1 weighted by the artifact map of G's output against the EMA generator's, over
+  loss.ldl_kernel x loss.ldl_kernel windows (7, as BasicSR)."""
+  ema = x.ema_outputs['image'].astype(jnp.float32)
+  return ldl_lib.ldl(x.image, x.target, ema, int(x.options.ldl_kernel))
+
+
 LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'pixel': pixel_loss,
     'l1': lambda x: l1(x.image, x.target),
@@ -212,9 +222,11 @@ LOSSES: dict[str, Callable[[LossInputs], jax.Array]] = {
     'ffl': ffl_loss,
     'lpips': lpips_loss,
     'dists': dists_loss,
+    'ldl': ldl_loss,
 }
 NEEDS = {'content': ('vgg19',), 'nima': ('nima',), 'lpips': ('lpips',), 'dists': ('dists',)}  # frozen networks a term runs (frozen.FROZEN)
 ADVERSARIAL = ('adversarial',)         # terms that need D's logits: GAN stage only
+EMA_TERMS = ('ldl',)                   # terms that compare with the EMA generator's output
 RATING_TERMS = ('emd',)                # terms of a rating model's histogram (NIMA); the rest score images
 
 
@@ -222,6 +234,11 @@ def total(weights, inputs):
   """(sum of weight * term, {name: term}) for WEIGHTS = ((name, weight), ...)."""
   terms = {name: LOSSES[name](inputs) for name, _ in weights}
   return sum(w * terms[name] for name, w in weights), terms
+
+
+def needs_ema(weights):
+  """Whether a stage weighted by WEIGHTS must also run the EMA generator (an EMA_TERMS term)."""
+  return any(name in EMA_TERMS for name, _ in weights)
 
 
 def frozen_needed(weight_sets):
@@ -261,6 +278,13 @@ def check_config(config):
   if adversarial:
     raise UserError(f'loss.pretrain weights {adversarial}, which need a discriminator; move them to '
                     'loss.gan.')
+  ema = [k for _, section in stages for k, w in section.items() if w and k in EMA_TERMS]
+  if ema and not config.train.ema_decay > 0:
+    raise UserError(f'loss terms {sorted(set(ema))} compare with the EMA generator, which '
+                    'train.ema_decay=0 turns off; set --set train.ema_decay=0.999 (Real-ESRGAN).')
+  k = l.ldl_kernel
+  if isinstance(k, bool) or not isinstance(k, int) or k < 3 or k % 2 == 0:
+    raise UserError(f'loss.ldl_kernel={k!r} must be an odd window side >= 3 (BasicSR: 7).')
   rating = models.output_key(models.build_generator(config)) != 'image'
   weighted = [k for _, section in stages for k, w in section.items() if w]
   wrong = sorted({k for k in weighted if (k in RATING_TERMS) != rating})

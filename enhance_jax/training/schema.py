@@ -111,6 +111,7 @@ SCHEMA = {
         'ffl_alpha': Field(1.0, "ffl: the spectrum weight's exponent"),
         'ffl_patch_factor': Field(1, 'ffl: patches per side, each its own spectrum'),
         'ffl_log_matrix': Field(False, 'ffl: log(1 + weight)'),
+        'ldl_kernel': Field(7, "ldl: the side of the artifact map's local-variance window"),
         'lpips_net': Field('vgg', "lpips term: 'vgg' (the package's advice for a loss) | 'alex' | "
                                   "'squeeze'"),
         'lpips_weights': Field('', "its torchvision backbone .pth / .npz / .safetensors; '' = random, "

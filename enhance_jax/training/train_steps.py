@@ -309,6 +309,15 @@ def generate(task, g_params, g_stats, x, train=False, keys=None, scale=None):
                                                 **_scale_kw(scale)), task.output), g_stats
 
 
+def ema_outputs(task, state, batch, weights, scale=None):
+  """The EMA generator's outputs on BATCH, held constant, when a term of WEIGHTS compares with them
+  (losses.EMA_TERMS: LDL); else None, and nothing more runs."""
+  if not losses.needs_ema(weights) or state.ema_params is None:
+    return None
+  out, _ = generate(task, state.ema_params, state.g_stats, batch[task.inputs], scale=scale)
+  return jax.lax.stop_gradient(out)
+
+
 def model_batch(task, batch, key, scale=None):
   """The batch with 'lr' set to what the model sees in training: the pipeline's LR, the target itself
   (data.train_on=clean), or the target degraded here on the device (data.degrade_on_device).
@@ -370,11 +379,13 @@ def pretrain_step(task, state, batch, frozen=None, scale=None):
   keys = step_keys(state)
   batch = model_batch(task, batch, keys['degrade'], scale)
   nets = frozen_lib.bind(task.frozen, frozen or {})
+  ema = ema_outputs(task, state, batch, task.pretrain_weights, scale)
 
   def loss_fn(g_params):
     out, g_stats = generate(task, g_params, state.g_stats, batch[task.inputs], True, keys, scale)
     loss, terms = losses.total(task.pretrain_weights,
-                               losses.LossInputs(out, batch, task.options, nets, keys['loss']))
+                               losses.LossInputs(out, batch, task.options, nets, keys['loss'],
+                                                 ema_outputs=ema))
     return loss, (out, g_stats, terms)
 
   (g_loss, (out, g_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
@@ -396,6 +407,7 @@ def gan_step(task, state, batch, frozen=None, scale=None):
   keys = step_keys(state)
   batch = model_batch(task, batch, keys['degrade'], scale)
   nets = frozen_lib.bind(task.frozen, frozen or {})
+  ema = ema_outputs(task, state, batch, task.gan_weights, scale)
   hr = batch['hr']
   outputs, g_pullback, g_stats = jax.vjp(
       lambda p: generate(task, p, state.g_stats, batch['lr'], True, keys, scale), state.g_params,
@@ -415,7 +427,7 @@ def gan_step(task, state, batch, frozen=None, scale=None):
 
   def g_objective(outputs, fake):
     return losses.total(task.gan_weights, losses.LossInputs(outputs, batch, task.options, nets,
-                                                            keys['loss'], real, fake))
+                                                            keys['loss'], real, fake, ema))
 
   (g_loss, terms), (douts, dfake) = jax.value_and_grad(g_objective, (0, 1), has_aux=True)(outputs, fake)
   _, dsr_through_d = fake_pullback(dfake)  # (XLA drops the unused weight gradients)
@@ -483,13 +495,14 @@ def accumulate(total, metrics):
 
 
 def eval_losses(task, g_vars, frozen, lr, hr, scale=None):
-  """Held-out loss terms of a chunk: every non-adversarial term of either stage as `loss_NAME`, and
-  `loss`, the supervised stage's weighted total (train.best_metric=loss)."""
+  """Held-out loss terms of a chunk: every term of either stage as `loss_NAME` but the adversarial ones
+  and those against the EMA generator (LDL: the evaluated model is that EMA), and `loss`, the
+  supervised stage's weighted total of those (train.best_metric=loss)."""
   out = models.as_outputs(task.generator.apply(g_vars, lr, train=False, **_scale_kw(scale)))
   inputs = losses.LossInputs(out, {'lr': lr, 'hr': hr}, task.options,
                              frozen_lib.bind(task.frozen, frozen or {}))
   names = dict.fromkeys(k for k, _ in task.pretrain_weights + task.gan_weights
-                        if k not in losses.ADVERSARIAL and set(losses.NEEDS.get(k, ())) <= set(task.frozen))
+                        if k not in (*losses.ADVERSARIAL, *losses.EMA_TERMS) and set(losses.NEEDS.get(k, ())) <= set(task.frozen))
   terms = {k: losses.LOSSES[k](inputs) for k in names}
   total = sum(w * terms[k] for k, w in task.pretrain_weights if k in terms)
   return {'loss': jnp.asarray(total, jnp.float32), **{f'loss_{k}': v for k, v in terms.items()}}

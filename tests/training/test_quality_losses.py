@@ -1,5 +1,5 @@
 """Issue 24's loss terms: `ffl` against the authors' focal-frequency-loss 0.3.0, `ms_ssim` and
-`ms_ssim_l1` against piq's MS-SSIM, on real photo patches; each differentiable with a finite gradient
+`ms_ssim_l1` against piq's MS-SSIM, `ldl` against BasicSR 1.4.2's artifact map, on real photo patches; each differentiable with a finite gradient
 that reaches every parameter group of G; and a short run trains with them through the core."""
 
 import dataclasses
@@ -23,6 +23,7 @@ from enhance_jax.io import metric_weights
 from enhance_jax.training import config as config_lib
 from enhance_jax.training import frozen
 from enhance_jax.training import frequency_losses
+from enhance_jax.training import ldl
 from enhance_jax.training import losses
 
 from conftest import tiny_config
@@ -66,6 +67,32 @@ def test_ms_ssim_terms_match_piq_on_a_full_size_patch():
                              0.84 * (1.0 - piq_value) + 0.16 * l1, atol=1e-5)
 
 
+def test_ldl_matches_basicsr_on_real_photo_patches():
+  """The artifact map and the loss as BasicSR's RealESRGANModel computes them (get_refined_artifact_map,
+  window 7, then L1 of the weighted images); the EMA output is nearer the target in some places only."""
+  sr, hr = _patches(64)
+  rng = np.random.default_rng(1)
+  ema = np.clip(hr + rng.normal(0, 0.04, hr.shape), 0, 1).astype(np.float32)
+  reference = metric_references.ldl_artifact_map()
+  want_map = reference(_nchw(hr), _nchw(sr), _nchw(ema), 7)
+  want = torch.nn.functional.l1_loss(want_map * _nchw(sr), want_map * _nchw(hr)).item()
+  got_map = ldl.artifact_map(jnp.asarray(hr), jnp.asarray(sr), jnp.asarray(ema), 7)
+  zero = np.asarray(got_map)[..., 0] == 0
+  assert 0.2 < zero.mean() < 0.8  # both branches of the map are exercised
+  np.testing.assert_allclose(np.asarray(got_map)[..., 0], want_map[:, 0].numpy(), rtol=1e-4,
+                             atol=1e-7)
+  config = tiny_config()
+  x = dataclasses.replace(_inputs(sr, hr, config), ema_outputs={'image': jnp.asarray(ema)})
+  np.testing.assert_allclose(float(losses.LOSSES['ldl'](x)), want, rtol=1e-5)
+
+
+def test_ldl_needs_the_ema_and_an_odd_window():
+  with pytest.raises(UserError, match='train.ema_decay'):
+    tiny_config('loss.pretrain.ldl=1.0', 'train.ema_decay=0')
+  with pytest.raises(UserError, match='ldl_kernel'):
+    tiny_config('loss.pretrain.ldl=1.0', 'train.ema_decay=0.999', 'loss.ldl_kernel=4')
+
+
 def _frozen(term, config):
   names = losses.NEEDS.get(term, ())
   return frozen.bind(frozen.modules(names, config), frozen.load(names, config))
@@ -106,10 +133,10 @@ def test_dists_term_matches_dists_pytorch(tmp_path):
   np.testing.assert_allclose(float(losses.LOSSES['dists'](x)), want, atol=1e-5)
 
 
-@pytest.mark.parametrize('term', ['ffl', 'ms_ssim', 'ms_ssim_l1', 'lpips', 'dists'])
+@pytest.mark.parametrize('term', ['ffl', 'ms_ssim', 'ms_ssim_l1', 'lpips', 'dists', 'ldl'])
 def test_the_gradient_reaches_every_layer_of_g(term):
   """On 32-pixel patches MS-SSIM keeps the scales that fit (one) and stays finite; LPIPS and DISTS
-  run through their frozen networks (random backbones here)."""
+  run through their frozen networks (random backbones here); LDL against a stand-in EMA output."""
   config = tiny_config()
   generator = models.build_generator(config)
   _, hr = _patches(32)
@@ -119,7 +146,8 @@ def test_the_gradient_reaches_every_layer_of_g(term):
 
   def loss(p):
     out = generator.apply(p, lr)
-    return losses.LOSSES[term](dataclasses.replace(_inputs(out, hr, config), frozen=bound))
+    return losses.LOSSES[term](dataclasses.replace(_inputs(out, hr, config), frozen=bound,
+                                                   ema_outputs={'image': jnp.asarray(hr) + 0.01}))
 
   value, grads = jax.value_and_grad(loss)(params)
   assert np.isfinite(float(value)) and float(value) > 0
@@ -132,14 +160,17 @@ def test_the_gradient_reaches_every_layer_of_g(term):
 @pytest.mark.slow
 def test_a_run_trains_with_the_new_terms_through_the_core(tmp_path):
   config = tiny_config('loss.pretrain.ffl=0.5', 'loss.pretrain.ms_ssim_l1=1.0', 'loss.pretrain.lpips=0.1',
-                       'loss.lpips_net=squeeze', 'train.num_steps=3',
+                       'loss.lpips_net=squeeze', 'loss.gan.ldl=1.0', 'train.ema_decay=0.999',
+                       'train.num_steps=5',
                        'train.pretrain_steps=3', 'train.eval_every_steps=3',
                        'train.checkpoint_every_steps=3', 'train.progress=False')
   train.train_and_evaluate(config, str(tmp_path))
   rows = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   last = [r for r in rows if r.get('split') == 'train'][-1]
-  assert last['step'] == 3 and all(np.isfinite(last[k]) and last[k] > 0
-                                   for k in ('loss_ffl', 'loss_ms_ssim_l1', 'loss_lpips', 'g_loss'))
+  first = [r for r in rows if r.get('split') == 'train'][0]
+  assert first['step'] <= 3 and all(np.isfinite(first[k]) and first[k] > 0
+                                    for k in ('loss_ffl', 'loss_ms_ssim_l1', 'loss_lpips', 'g_loss'))
+  assert last['step'] == 5 and np.isfinite(last['loss_ldl']) and last['loss_ldl'] > 0
 
 
 @pytest.mark.slow

@@ -10,17 +10,19 @@ Each --model is a released model by name (enhance --list-models); each --workdir
 them (every restorable run or model inside is served, named `FOLDER (experiment)`). Models load once
 at start; images go through the tiled enhance path (one compiled program per model and window shape,
 reused by every request; bf16 on an accelerator). --nima (a `nima` run, converted NIMA or weights
-file) adds NIMA mean scores; without it they are null.
+file) adds NIMA mean scores; without it they are null. --niqe adds BasicSR's NIQE (no reference,
+lower is more natural; null for an image under 96 pixels a side), its pristine parameters from
+--niqe-params or found as `score --metric niqe` finds them.
 
 API (the page uses it too):
   GET  /api/models  -> {"models": [{"name", "scale", "experiment", "source", "step", "programs"}],
-                        "nima": bool,
+                        "nima": bool, "niqe": bool,
                         "max_pixels", "max_upload_bytes"} ("programs": compiled so far)
   POST /api/enhance (multipart: `image` the file, `model` zero or more times (none = all), `test`
         "true" to score the image as a test image: its bicubic downscale by the model's scale is
         enhanced and compared with it by PSNR/SSIM)
-       -> {"id", "input": {"name", "width", "height", "nima", "nima_std", "url"},
-           "results": [{"model", "scale", "width", "height", "nima", "nima_std", "seconds", "url",
+       -> {"id", "input": {"name", "width", "height", "nima", "nima_std", "niqe", "url"},
+           "results": [{"model", "scale", "width", "height", "nima", "nima_std", "niqe", "seconds", "url",
                         "baseline", "psnr", "ssim"}], "zip": url of every image of the request}
   GET  /results/ID/FILE.png serves an image; GET /api/zip?file=ID/FILE.png&file=... a zip of them.
 Bad uploads get a 4xx with {"error": one sentence}: 400 no image field, empty or tiny file, unknown
@@ -49,6 +51,7 @@ from PIL import Image
 
 from enhance_jax.errors import UserError
 from enhance_jax.eval import evaluators
+from enhance_jax.eval import niqe as niqe_lib
 from enhance_jax.infer import restoring
 from enhance_jax.infer import scoring
 from enhance_jax.infer import tiling
@@ -156,9 +159,9 @@ class Service:
   uploads (deleted after each request) and results (the last KEEP_JOBS requests')."""
 
   def __init__(self, models, nima=None, max_pixels=MAX_PIXELS, max_upload_bytes=MAX_UPLOAD_MB << 20,
-               root=None):
+               root=None, niqe=None):
     self.models = {m.name: m for m in models}
-    self.nima = nima
+    self.nima, self.niqe = nima, niqe
     self.max_pixels, self.max_upload_bytes = int(max_pixels), int(max_upload_bytes)
     self._own_root = root is None
     self.root = pathlib.Path(root or tempfile.mkdtemp(prefix='enhance_jax_serve_'))
@@ -169,6 +172,7 @@ class Service:
 
   def info(self) -> dict:
     return {'models': [m.info() for m in self.models.values()], 'nima': self.nima is not None,
+            'niqe': self.niqe is not None,
             'max_pixels': self.max_pixels, 'max_upload_bytes': self.max_upload_bytes}
 
   def save_upload(self, stream, filename: str) -> pathlib.Path:
@@ -225,11 +229,17 @@ class Service:
   def _nima(self, image):
     return self.nima(image) if self.nima is not None else (None, None)
 
+  def _niqe(self, image):
+    """NIQE of IMAGE, or None without --niqe or below one 96x96 block."""
+    if self.niqe is None or niqe_lib.too_small(image.shape):
+      return None
+    return round(self.niqe(image), 3)
+
   def _entry(self, job, d, file, image, **extra) -> dict:
     image_io.write(d / file, image)
     mean, std = self._nima(image)
     return {'width': image.shape[1], 'height': image.shape[0], 'nima': mean, 'nima_std': std,
-            'url': f'/results/{job}/{file}', **extra}
+            'niqe': self._niqe(image), 'url': f'/results/{job}/{file}', **extra}
 
   def enhance(self, stream, filename: str, names=(), test: bool = False) -> dict:
     """One request: the upload enhanced by NAMES (all when empty), with bicubic baselines, NIMA
@@ -411,6 +421,10 @@ def parse_args(argv=None):
                  help='a released model by name (repeatable; see python -m enhance_jax.enhance '
                       '--list-models); with no --workdir/--model, every released model found')
   p.add_argument('--nima', default=None, help='a `nima` run, converted NIMA or NIMA weights file')
+  p.add_argument('--niqe', action='store_true',
+                 help="score every image by NIQE too (no reference; lower is more natural)")
+  p.add_argument('--niqe-params', default='',
+                 help="NIQE's niqe_pris_params.npz (default: basicsr's, the cache's or downloaded)")
   p.add_argument('--host', default='127.0.0.1', help='address to bind (default 127.0.0.1: this '
                  'machine only; 0.0.0.0 exposes the page to the network)')
   p.add_argument('--port', type=int, default=8000)
@@ -445,10 +459,11 @@ def main(argv=None):
                       "models with pip install 'enhance_jax[pretrained]'.")
     models = load_models(sources, args.precision, tile=args.tile, pad=args.tile_pad)
     nima = scoring.Scorer(args.nima, size=NIMA_SIZE) if args.nima else None
+    niqe = scoring.NiqeScorer(args.niqe_params or None) if args.niqe or args.niqe_params else None
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  service = Service(models, nima, args.max_pixels, int(args.max_upload_mb * (1 << 20)))
+  service = Service(models, nima, args.max_pixels, int(args.max_upload_mb * (1 << 20)), niqe=niqe)
   tempfile.tempdir = str(service.uploads)  # multipart spooling stays in the server's own folder
   try:
     app = create_app(service)

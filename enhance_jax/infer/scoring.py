@@ -50,6 +50,7 @@ class NiqeScorer:
     if colour.shape[-1] == 1:
       colour = np.repeat(colour, 3, axis=-1)
     if niqe.too_small(colour.shape, self.crop_border):
-      raise UserError(f'the image is {colour.shape[1]}x{colour.shape[0]} pixels; NIQE needs at least '
-                      f'{niqe.MIN_SIDE}x{niqe.MIN_SIDE} after a border of {self.crop_border}.')
+      raise UserError(f'the image is {colour.shape[1]}x{colour.shape[0]} pixels; NIQE needs two whole '
+                      f'{niqe.BLOCK}x{niqe.BLOCK} blocks (e.g. {niqe.BLOCK}x{2 * niqe.BLOCK}) after a '
+                      f'border of {self.crop_border}.')
     return float(niqe.niqe(colour[None], self.params, self.crop_border)[0])

@@ -43,7 +43,8 @@ async function loadModels() {
     }
     $('#limits').textContent = `Up to ${info.max_pixels.toLocaleString()} pixels and ` +
         `${Math.round(info.max_upload_bytes / 2 ** 20)} MB per image.` +
-        (info.nima ? '' : ' No NIMA was given to the server, so no scores are shown.');
+        (info.nima ? '' : ' No NIMA was given to the server, so no NIMA scores are shown.') +
+        (info.niqe ? ' NIQE: lower is more natural; an image needs two 96×96 blocks (e.g. 96×192) for one.' : '');
   } catch (e) {
     box.replaceChildren(el('legend', {text: 'Models'}), el('p', {class: 'error', text: `cannot list the models (${e})`}));
   }
@@ -69,12 +70,14 @@ function tile(entry, label) {
   if (entry.psnr !== null && entry.psnr !== undefined) meta.push(`PSNR ${fmt(entry.psnr, 2)} dB, SSIM ${fmt(entry.ssim, 4)}`);
   const nima = entry.nima === null || entry.nima === undefined ? 'NIMA –'
       : `NIMA ${fmt(entry.nima, 2)} ± ${fmt(entry.nima_std, 2)}`;
+  const niqe = entry.niqe === null || entry.niqe === undefined ? 'NIQE –' : `NIQE ${fmt(entry.niqe, 2)}`;
   return el('div', {class: 'tile', 'data-name': label},
       el('a', {href: entry.url, target: '_blank', title: 'open full size'},
          el('img', {src: entry.url, alt: label, 'data-width': entry.width, 'data-height': entry.height})),
       el('div', {class: 'name', text: label}),
       el('div', {class: 'meta', text: meta.join(' · ')}),
       el('div', {class: 'nima', text: nima}),
+      el('div', {class: 'niqe', title: 'NIQE: no reference, lower is more natural', text: niqe}),
       el('a', {class: 'download', href: entry.url, download: `${name}.png`, text: 'download'}));
 }
 

@@ -22,7 +22,7 @@ def test_niqe_scores_files_as_basicsr_and_skips_small_ones(tmp_path, capsys):
   Image.fromarray(photo[:64, :64]).save(tmp_path / 'small.png')
   rc = score.main(['--metric', 'niqe', '--niqe-params', params, '--json', str(tmp_path)])
   out, err = capsys.readouterr()
-  assert rc == 1 and 'skipped' in err and 'small.png' in err and 'NIQE needs at least 96x96' in err
+  assert rc == 1 and 'skipped' in err and 'small.png' in err and 'NIQE needs two whole 96x96 blocks' in err
   rows = {pathlib_name(r['image']): r for r in json.loads(out)}
   assert set(rows) == {'coffee.png', 'grey.png'} and set(rows['coffee.png']) == {'image', 'niqe'}
   want = metric_references.niqe_module().calculate_niqe(photo[..., ::-1].astype(np.float64), crop_border=0)

@@ -24,6 +24,7 @@ import pytest
 import requests
 from PIL import Image
 
+from benchmarks.torch_reference import metric_references
 from enhance_jax.io import weights
 from enhance_jax.models.nima import NIMA
 from enhance_jax.models.srvgg import SRVGGNetCompact
@@ -79,7 +80,8 @@ def server(l1_run, tmp_path_factory):
   log = open(root / 'server.log', 'w+')  # pylint: disable=consider-using-with
   proc = subprocess.Popen(
       [sys.executable, '-m', 'enhance_jax.serve', '--workdir', str(l1_run), '--workdir', str(srvgg),
-       '--nima', str(nima), '--port', str(port), '--max-pixels', str(MAX_PIXELS),
+       '--nima', str(nima), '--niqe', '--niqe-params', str(metric_references.pristine_params_path()),
+       '--port', str(port), '--max-pixels', str(MAX_PIXELS),
        '--max-upload-mb', str(MAX_UPLOAD_MB), '--tile', '64', '--tile-pad', '8'],
       stdout=log, stderr=subprocess.STDOUT, cwd=root)
   url = f'http://127.0.0.1:{port}'
@@ -116,7 +118,7 @@ def test_models_are_listed_by_workdir_and_experiment(server):
   info = requests.get(url + '/api/models', timeout=10).json()
   names = {m['name']: m['scale'] for m in info['models']}
   assert names == {'shared_esrgan_l1 (esrgan_cpu)': 4, 'srvgg_x2 (converted srvgg_compact)': 2}
-  assert info['nima'] is True and info['max_pixels'] == MAX_PIXELS
+  assert info['nima'] is True and info['niqe'] is True and info['max_pixels'] == MAX_PIXELS
   assert f'at {url}/' in banner  # bound to 127.0.0.1 (the default host)
 
 
@@ -127,6 +129,7 @@ def test_enhance_returns_every_model_bicubic_and_nima(server):
   body = r.json()
   assert (body['input']['width'], body['input']['height']) == (48, 40)
   assert isinstance(body['input']['nima'], float) and 1 <= body['input']['nima'] <= 10
+  assert body['input']['niqe'] is None  # 48x40: under two 96x96 blocks
   by_model = {x['model']: x for x in body['results']}
   assert set(by_model) == {'bicubic x4', 'shared_esrgan_l1 (esrgan_cpu)', 'bicubic x2',
                            'srvgg_x2 (converted srvgg_compact)'}
@@ -134,6 +137,10 @@ def test_enhance_returns_every_model_bicubic_and_nima(server):
     s = entry['scale']
     assert (entry['width'], entry['height']) == (48 * s, 40 * s)
     assert 1 <= entry['nima'] <= 10 and entry['nima_std'] > 0
+    if s == 4:  # 192x160 holds two 96x96 NIQE blocks; the x2 results (96x80) and the input do not
+      assert isinstance(entry['niqe'], float) and 0 < entry['niqe'] < 100
+    else:
+      assert entry['niqe'] is None
     assert entry['baseline'] == entry['model'].startswith('bicubic')
     assert entry['baseline'] or entry['seconds'] > 0
     png = requests.get(url + entry['url'], timeout=30)
@@ -276,6 +283,9 @@ def test_the_page_in_headless_chromium(server, tmp_path):
                                         img)
         assert natural == [w * scale, h * scale], (name, label, natural)
         assert re.search(r'NIMA \d+\.\d\d ± \d+\.\d\d', tile.find_element(By.CLASS_NAME, 'nima').text)
+        niqe_text = tile.find_element(By.CLASS_NAME, 'niqe').text  # a score where two 96x96 blocks fit
+        blocks = (h * scale // 96) * (w * scale // 96)  # harbour's x4 holds 2, meadow's 1
+        assert re.fullmatch(r'NIQE \d+\.\d\d' if blocks >= 2 else 'NIQE –', niqe_text), niqe_text
         link = tile.find_element(By.CSS_SELECTOR, 'a.download')
         assert link.get_attribute('download').endswith('.png')
         png = requests.get(link.get_attribute('href'), timeout=30).content

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from enhance_jax import models
+from enhance_jax import stops
 from enhance_jax.errors import UserError
 from enhance_jax.io import checkpoints
 from enhance_jax.io import image_io
@@ -81,6 +82,7 @@ def convert(path, out, arch=None, overwrite=False):
 
 
 def main(argv=None):
+  stops.begin()
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('weights', help='a .pth/.pt/.bin/.safetensors/.npz state_dict file, or an '
                       'ncnn model (NAME.param with NAME.bin beside it)')
@@ -94,6 +96,11 @@ def main(argv=None):
   except UserError as e:
     print(f'error: {image_io.shown(e)}', file=sys.stderr)
     return 2
+  except stops.Stopped as stop:
+    print(stops.stop_sentence(stop, f'{image_io.shown(os.path.abspath(args.out))} is as it was (a model '
+                                    'directory is written whole or not at all); rerun to convert'),
+          file=sys.stderr, flush=True)
+    return stop.exit_code
   (shape_in, shape_out), meta = result['check'], result['meta']
   print(f"read {image_io.shown(args.weights)}: {meta['num_keys']} tensors")
   print(f"architecture: {weights.describe(result['model'])}")
@@ -103,4 +110,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  stops.finish(main())

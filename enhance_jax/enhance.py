@@ -22,6 +22,7 @@ from absl import logging as absl_logging
 import numpy as np
 from PIL import Image
 
+from enhance_jax import stops
 from enhance_jax.errors import UserError
 from enhance_jax.infer import restoring
 from enhance_jax.infer import tiling
@@ -183,6 +184,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+  stops.begin()
   args = parse_args(argv)
   if args.list_models:
     print(zoo.listing())
@@ -200,6 +202,11 @@ def main(argv=None):
   except UserError as e:
     print(f'error: {image_io.shown(e)}', file=sys.stderr)
     return 2
+  except stops.Stopped as stop:
+    print(stops.stop_sentence(stop, f'each output already in {args.output} is whole and the one in '
+                                    'progress was not written; rerun the same command to finish'),
+          file=sys.stderr, flush=True)
+    return stop.exit_code
   if failed:
     print(f'{failed} file(s) skipped; see the messages above.', file=sys.stderr)
     return 1
@@ -207,4 +214,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  stops.finish(main())

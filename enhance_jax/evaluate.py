@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from enhance_jax import models
+from enhance_jax import stops
 from enhance_jax.data import datasets
 from enhance_jax.data import degradations
 from enhance_jax.data import input_pipeline
@@ -137,10 +138,13 @@ def scale_results(config, task, g_vars, source, result, out):
 
 
 def _write(out, result, markdown):
-  tmp = out / 'metrics.json.tmp'
-  tmp.write_text(json.dumps(result, indent=2))
-  tmp.replace(out / 'metrics.json')
-  (out / 'metrics.md').write_text(markdown)
+  for name, text in (('metrics.json', json.dumps(result, indent=2)), ('metrics.md', markdown)):
+    tmp = out / f'.{name}.tmp'
+    try:  # whole or absent, also when a stop lands mid-write
+      tmp.write_text(text)
+      tmp.replace(out / name)
+    finally:
+      tmp.unlink(missing_ok=True)
 
 
 def rating_run(config, task, g_vars, step, source, out, checkpoint, data):
@@ -246,6 +250,7 @@ def run(workdir, checkpoint='best', data=None, out=None, nima=None, metrics=()):
 
 
 def main(argv=None):
+  stops.begin()
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--workdir', help='a training run, a converted model directory or a weights file')
   parser.add_argument('--model', help='a released model by name (python -m enhance_jax.enhance '
@@ -276,6 +281,12 @@ def main(argv=None):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except stops.Stopped as stop:
+    print(stops.stop_sentence(stop, 'metrics.json and metrics.md are written only once every image is '
+                                    'scored, so none was written (an earlier one is as it was) and the '
+                                    'comparison images written are whole; rerun to evaluate'),
+          file=sys.stderr, flush=True)
+    return stop.exit_code
   mean = result['mean']
   if 'emd' in mean:  # a NIMA run
     print(f'{result["n"]} images: ' + ', '.join(f'{k} {v:.4f}' for k, v in mean.items()))
@@ -293,4 +304,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  stops.finish(main())

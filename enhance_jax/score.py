@@ -19,6 +19,7 @@ import json
 import pathlib
 import sys
 
+from enhance_jax import stops
 from enhance_jax.errors import UserError
 from enhance_jax.infer import scoring
 from enhance_jax.io import image_io
@@ -92,6 +93,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+  stops.begin()
   args = parse_args(argv)
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes on reading a `nima` workdir
@@ -111,6 +113,11 @@ def main(argv=None):
   except UserError as e:
     print(f'error: {image_io.shown(e)}', file=sys.stderr)
     return 2
+  except stops.Stopped as stop:
+    print(stops.stop_sentence(stop, 'no scores were printed (they come once every image is scored) '
+                                    'and score writes no file; rerun to score'),
+          file=sys.stderr, flush=True)
+    return stop.exit_code
   if failed:
     print(f'{failed} file(s) skipped; see the messages above.', file=sys.stderr)
     return 1
@@ -118,4 +125,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  stops.finish(main())

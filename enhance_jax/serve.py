@@ -49,6 +49,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from enhance_jax import stops
 from enhance_jax.errors import UserError
 from enhance_jax.eval import evaluators
 from enhance_jax.eval import niqe as niqe_lib
@@ -440,6 +441,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+  stops.begin()
   args = parse_args(argv)
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   absl_logging.set_verbosity(absl_logging.ERROR)
@@ -463,23 +465,31 @@ def main(argv=None):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except stops.Stopped as stop:  # while loading or compiling the models: nothing was served yet
+    print(stops.stop_sentence(stop, 'before serving; nothing was written'), file=sys.stderr, flush=True)
+    return stop.exit_code
   service = Service(models, nima, args.max_pixels, int(args.max_upload_mb * (1 << 20)), niqe=niqe)
   tempfile.tempdir = str(service.uploads)  # multipart spooling stays in the server's own folder
+  stopped = None
   try:
     app = create_app(service)
     print(f'serving {len(models)} model(s) ({", ".join(m.name for m in models)}) at '
           f'http://{args.host}:{args.port}/ ; files under {service.root}', flush=True)
-    # uvicorn shuts down gracefully on SIGTERM/Ctrl-C, then re-raises the signal to the handlers
-    # found before it: these end the process through the `finally` below, which removes the files.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    uvicorn.run(app, host=args.host, port=args.port, log_level='warning')
-  except KeyboardInterrupt:
-    pass
+    # uvicorn shuts down gracefully on SIGTERM/Ctrl-C (requests in flight finish), then raises the
+    # signal again for the handlers found before it: Stopped here, after which the files go.
+    # (Server.run, not uvicorn.run, which swallows that KeyboardInterrupt.)
+    uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level='warning')).run()
+  except KeyboardInterrupt as stop:  # stops.Stopped, or Ctrl-C where main was called from Python
+    stopped = stop if isinstance(stop, stops.Stopped) else stops.Stopped(signal.SIGINT)
   finally:
     service.close()
-  print('stopped; its temporary files are removed.', flush=True)
-  return 0
+  if stopped is None:
+    print('stopped; its temporary files are removed.', flush=True)
+    return 0
+  print(stops.stop_sentence(stopped, 'requests in flight were answered and its temporary files are '
+                                     'removed'), flush=True)
+  return stopped.exit_code
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  stops.finish(main())

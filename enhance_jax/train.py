@@ -10,9 +10,7 @@ import argparse
 import contextlib
 import os
 import pathlib
-import signal
 import sys
-import threading
 import time
 
 from absl import logging as absl_logging
@@ -20,6 +18,7 @@ import jax
 import numpy as np
 
 from enhance_jax import parallel
+from enhance_jax import stops
 from enhance_jax.data import datasets
 from enhance_jax.data import input_pipeline
 from enhance_jax.errors import UserError
@@ -228,28 +227,6 @@ class _Meter:
     self.start = time.perf_counter()
 
 
-class Preempted(KeyboardInterrupt):
-  """SIGTERM (what schedulers send before a pre-emption), handled as Ctrl-C: the step checkpointed."""
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-  """While training, SIGTERM raises Preempted in the loop (main thread only; restored after)."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-
-  def handler(signum, frame):
-    del signum, frame
-    raise Preempted()
-
-  previous = signal.signal(signal.SIGTERM, handler)
-  try:
-    yield
-  finally:
-    signal.signal(signal.SIGTERM, previous)
-
-
 def _progress_bar(config, step):
   if not config.train.progress or jax.process_index() != 0:
     return None
@@ -296,10 +273,11 @@ def _train(config, workdir):
   meter, bar = _Meter(t.batch_size), _progress_bar(config, step)
   loop.position = (step, data_state, data_state)  # where a stop before the first step finds the run
   try:
-    with _sigterm_interrupts():
+    with stops.deferred():  # a signal stops the loop where the state is whole (`_run_steps`)
       step, data_state = _run_steps(config, loop, batches, meter, bar, step, data_state)
   except (KeyboardInterrupt, input_pipeline.DataStallError) as e:
-    _save_on_stop(loop, e)
+    with stops.held('the checkpoint of the stop to be saved', stop_after=False):
+      _save_on_stop(loop, e)
     raise
   finally:
     batches.close()  # stops the reader thread
@@ -315,9 +293,10 @@ def _train(config, workdir):
 
 
 def _save_on_stop(loop, error):
-  """The checkpoint of the step the run stopped at (Ctrl-C, SIGTERM, a data stall), unless the
-  interrupt landed as a step returned, taking its donated input with it: then the last one holds.
-  `loop.position` is (step, data state) as the loop last had them."""
+  """The checkpoint of the step the run stopped at (a signal, Ctrl-C, a data stall), unless the
+  stop landed as a step returned, taking its donated input with it: then the last one holds.
+  `loop.position` is (step, data state) as the loop last had them. The sentence names the step whose
+  checkpoint was found whole on disk, or says that none is."""
   step, data_state, next_data_state = loop.position
   lost = loop.state.step.is_deleted()
   if not lost and int(jax.device_get(loop.state.step)) != step:  # between step and bookkeeping
@@ -326,10 +305,15 @@ def _save_on_stop(loop, error):
   if not lost and step not in loop.ckpts.latest.all_steps():
     loop.save(data_state)
     loop.ckpts.wait()
-  why = ('interrupted' if isinstance(error, KeyboardInterrupt) and not isinstance(error, Preempted)
-         else 'stopped by SIGTERM' if isinstance(error, Preempted) else 'stopped: the data stalled')
-  print(f'\n{why}; the checkpoint of step {loop.ckpts.latest.latest_step()} holds the run, '
-        'rerun the same command to resume.', flush=True)
+  kept = ckpt_lib.verified_latest(loop.workdir)
+  held = (f'the checkpoint of step {kept} holds the run, rerun the same command to resume'
+          if kept is not None else 'no checkpoint was written yet, so a rerun starts from step 0')
+  if isinstance(error, stops.Stopped):
+    print(f'\n{stops.stop_sentence(error, held)}', flush=True)
+    error.reported = True
+  else:
+    why = 'interrupted' if isinstance(error, KeyboardInterrupt) else 'stopped: the data stalled'
+    print(f'\n{why}; {held}.', flush=True)
 
 
 def _run_steps(config, loop, batches, meter, bar, step, data_state):
@@ -338,6 +322,7 @@ def _run_steps(config, loop, batches, meter, bar, step, data_state):
   t, meta = config.train, loop.meta
   loop.position = (step, data_state, data_state)
   while not meta['finished'] and step < t.num_steps:
+    stops.check()  # a signal kept while the last step ran stops here, where the state is whole
     loop.maybe_start_gan(step)
     batch, next_data_state = next(batches)
     loop.position = (step, data_state, next_data_state)
@@ -367,7 +352,8 @@ def _run_steps(config, loop, batches, meter, bar, step, data_state):
           + (f' ({quality.best_metric(config)}: best)' if improved else ''))
     if improved or _every(step, t.checkpoint_every_steps) or stage_done:
       meter.check(step)  # a state made by a NaN step is never saved
-      loop.save(data_state, best=improved)
+      with stops.held(f'the checkpoint of step {step} to be saved'):
+        loop.save(data_state, best=improved)
     if evaluate:
       meter.restart_clock()  # validation and checkpointing are not step time
   return step, data_state
@@ -390,6 +376,7 @@ def _log(loop, meter, bar, step):
 
 
 def main(argv=None):
+  stops.begin()
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--exp', default='esrgan', help='experiment name (experiments/NAME.py)')
   parser.add_argument('--workdir', default=None, help='run directory (default runs/EXP)')
@@ -430,8 +417,13 @@ def main(argv=None):
   except input_pipeline.DataStallError as e:
     print(f'error: {e}', file=sys.stderr)
     return 4
-  except Preempted:
-    return 143  # 128 + SIGTERM, as a shell reports a process the signal ended
+  except stops.Stopped as stop:
+    if not getattr(stop, 'reported', False):  # stopped before the step loop
+      kept = ckpt_lib.verified_latest(args.workdir or f'runs/{args.exp}')
+      print(stops.stop_sentence(stop, 'before any step of this run; ' + (
+          f'the checkpoint of step {kept} holds the run' if kept is not None
+          else 'nothing was trained yet')), flush=True)
+    return stop.exit_code  # 130 / 143, as a shell reports a process the signal ended
   except KeyboardInterrupt:
     return 130
   except jax.errors.JaxRuntimeError as e:
@@ -441,4 +433,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  stops.finish(main())

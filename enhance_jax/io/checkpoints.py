@@ -317,6 +317,16 @@ class Checkpoints:
     self.best.close()
 
 
+def verified_latest(workdir):
+  """The newest step under WORKDIR/checkpoints that orbax finished and whose files match their SUMS
+  (None when there is none): the one a stop may say holds the run."""
+  root = pathlib.Path(workdir) / 'checkpoints'
+  for step in reversed(_finished_steps(root)):
+    if find_damage(root / str(step)) is None:
+      return step
+  return None
+
+
 def _finished_steps(root):
   """The steps orbax finished (renamed from its temporary folder) under ROOT."""
   root = pathlib.Path(root)

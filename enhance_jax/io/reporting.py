@@ -37,9 +37,12 @@ def image_grid(rows, gap=4):
 def save_png(path, image):
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix('.tmp.png')
-  Image.fromarray(to_uint8(image)).save(tmp)
-  tmp.replace(path)
+  tmp = path.with_name(f'.{path.stem}.tmp.png')
+  try:  # whole or absent, also when a stop lands mid-write
+    Image.fromarray(to_uint8(image)).save(tmp)
+    tmp.replace(path)
+  finally:
+    tmp.unlink(missing_ok=True)
 
 
 def sample_grid(lr, sr, hr, max_images=4):

@@ -58,20 +58,62 @@ def _handler(signum, frame):
   del frame
   name = signal.Signals(signum).name
   if _POLICY.mode == 'startup':
-    _say(f'stopped by {name} while starting; nothing was written.')
+    _say(f'stopped by {name} while starting; this run wrote nothing.')
     exit_now(128 + signum)
   if _POLICY.mode == 'hold':
     again = _POLICY.pending is not None
     _POLICY.pending = _POLICY.pending or signum
-    _say(f'{name} received{" again" if again else ""}: waiting for {_POLICY.what} to finish, '
-         'then stopping.')
+    _say(f'{name} received{" again" if again else ""}: {"still " if again else ""}stopping once '
+         f'{_POLICY.what}.')
     return
   if _POLICY.mode == 'defer' and _POLICY.pending is None:
     _POLICY.pending = signum
     _say(f'{name} received: stopping once the current step (or its compile) is done; send it again '
          'to stop at once.')
     return
-  raise Stopped(_POLICY.pending if _POLICY.mode == 'defer' else signum)
+  _quiet_threads()
+  if _POLICY.mode == 'defer':
+    _say(f'{name} received again: stopping at once.')
+    raise Stopped(_POLICY.pending)
+  raise Stopped(signum)
+
+
+class _MainThreadOnly:
+  """A stream that drops what threads other than the main one write to it."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text):
+    if threading.current_thread() is threading.main_thread():
+      return self._stream.write(text)
+    return len(text)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+def _quiet_threads():
+  """Once a stop is raised, helper threads that fail because of it (orbax's event loops, closed under
+  them) stay quiet: the stop's sentence is what the user reads, then the process ends. Only in a
+  launched command: a program that called the trainer keeps its own streams and hooks."""
+  if launched_command() is None:
+    return
+  threading.excepthook = lambda args: None
+  if not isinstance(sys.stderr, _MainThreadOnly):
+    sys.stderr = _MainThreadOnly(sys.stderr)
+
+
+def _unraisable(hook):
+  """sys.unraisablehook that re-sends a Stopped Python swallowed (raised inside a garbage-collector
+  callback or a __del__, where exceptions are 'ignored'), so the stop lands in ordinary code."""
+  def redeliver(unraisable):
+    if isinstance(unraisable.exc_value, Stopped):
+      threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.signum)).start()
+      return
+    hook(unraisable)
+  redeliver.redelivers = True
+  return redeliver
 
 
 def install(mode='startup'):
@@ -81,6 +123,8 @@ def install(mode='startup'):
     _POLICY.mode, _POLICY.pending = mode, None
     for sig in SIGNALS:
       signal.signal(sig, _handler)
+    if not getattr(sys.unraisablehook, 'redelivers', False):
+      sys.unraisablehook = _unraisable(sys.unraisablehook)
 
 
 def begin():
@@ -120,15 +164,16 @@ def deferred():
     signal.signal(sig, _handler)
   try:
     yield
-  finally:
-    _POLICY.mode, _POLICY.what = before.mode, before.what
+  finally:  # a signal kept but not acted on (the run ended first) goes with the block
+    _POLICY.mode, _POLICY.what, _POLICY.pending = before.mode, before.what, before.pending
     for sig, handler in previous.items():
       signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
 def held(what: str, stop_after: bool = True):
-  """Inside, signals wait for WHAT to finish (said once per signal); after it, a kept signal raises
+  """Inside, signals wait for the block (WHAT says when it is done: 'the checkpoint of step 7 is
+  saved'; said once per signal); after it, a kept signal raises
   (STOP_AFTER; False where the caller is stopping already), unless an enclosing `deferred` block
   stops at its own check."""
   before = dataclasses.replace(_POLICY)

@@ -276,7 +276,7 @@ def _train(config, workdir):
     with stops.deferred():  # a signal stops the loop where the state is whole (`_run_steps`)
       step, data_state = _run_steps(config, loop, batches, meter, bar, step, data_state)
   except (KeyboardInterrupt, input_pipeline.DataStallError) as e:
-    with stops.held('the checkpoint of the stop to be saved', stop_after=False):
+    with stops.held('the checkpoint of the stop is saved', stop_after=False):
       _save_on_stop(loop, e)
     raise
   finally:
@@ -352,7 +352,7 @@ def _run_steps(config, loop, batches, meter, bar, step, data_state):
           + (f' ({quality.best_metric(config)}: best)' if improved else ''))
     if improved or _every(step, t.checkpoint_every_steps) or stage_done:
       meter.check(step)  # a state made by a NaN step is never saved
-      with stops.held(f'the checkpoint of step {step} to be saved'):
+      with stops.held(f'the checkpoint of step {step} is saved'):
         loop.save(data_state, best=improved)
     if evaluate:
       meter.restart_clock()  # validation and checkpointing are not step time

@@ -62,7 +62,8 @@ def quick_compile():
 # 5-minute module starting when the other worker is nearly done.
 LONGEST_FIRST = (
     'tests/training/test_new_bars.py', 'tests/training/test_new_architectures.py',
-    'tests/training/test_multihost.py', 'tests/models/test_edsr.py', 'tests/training/test_experiments.py',
+    'tests/training/test_multihost.py', 'tests/cli/test_stop_matrix.py', 'tests/models/test_edsr.py',
+    'tests/training/test_experiments.py',
     'tests/cli/test_enhance.py', 'tests/training/test_open_core.py',
     'tests/training/test_training_faults.py', 'tests/training/test_sharding.py',
     'tests/benchmarks/test_benchmarks.py',

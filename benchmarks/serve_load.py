@@ -37,7 +37,8 @@ from benchmarks.throughput import versions, write_json
 RESULTS = pathlib.Path(__file__).with_name('results')
 SIDES = (48, 64, 80, 96, 128)      # input sides the clients draw from (each is a new window shape once)
 BAD_SHARE = 0.1                     # share of uploads that are bad and must get a 4xx
-RSS_MARGIN = 1.3                    # RSS after the run may be at most this times RSS after warm-up
+RSS_MARGIN = 1.3                    # RSS after the run may be at most this times RSS after warm-up (which
+                                    # includes a quarter-length run at full load: the working memory)
 
 
 def photos(seed=0):
@@ -57,9 +58,9 @@ def photos(seed=0):
 
 
 def bad_uploads(good_png):
-  """(name, bytes, expected 4xx statuses): empty, not an image, truncated, too small."""
+  """(name, bytes, expected 4xx statuses): empty, not an image, truncated, too small (3x3)."""
   tiny = io.BytesIO()
-  Image.new('RGB', (4, 4)).save(tiny, format='PNG')
+  Image.new('RGB', (3, 3)).save(tiny, format='PNG')  # under tiling.MIN_SIDE (4)
   return [('empty.png', b'', (400,)), ('notes.png', b'not a picture\n' * 40, (415,)),
           ('cut.png', good_png[:len(good_png) // 2], (415,)), ('tiny.png', tiny.getvalue(), (400,))]
 
@@ -145,16 +146,15 @@ def run(sources, clients=16, seconds=60.0, port=None, seed=0, log_path=None, ser
     info = requests.get(url + '/api/models', timeout=30).json()
     scales = {m['name']: m['scale'] for m in info['models']}
     names = list(scales)
-    # Warm-up: every size once through every model, so RSS after it holds the compiled programs.
+    # Warm-up: every size once through every model (the compiled programs), then the same load for a
+    # quarter of the run (the working memory of CLIENTS requests at once): RSS after it is the base.
     t0 = time.time()
     for name, content, size in good:
       r = post(url, name, content, ())
       problems += [f'warm-up {name}: {p}' for p in check_answer(r, size, (), scales)]
-    warm_seconds = time.time() - t0
-    rss_warm = rss_bytes(proc.pid)
 
-    def client(index):
-      crng = np.random.default_rng(seed * 1000 + index)
+    def client(index, seconds):
+      crng = np.random.default_rng(seed * 1000 + index + int(seconds * 10))
       deadline = time.time() + seconds
       while time.time() < deadline:
         draw = crng.random()
@@ -184,10 +184,18 @@ def run(sources, clients=16, seconds=60.0, port=None, seed=0, log_path=None, ser
           latencies.append(took)
           problems.extend(f'{name}: {p}' for p in found)
 
+    def load(seconds):
+      with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client, i, seconds) for i in range(clients)]:
+          f.result()
+
+    load(seconds / 4)
+    warm_seconds = time.time() - t0
+    rss_warm = rss_bytes(proc.pid)
+    latencies.clear()
+    stats.update(good=0, bad=0, hang_ups=0)
     start = time.time()
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-      for f in [pool.submit(client, i) for i in range(clients)]:
-        f.result()
+    load(seconds)
     elapsed = time.time() - start
     time.sleep(1.0)  # the hang-ups' requests finish on the server
     rss_after = rss_bytes(proc.pid)

@@ -1,6 +1,6 @@
 """stops.py's policy in this process: a deferred signal waits for `check`, a second stops at once, a
 held block finishes first and says so, handlers are put back, and only enhance_jax's commands are
-recognised as launched. (The real commands, signalled as subprocesses: tests/cli/test_stop_matrix.py.)"""
+recognised as launched. (The real commands, signalled as subprocesses: test_stop_matrix.py.)"""
 
 import os
 import signal

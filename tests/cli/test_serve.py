@@ -12,9 +12,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import time
 import zipfile
 
 import jax
@@ -24,6 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
+from benchmarks import serve_load
 from benchmarks.torch_reference import metric_references
 from enhance_jax.io import weights
 from enhance_jax.models.nima import NIMA
@@ -76,31 +74,14 @@ def server(l1_run, tmp_path_factory):
   """The server, started as a user would, on a free port: (base url, its temp dir, process)."""
   root = tmp_path_factory.mktemp('serve')
   srvgg, nima = _converted_models(root)
-  port = _free_port()
   log = open(root / 'server.log', 'w+')  # pylint: disable=consider-using-with
-  proc = subprocess.Popen(
-      [sys.executable, '-m', 'enhance_jax.serve', '--workdir', str(l1_run), '--workdir', str(srvgg),
-       '--nima', str(nima), '--niqe', '--niqe-params', str(metric_references.pristine_params_path()),
-       '--port', str(port), '--max-pixels', str(MAX_PIXELS),
-       '--max-upload-mb', str(MAX_UPLOAD_MB), '--tile', '64', '--tile-pad', '8'],
-      stdout=log, stderr=subprocess.STDOUT, cwd=root)
-  url = f'http://127.0.0.1:{port}'
-  deadline = time.time() + 300
-  while time.time() < deadline:
-    if proc.poll() is not None:
-      log.seek(0)
-      pytest.fail(f'the server exited ({proc.returncode}):\n{log.read()}')
-    try:
-      if requests.get(url + '/api/models', timeout=5).ok:
-        break
-    except requests.ConnectionError:
-      time.sleep(0.5)
-  else:
-    proc.kill()
-    pytest.fail('the server did not answer within 300 s')
+  proc, url, tmp = serve_load.start_server(  # as a user starts it; RuntimeError with its log if not
+      [str(l1_run), str(srvgg)], _free_port(), log,
+      ('--nima', str(nima), '--niqe', '--niqe-params', str(metric_references.pristine_params_path()),
+       '--max-pixels', str(MAX_PIXELS), '--max-upload-mb', str(MAX_UPLOAD_MB), '--tile', '64',
+       '--tile-pad', '8'))
   log.seek(0)
   banner = log.read()
-  tmp = pathlib.Path(re.search(r'files under (\S+)', banner).group(1))
   yield url, tmp, proc, banner
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=60)

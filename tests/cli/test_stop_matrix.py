@@ -31,7 +31,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = pathlib.Path(os.environ.get('ENHANCE_JAX_ARTIFACTS', REPO / 'artifacts'))
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CASES = []  # (command, phase, signal name, exit code) of every case tried, for the report
-RUN = (*TINY, 'train.num_steps=16', 'train.checkpoint_every_steps=1', 'train.eval_every_steps=6',
+RUN = (*TINY, 'train.num_steps=30', 'train.checkpoint_every_steps=1', 'train.eval_every_steps=6',
        'train.log_every_steps=1')
 
 
@@ -115,17 +115,20 @@ def test_train_stops_cleanly_in_every_phase_and_resumes_to_the_same_losses(tmp_p
   subprocess.run([sys.executable, '-m', 'enhance_jax.train', *_train_args(straight)], env=_env(),
                  check=True, capture_output=True, timeout=600)
   want = _losses(straight)
-  assert sorted(want) == list(range(1, 17))
+  assert sorted(want) == list(range(1, 31))
 
   workdir, rng = tmp_path / 'stopped', np.random.default_rng(25)
   lock = workdir / '.lock'
   progress = lambda: max(_losses(workdir), default=0)
   cases = [  # (phase, signals, trigger(steps logged before this case), delay)
       ('start-up and imports', (signal.SIGINT,), lambda base: True, rng.uniform(0.1, 1.0)),
-      ('config check, data start, first compile', (signal.SIGTERM,), lambda base: lock.exists(),
+      ('config check, data start, first compile', (signal.SIGTERM,), lambda base: holds_lock(),
        rng.uniform(0.0, 2.0)),
       ('steps', (signal.SIGINT,), lambda base: progress() >= base + 2, rng.uniform(0.0, 0.3)),
-      ('steps after a refused second run', (signal.SIGTERM,), lambda base: progress() >= base + 1, 0.0),
+      # the second run starts once the first has stepped; it is refused (about 5 s) while the first
+      # steps on, and the signal follows the refusal at once
+      ('steps after a refused second run', (signal.SIGTERM,),
+       lambda base: holds_lock() and progress() >= base + 1, 0.0),
       ('validation and its checkpoint', (signal.SIGTERM,),  # the step before the next validation
        lambda base: progress() >= (base // 6 + 1) * 6 - 1,
        rng.uniform(0.0, 0.4)),
@@ -133,14 +136,15 @@ def test_train_stops_cleanly_in_every_phase_and_resumes_to_the_same_losses(tmp_p
        lambda base: progress() >= base + 1, rng.uniform(0.0, 0.2)),
   ]
   for i, (phase, sigs, when, delay) in enumerate(cases):
-    base = progress()
+    base, started = progress(), time.time()
+    holds_lock = lambda started=started: lock.exists() and lock.stat().st_mtime >= started  # written anew
     trigger = lambda when=when, base=base: when(base)
     if phase == 'steps after a refused second run':  # the report's case: a refused run lost the first's
       trigger = _refusing_second_run(workdir, trigger, tmp_path)
     text = _stop('train', _train_args(workdir), phase, sigs, trigger, float(delay),
                  tmp_path / f'train_{i}.log')
     _check_checkpoints(workdir, text)
-    assert progress() < 16, f'the run finished before the {phase} case; give it more steps'
+    assert progress() < 30, f'the run finished before the {phase} case; give it more steps'
   done = subprocess.run([sys.executable, '-m', 'enhance_jax.train', *_train_args(workdir)], env=_env(),
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -387,6 +387,7 @@ def main(argv=None):
                       help='print the config schema (every key, its default and meaning; SECTION: '
                            'e.g. train or data.affine) and exit')
   args = parser.parse_args(argv)
+  workdir = args.workdir or f'runs/{args.exp}'
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes are not for users
   if args.list:
     print('\n'.join(config_lib.describe_experiments()))
@@ -407,7 +408,7 @@ def main(argv=None):
     flags.FLAGS(sys.argv[:1], known_only=True)
     parallel.initialize()  # before any JAX computation (validating the config runs some)
     config = config_lib.get_config(args.exp, args.set, check=False)  # train_and_evaluate validates
-    train_and_evaluate(config, args.workdir or f'runs/{args.exp}')
+    train_and_evaluate(config, workdir)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -419,7 +420,7 @@ def main(argv=None):
     return 4
   except stops.Stopped as stop:
     if not getattr(stop, 'reported', False):  # stopped before the step loop
-      kept = ckpt_lib.verified_latest(args.workdir or f'runs/{args.exp}')
+      kept = ckpt_lib.verified_latest(workdir)
       print(stops.stop_sentence(stop, 'before any step of this run; ' + (
           f'the checkpoint of step {kept} holds the run' if kept is not None
           else 'nothing was trained yet')), flush=True)

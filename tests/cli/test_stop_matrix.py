@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -271,7 +272,6 @@ def test_score_stops_cleanly(tmp_path):
 
 @pytest.mark.parametrize('phase', ['start-up and model load', 'serving'])
 def test_serve_stops_cleanly_and_removes_its_files(l1_run, tmp_path, phase):
-  import socket  # pylint: disable=g-import-not-at-top
   for sig in SIGNALS:
     with socket.socket() as s:
       s.bind(('127.0.0.1', 0))

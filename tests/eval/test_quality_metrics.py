@@ -3,9 +3,12 @@ BasicSR 1.4.2's calculate_niqe with the real pristine file of its sdist, MS-SSIM
 (alex, vgg, squeeze) against the lpips package with its shipped linear heads and the same backbone
 weights in both; and the errors a user meets."""
 
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import ndimage
 import skimage.data
 import torch
 
@@ -38,9 +41,8 @@ def test_niqe_agrees_with_basicsr_on_real_photos(name, crop, niqe_params):
 
 
 def _reference_mscn(img, window):
-  from scipy.ndimage import convolve  # pylint: disable=g-import-not-at-top
-  mu = convolve(img, window, mode='nearest')
-  sigma = np.sqrt(np.abs(convolve(np.square(img), window, mode='nearest') - np.square(mu)))
+  mu = ndimage.convolve(img, window, mode='nearest')
+  sigma = np.sqrt(np.abs(ndimage.convolve(np.square(img), window, mode='nearest') - np.square(mu)))
   return (img - mu) / (sigma + 1)
 
 
@@ -50,7 +52,7 @@ def test_niqe_matches_basicsr_step_by_step_on_the_full_astronaut(niqe_params):
   coefficients and all 36 features of each block match BasicSR's; only the half-size resize (PyTorch's
   BLAS summation order) differs, by at most 4 float32 ulps, which moves the score by 3.5e-3."""
   ref = metric_references.niqe_module()
-  resize = __import__('sys').modules['basicsr.utils.matlab_functions'].imresize
+  resize = sys.modules['basicsr.utils.matlab_functions'].imresize  # loaded by niqe_module()
   window = niqe_params['gaussian_window']
   photo = skimage.data.astronaut()
   y = np.asarray(niqe.y_255(jnp.asarray(photo[None] / 255.0, jnp.float32))[0])[:480, :480]

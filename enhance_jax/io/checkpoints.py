@@ -19,6 +19,7 @@ import time
 import jax
 import orbax.checkpoint as ocp
 
+from enhance_jax import stops
 from enhance_jax.errors import UserError
 
 SELECTORS = ('latest', 'best')
@@ -193,7 +194,10 @@ class Checkpoints:
     """mngr.restore(step, args); damage (and, when MISFIT, a model misfit) said in one sentence."""
     self._verify(mngr, step)
     try:
-      return mngr.restore(step, args=args)
+      # A signal waits for the read: raised inside orbax's TensorStore reads, it came back as a
+      # generic error this would have called damage.
+      with stops.held(f'the checkpoint of step {step} is read'):
+        return mngr.restore(step, args=args)
     except Exception as e:  # pylint: disable=broad-except
       text = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'[:200]
       damage = (isinstance(e, (OSError, UnicodeDecodeError, json.JSONDecodeError))
